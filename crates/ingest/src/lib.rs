@@ -1,0 +1,134 @@
+//! OTLP bytes in, validated and normalized rows out. No sockets live here: receivers hand this
+//! crate a body and its content type and get back rows for the `spans`, `logs` and `metrics`
+//! tables plus a count of rejected records with the first reason, as OTLP partial success needs.
+//!
+//! The steps are: [`body`] (content type, gzip with a size limit) -> decode (protobuf with prost,
+//! or JSON through [`otlp_json`], which repairs and validates OTLP/JSON before the serde types
+//! see it) -> normalize ([`traces`], [`logs`], [`metrics`]), which promotes semantic-convention
+//! attributes into columns and understands Logfire's conventions.
+
+pub mod attributes;
+pub mod body;
+pub mod error;
+pub mod logs;
+pub mod metrics;
+pub mod otlp_json;
+pub mod resource;
+pub mod traces;
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+use sightline_model::schema::{LogRow, MetricRow, SpanRow};
+
+pub use body::{BodyEncoding, decode_body};
+pub use error::Error;
+
+/// Rows produced from one export request, and what was left out.
+#[derive(Debug, Default)]
+pub struct Normalized {
+    pub spans: Vec<SpanRow>,
+    pub logs: Vec<LogRow>,
+    pub metrics: Vec<MetricRow>,
+    pub rejections: Rejections,
+}
+
+impl Normalized {
+    pub fn row_count(&self) -> usize {
+        self.spans.len() + self.logs.len() + self.metrics.len()
+    }
+}
+
+/// Records rejected while the rest of a request was accepted (OTLP partial success).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Rejections {
+    pub count: u64,
+    /// The reason the first record was rejected.
+    pub first_reason: Option<String>,
+}
+
+impl Rejections {
+    pub fn reject(&mut self, reason: impl FnOnce() -> String) {
+        self.count += 1;
+        if self.first_reason.is_none() {
+            self.first_reason = Some(reason());
+        }
+    }
+
+    pub fn merge(&mut self, other: Rejections) {
+        self.count += other.count;
+        if self.first_reason.is_none() {
+            self.first_reason = other.first_reason;
+        }
+    }
+}
+
+/// Decodes an OTLP traces export body (already decompressed) and normalizes it.
+pub fn ingest_traces(
+    bytes: &[u8],
+    encoding: BodyEncoding,
+    received_ns: i64,
+) -> Result<Normalized, Error> {
+    let (request, rejections) = match encoding {
+        BodyEncoding::Protobuf => (
+            ExportTraceServiceRequest::decode(bytes).map_err(|e| Error::Protobuf {
+                message: "ExportTraceServiceRequest",
+                reason: e.to_string(),
+            })?,
+            Rejections::default(),
+        ),
+        BodyEncoding::Json => otlp_json::parse_traces(bytes)?,
+    };
+    let mut normalized = traces::normalize(&request, received_ns);
+    let mut all = rejections;
+    all.merge(std::mem::take(&mut normalized.rejections));
+    normalized.rejections = all;
+    Ok(normalized)
+}
+
+/// Decodes an OTLP logs export body (already decompressed) and normalizes it.
+pub fn ingest_logs(
+    bytes: &[u8],
+    encoding: BodyEncoding,
+    received_ns: i64,
+) -> Result<Normalized, Error> {
+    let (request, rejections) = match encoding {
+        BodyEncoding::Protobuf => (
+            ExportLogsServiceRequest::decode(bytes).map_err(|e| Error::Protobuf {
+                message: "ExportLogsServiceRequest",
+                reason: e.to_string(),
+            })?,
+            Rejections::default(),
+        ),
+        BodyEncoding::Json => otlp_json::parse_logs(bytes)?,
+    };
+    let mut normalized = logs::normalize(&request, received_ns);
+    let mut all = rejections;
+    all.merge(std::mem::take(&mut normalized.rejections));
+    normalized.rejections = all;
+    Ok(normalized)
+}
+
+/// Decodes an OTLP metrics export body (already decompressed) and normalizes it.
+pub fn ingest_metrics(
+    bytes: &[u8],
+    encoding: BodyEncoding,
+    received_ns: i64,
+) -> Result<Normalized, Error> {
+    let (request, rejections) = match encoding {
+        BodyEncoding::Protobuf => (
+            ExportMetricsServiceRequest::decode(bytes).map_err(|e| Error::Protobuf {
+                message: "ExportMetricsServiceRequest",
+                reason: e.to_string(),
+            })?,
+            Rejections::default(),
+        ),
+        BodyEncoding::Json => otlp_json::parse_metrics(bytes)?,
+    };
+    let mut normalized = metrics::normalize(&request, received_ns);
+    let mut all = rejections;
+    all.merge(std::mem::take(&mut normalized.rejections));
+    normalized.rejections = all;
+    Ok(normalized)
+}

@@ -1,0 +1,61 @@
+//! The three kinds of telemetry Sightline stores.
+
+use serde::{Deserialize, Serialize};
+
+/// A signal, and the SQL table that holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signal {
+    Spans,
+    Logs,
+    Metrics,
+}
+
+impl Signal {
+    pub const ALL: [Signal; 3] = [Signal::Spans, Signal::Logs, Signal::Metrics];
+
+    /// The SQL table name, also the folder name of its segments.
+    pub fn table_name(self) -> &'static str {
+        match self {
+            Self::Spans => "spans",
+            Self::Logs => "logs",
+            Self::Metrics => "metrics",
+        }
+    }
+
+    /// The column that places a row in time (used for partitioning and pruning).
+    pub fn time_column(self) -> &'static str {
+        match self {
+            Self::Spans => "start_time",
+            Self::Logs | Self::Metrics => "time",
+        }
+    }
+
+    /// A stable one-byte tag used in the write-ahead log.
+    pub fn tag(self) -> u8 {
+        match self {
+            Self::Spans => 1,
+            Self::Logs => 2,
+            Self::Metrics => 3,
+        }
+    }
+
+    pub fn from_tag(tag: u8) -> Option<Self> {
+        match tag {
+            1 => Some(Self::Spans),
+            2 => Some(Self::Logs),
+            3 => Some(Self::Metrics),
+            _ => None,
+        }
+    }
+
+    pub fn from_table_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.table_name() == name)
+    }
+}
+
+impl std::fmt::Display for Signal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.table_name())
+    }
+}

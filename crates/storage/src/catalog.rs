@@ -1,0 +1,221 @@
+//! The catalog: which segments exist, with each one's signal, time range, row count and size,
+//! and the write-ahead log checkpoint. A local SQLite file, changed only in transactions so that
+//! a crash leaves either the old or the new list.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, params};
+use sightline_model::Signal;
+
+use crate::error::{Error, Result};
+
+/// One Parquet segment as the catalog lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentMeta {
+    pub id: i64,
+    pub signal: Signal,
+    /// Path relative to the data folder.
+    pub path: String,
+    pub min_time_ns: i64,
+    pub max_time_ns: i64,
+    pub row_count: i64,
+    pub size_bytes: i64,
+    pub created_ns: i64,
+    /// 0 for a segment written by a flush; one more than its inputs' for a compacted one.
+    pub level: i64,
+}
+
+/// The catalog file and its connection.
+#[derive(Debug)]
+pub struct Catalog {
+    path: PathBuf,
+    conn: Connection,
+}
+
+impl Catalog {
+    pub fn open(path: &Path) -> Result<Self> {
+        let err = |source| Error::Catalog {
+            path: path.into(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(err)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             CREATE TABLE IF NOT EXISTS segments (
+               id INTEGER PRIMARY KEY AUTOINCREMENT,
+               signal TEXT NOT NULL,
+               path TEXT NOT NULL UNIQUE,
+               min_time_ns INTEGER NOT NULL,
+               max_time_ns INTEGER NOT NULL,
+               row_count INTEGER NOT NULL,
+               size_bytes INTEGER NOT NULL,
+               created_ns INTEGER NOT NULL,
+               level INTEGER NOT NULL DEFAULT 0
+             );
+             CREATE INDEX IF NOT EXISTS segments_by_time ON segments(signal, min_time_ns);
+             CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+        )
+        .map_err(err)?;
+        Ok(Self {
+            path: path.into(),
+            conn,
+        })
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> Error + '_ {
+        move |source| Error::Catalog {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// The first log file whose rows are not yet all in segments.
+    pub fn wal_checkpoint(&self) -> Result<u64> {
+        let value: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT value FROM state WHERE key = 'wal_checkpoint'",
+                [],
+                |r| r.get(0),
+            )
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                other => Err(other),
+            })
+            .map_err(self.err())?;
+        Ok(value.map(|v| v as u64).unwrap_or(0))
+    }
+
+    pub fn segments(&self) -> Result<Vec<SegmentMeta>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, signal, path, min_time_ns, max_time_ns, row_count, size_bytes, created_ns, level
+                 FROM segments ORDER BY signal, min_time_ns, id",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| {
+                let signal: String = r.get(1)?;
+                Ok((
+                    signal,
+                    SegmentMeta {
+                        id: r.get(0)?,
+                        signal: Signal::Spans,
+                        path: r.get(2)?,
+                        min_time_ns: r.get(3)?,
+                        max_time_ns: r.get(4)?,
+                        row_count: r.get(5)?,
+                        size_bytes: r.get(6)?,
+                        created_ns: r.get(7)?,
+                        level: r.get(8)?,
+                    },
+                ))
+            })
+            .map_err(self.err())?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (signal, mut meta) = row.map_err(self.err())?;
+            // A row with an unknown signal was written by a newer version; leave it alone.
+            if let Some(signal) = Signal::from_table_name(&signal) {
+                meta.signal = signal;
+                out.push(meta);
+            }
+        }
+        Ok(out)
+    }
+
+    /// In one transaction: adds `added`, removes the segments with ids in `removed`, and
+    /// optionally moves the log checkpoint. Returns the added segments with their ids.
+    pub fn commit(
+        &mut self,
+        added: Vec<SegmentMeta>,
+        removed: &[i64],
+        wal_checkpoint: Option<u64>,
+    ) -> Result<Vec<SegmentMeta>> {
+        let path = self.path.clone();
+        let err = |source| Error::Catalog {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        let mut out = Vec::with_capacity(added.len());
+        for mut meta in added {
+            tx.execute(
+                "INSERT INTO segments (signal, path, min_time_ns, max_time_ns, row_count, size_bytes, created_ns, level)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    meta.signal.table_name(),
+                    meta.path,
+                    meta.min_time_ns,
+                    meta.max_time_ns,
+                    meta.row_count,
+                    meta.size_bytes,
+                    meta.created_ns,
+                    meta.level
+                ],
+            )
+            .map_err(err)?;
+            meta.id = tx.last_insert_rowid();
+            out.push(meta);
+        }
+        for id in removed {
+            tx.execute("DELETE FROM segments WHERE id = ?1", params![id])
+                .map_err(err)?;
+        }
+        if let Some(seq) = wal_checkpoint {
+            tx.execute(
+                "INSERT INTO state (key, value) VALUES ('wal_checkpoint', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![seq as i64],
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(path: &str, min: i64) -> SegmentMeta {
+        SegmentMeta {
+            id: 0,
+            signal: Signal::Logs,
+            path: path.into(),
+            min_time_ns: min,
+            max_time_ns: min + 10,
+            row_count: 5,
+            size_bytes: 100,
+            created_ns: 1,
+            level: 0,
+        }
+    }
+
+    #[test]
+    fn commit_adds_removes_and_moves_the_checkpoint_together() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("catalog.db");
+        let mut catalog = Catalog::open(&path).expect("open");
+        assert_eq!(catalog.wal_checkpoint().expect("checkpoint"), 0);
+        let added = catalog
+            .commit(vec![meta("a", 1), meta("b", 2)], &[], Some(3))
+            .expect("commit");
+        catalog
+            .commit(vec![meta("c", 3)], &[added[0].id], Some(5))
+            .expect("commit");
+        drop(catalog);
+        let catalog = Catalog::open(&path).expect("reopen");
+        let paths: Vec<String> = catalog
+            .segments()
+            .expect("list")
+            .into_iter()
+            .map(|s| s.path)
+            .collect();
+        assert_eq!(paths, vec!["b", "c"]);
+        assert_eq!(catalog.wal_checkpoint().expect("checkpoint"), 5);
+    }
+}

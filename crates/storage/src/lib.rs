@@ -1,0 +1,21 @@
+//! Durable storage for Sightline: the write-ahead log, the in-memory buffer that makes rows
+//! queryable at once, Parquet segments, the catalog that lists them, compaction and retention.
+//!
+//! The path of a row: [`Store::append`] frames it into the log, the log writer thread syncs a
+//! whole group of requests with one `fsync` and only then puts the rows into the buffer and
+//! answers (so an answer means durable *and* visible). A flush rotates the log, writes the
+//! buffered rows as one segment per signal and hour, and commits the segments together with the
+//! new log checkpoint in one catalog transaction; queries take a [`Snapshot`] of buffer and
+//! segments under one lock, so a row is never seen twice or missed while it moves.
+
+pub mod catalog;
+pub mod error;
+pub mod segment;
+mod store;
+pub mod wal;
+
+pub use catalog::SegmentMeta;
+pub use error::{Error, Result};
+pub use store::{
+    FlushReport, MaintenanceReport, OpenReport, Snapshot, Store, StoreOptions, StoreStats, TornTail,
+};

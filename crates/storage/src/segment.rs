@@ -1,0 +1,165 @@
+//! Parquet segments: zstd-compressed, sorted by service and time so row-group statistics prune
+//! well, with a bloom filter on `trace_id` so a trace lookup skips row groups that lack it.
+//! A segment is written to a temporary name, synced, then renamed, so a reader or a crash never
+//! sees half a file.
+
+use std::fs::{self, File};
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{Array, RecordBatch, TimestampNanosecondArray};
+use arrow::compute::{
+    SortColumn, SortOptions, concat_batches, lexsort_to_indices, take_record_batch,
+};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::SortingColumn;
+use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
+use sightline_model::Signal;
+use sightline_model::schema::schema_for;
+
+use crate::error::{Error, Result};
+
+/// Rows per row group: small enough that time and trace pruning skip real work.
+const ROW_GROUP_ROWS: usize = 64 * 1024;
+
+/// Sorts rows by service name, then time.
+pub fn sort_for_segment(signal: Signal, batch: &RecordBatch) -> Result<RecordBatch> {
+    let column = |name: &str| {
+        batch.column_by_name(name).cloned().ok_or_else(|| {
+            Error::Arrow(arrow::error::ArrowError::SchemaError(format!(
+                "missing column {name}"
+            )))
+        })
+    };
+    let options = Some(SortOptions {
+        descending: false,
+        nulls_first: true,
+    });
+    let keys = vec![
+        SortColumn {
+            values: column("service_name")?,
+            options,
+        },
+        SortColumn {
+            values: column(signal.time_column())?,
+            options,
+        },
+    ];
+    let indices = lexsort_to_indices(&keys, None)?;
+    Ok(take_record_batch(batch, &indices)?)
+}
+
+/// The smallest and largest value of the signal's time column.
+pub fn time_bounds(signal: Signal, batch: &RecordBatch) -> Option<(i64, i64)> {
+    let times = batch
+        .column_by_name(signal.time_column())?
+        .as_any()
+        .downcast_ref::<TimestampNanosecondArray>()?;
+    let min = arrow::compute::min(times)?;
+    let max = arrow::compute::max(times)?;
+    Some((min, max))
+}
+
+fn writer_properties(signal: Signal) -> WriterProperties {
+    let schema = schema_for(signal);
+    let index = |name: &str| schema.index_of(name).ok().map(|i| i as i32);
+    let sorting: Vec<SortingColumn> = ["service_name", signal.time_column()]
+        .iter()
+        .filter_map(|name| index(name))
+        .map(|column_idx| SortingColumn {
+            column_idx,
+            descending: false,
+            nulls_first: true,
+        })
+        .collect();
+    let mut builder = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_sorting_columns(Some(sorting));
+    if matches!(signal, Signal::Spans | Signal::Logs) {
+        builder = builder
+            .set_column_bloom_filter_enabled(ColumnPath::from("trace_id"), true)
+            .set_column_bloom_filter_fpp(ColumnPath::from("trace_id"), 0.01);
+    }
+    builder.build()
+}
+
+/// Writes one sorted batch as a segment at `path` (durably: file and folder are synced).
+/// Returns the file size in bytes.
+pub fn write_segment(path: &Path, signal: Signal, batch: &RecordBatch) -> Result<u64> {
+    let io = |source| Error::SegmentIo {
+        path: path.into(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(io)?;
+    let tmp = path.with_extension("parquet.tmp");
+    let file = File::create(&tmp).map_err(io)?;
+    let format = |source| Error::SegmentFormat {
+        path: path.into(),
+        source,
+    };
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties(signal)))
+        .map_err(format)?;
+    writer.write(batch).map_err(format)?;
+    let file = writer.into_inner().map_err(format)?;
+    file.sync_all().map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    drop(file);
+    fs::rename(&tmp, path).map_err(io)?;
+    crate::wal::sync_dir(dir).map_err(io)?;
+    Ok(size)
+}
+
+/// Reads a whole segment into one batch (compaction).
+pub fn read_segment(path: &Path, signal: Signal) -> Result<RecordBatch> {
+    let io = |source| Error::SegmentIo {
+        path: path.into(),
+        source,
+    };
+    let format = |source| Error::SegmentFormat {
+        path: path.into(),
+        source,
+    };
+    let file = File::open(path).map_err(io)?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(format)?
+        .build()
+        .map_err(format)?;
+    let mut batches = Vec::new();
+    for batch in reader {
+        batches.push(batch?);
+    }
+    let schema = schema_for(signal);
+    let batches = batches
+        .into_iter()
+        .map(|b| align_to_schema(&b, &schema))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(concat_batches(&schema, &batches)?)
+}
+
+/// Brings a batch written by an older version (fewer columns) to today's schema: columns added
+/// since are filled with nulls.
+pub fn align_to_schema(
+    batch: &RecordBatch,
+    schema: &Arc<arrow::datatypes::Schema>,
+) -> Result<RecordBatch> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(RecordBatch::try_new(
+            schema.clone(),
+            batch.columns().to_vec(),
+        )?);
+    }
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| match batch.column_by_name(field.name()) {
+            Some(column) if column.data_type() == field.data_type() => column.clone(),
+            _ => arrow::array::new_null_array(field.data_type(), batch.num_rows()),
+        })
+        .collect();
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}

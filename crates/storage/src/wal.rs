@@ -1,0 +1,347 @@
+//! The write-ahead log: numbered files of checksummed records, each one Arrow IPC batch of one
+//! signal. A record is `[len: u32 LE][crc32 of payload: u32 LE][payload]`, and the payload is
+//! `[signal tag: u8][Arrow IPC stream]`. Files start with [`MAGIC`].
+//!
+//! Files are named by an increasing sequence number. Once the rows of every file below a
+//! sequence number are in segments, the catalog records that number as the checkpoint and the
+//! files below it are deleted; replay reads only files at or above the checkpoint, so it never
+//! brings back rows that segments already hold.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use arrow::array::RecordBatch;
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use sightline_model::Signal;
+
+use crate::error::{Error, Result};
+
+pub const MAGIC: &[u8; 8] = b"SLWAL\x00\x01\n";
+const HEADER_BYTES: u64 = 8;
+/// A record larger than this is treated as corruption (its length field is garbage).
+const MAX_RECORD_BYTES: u32 = 1 << 30;
+
+/// One decoded record of the log.
+#[derive(Debug)]
+pub struct WalRecord {
+    pub signal: Signal,
+    pub batch: RecordBatch,
+}
+
+/// Encodes a batch as a record payload.
+pub fn encode_record(signal: Signal, batch: &RecordBatch) -> Result<Vec<u8>> {
+    let mut payload = vec![signal.tag()];
+    {
+        let mut writer = StreamWriter::try_new(&mut payload, &batch.schema())?;
+        writer.write(batch)?;
+        writer.finish()?;
+    }
+    let mut framed = Vec::with_capacity(payload.len() + 8);
+    let len = u32::try_from(payload.len()).map_err(|_| Error::WriteFailed {
+        reason: format!(
+            "a batch of {} bytes is too large for one log record",
+            payload.len()
+        ),
+    })?;
+    framed.extend_from_slice(&len.to_le_bytes());
+    framed.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    framed.extend_from_slice(&payload);
+    Ok(framed)
+}
+
+fn decode_payload(payload: &[u8]) -> std::result::Result<WalRecord, String> {
+    let (&tag, ipc) = payload.split_first().ok_or("empty record")?;
+    let signal = Signal::from_tag(tag).ok_or_else(|| format!("unknown signal tag {tag}"))?;
+    let reader = StreamReader::try_new(ipc, None).map_err(|e| e.to_string())?;
+    let mut batches = Vec::new();
+    for batch in reader {
+        batches.push(batch.map_err(|e| e.to_string())?);
+    }
+    let schema = sightline_model::schema::schema_for(signal);
+    let batch = arrow::compute::concat_batches(&schema, &batches).map_err(|e| e.to_string())?;
+    Ok(WalRecord { signal, batch })
+}
+
+/// The path of log file `seq` in `dir`.
+pub fn file_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{seq:020}.wal"))
+}
+
+/// The sequence numbers of the log files in `dir`, ascending.
+pub fn list_files(dir: &Path) -> Result<Vec<u64>> {
+    let mut seqs = Vec::new();
+    let entries = fs::read_dir(dir).map_err(|source| Error::WalIo {
+        path: dir.into(),
+        source,
+    })?;
+    for entry in entries {
+        let entry = entry.map_err(|source| Error::WalIo {
+            path: dir.into(),
+            source,
+        })?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if let Some(seq) = name
+            .strip_suffix(".wal")
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            seqs.push(seq);
+        }
+    }
+    seqs.sort_unstable();
+    Ok(seqs)
+}
+
+/// What reading one log file found.
+#[derive(Debug, Default)]
+pub struct FileReplay {
+    pub records: Vec<WalRecord>,
+    /// Set when the file ends in a torn or corrupt record: where and why. Everything from that
+    /// offset on was dropped.
+    pub torn_tail: Option<(u64, String)>,
+}
+
+/// Reads every intact record of a log file, stopping at the first torn or corrupt one.
+pub fn read_file(path: &Path) -> Result<FileReplay> {
+    let file = File::open(path).map_err(|source| Error::WalIo {
+        path: path.into(),
+        source,
+    })?;
+    let mut reader = BufReader::new(file);
+    let mut out = FileReplay::default();
+    let mut magic = [0u8; 8];
+    match reader.read_exact(&mut magic) {
+        Ok(()) if &magic == MAGIC => {}
+        Ok(()) => {
+            out.torn_tail = Some((0, "file does not start with the log header".into()));
+            return Ok(out);
+        }
+        Err(_) => {
+            out.torn_tail = Some((0, "file is shorter than the log header".into()));
+            return Ok(out);
+        }
+    }
+    let mut offset = HEADER_BYTES;
+    loop {
+        let mut head = [0u8; 8];
+        match read_full(&mut reader, &mut head) {
+            Ok(0) => break,
+            Ok(8) => {}
+            Ok(n) => {
+                out.torn_tail = Some((offset, format!("record header cut short after {n} bytes")));
+                break;
+            }
+            Err(e) => {
+                out.torn_tail = Some((offset, format!("read failed: {e}")));
+                break;
+            }
+        }
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        if len == 0 || len > MAX_RECORD_BYTES {
+            out.torn_tail = Some((offset, format!("record length {len} is not plausible")));
+            break;
+        }
+        let mut payload = vec![0u8; len as usize];
+        match read_full(&mut reader, &mut payload) {
+            Ok(n) if n == payload.len() => {}
+            Ok(n) => {
+                out.torn_tail = Some((
+                    offset,
+                    format!("record cut short: {n} of {len} bytes present"),
+                ));
+                break;
+            }
+            Err(e) => {
+                out.torn_tail = Some((offset, format!("read failed: {e}")));
+                break;
+            }
+        }
+        if crc32fast::hash(&payload) != crc {
+            out.torn_tail = Some((offset, "checksum mismatch".into()));
+            break;
+        }
+        match decode_payload(&payload) {
+            Ok(record) => out.records.push(record),
+            Err(reason) => {
+                out.torn_tail = Some((offset, format!("record does not decode: {reason}")));
+                break;
+            }
+        }
+        offset += 8 + u64::from(len);
+    }
+    Ok(out)
+}
+
+/// Reads until `buf` is full or the input ends; returns how many bytes were read.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// The log file being appended to.
+#[derive(Debug)]
+pub struct WalWriter {
+    dir: PathBuf,
+    seq: u64,
+    file: File,
+    /// Bytes known to be written and intact; a failed append is cut back to here.
+    len_bytes: u64,
+}
+
+impl WalWriter {
+    /// Creates log file `seq` (it must not exist) and makes its creation durable.
+    pub fn create(dir: &Path, seq: u64) -> Result<Self> {
+        let path = file_path(dir, seq);
+        let io = |source| Error::WalIo {
+            path: path.clone(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        file.write_all(MAGIC).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        sync_dir(dir).map_err(io)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            seq,
+            file,
+            len_bytes: HEADER_BYTES,
+        })
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    pub fn len_bytes(&self) -> u64 {
+        self.len_bytes
+    }
+
+    /// Appends framed records and syncs them to disk. On failure the file is cut back to its
+    /// last intact length so that later appends stay readable.
+    pub fn append_and_sync(&mut self, framed: &[&[u8]]) -> Result<()> {
+        let path = file_path(&self.dir, self.seq);
+        let result = (|| {
+            for record in framed {
+                self.file.write_all(record)?;
+            }
+            self.file.sync_data()
+        })();
+        match result {
+            Ok(()) => {
+                self.len_bytes += framed.iter().map(|r| r.len() as u64).sum::<u64>();
+                Ok(())
+            }
+            Err(source) => {
+                let _ = self.file.set_len(self.len_bytes);
+                let _ = self.file.sync_data();
+                use std::io::Seek;
+                let _ = self.file.seek(std::io::SeekFrom::Start(self.len_bytes));
+                Err(Error::WalIo { path, source })
+            }
+        }
+    }
+}
+
+/// Makes a folder's entries (new or renamed files) durable.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sightline_model::schema::{LogRow, logs_to_batch};
+
+    fn batch(n: usize) -> RecordBatch {
+        let rows: Vec<LogRow> = (0..n)
+            .map(|i| LogRow {
+                time_ns: i as i64,
+                observed_time_ns: i as i64,
+                severity: "info",
+                severity_number: 9,
+                body: format!("line {i}"),
+                service_name: "s".into(),
+                attributes: "{}".into(),
+                resource_attributes: "{}".into(),
+                ..Default::default()
+            })
+            .collect();
+        logs_to_batch(&rows).expect("valid rows")
+    }
+
+    #[test]
+    fn replay_reads_back_what_was_appended() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut writer = WalWriter::create(dir.path(), 7).expect("create");
+        let a = encode_record(Signal::Logs, &batch(3)).expect("encode");
+        let b = encode_record(Signal::Logs, &batch(2)).expect("encode");
+        writer.append_and_sync(&[&a, &b]).expect("append");
+        let replay = read_file(&file_path(dir.path(), 7)).expect("read");
+        assert!(replay.torn_tail.is_none());
+        let rows: Vec<usize> = replay.records.iter().map(|r| r.batch.num_rows()).collect();
+        assert_eq!(rows, vec![3, 2]);
+        assert_eq!(list_files(dir.path()).expect("list"), vec![7]);
+    }
+
+    #[test]
+    fn replay_discards_torn_tail() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut writer = WalWriter::create(dir.path(), 1).expect("create");
+        let a = encode_record(Signal::Logs, &batch(3)).expect("encode");
+        let b = encode_record(Signal::Logs, &batch(4)).expect("encode");
+        writer.append_and_sync(&[&a]).expect("append");
+        let path = file_path(dir.path(), 1);
+        let mut file = OpenOptions::new().append(true).open(&path).expect("open");
+        file.write_all(&b[..b.len() / 2])
+            .expect("write half a record");
+        let replay = read_file(&path).expect("read");
+        assert_eq!(replay.records.len(), 1);
+        let (offset, reason) = replay.torn_tail.expect("torn tail reported");
+        assert_eq!(offset, HEADER_BYTES + a.len() as u64);
+        assert!(reason.contains("cut short"), "{reason}");
+    }
+
+    #[test]
+    fn replay_detects_a_flipped_bit_by_checksum() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut writer = WalWriter::create(dir.path(), 1).expect("create");
+        let mut a = encode_record(Signal::Logs, &batch(3)).expect("encode");
+        let last = a.len() - 5;
+        a[last] ^= 0x40;
+        writer.append_and_sync(&[&a]).expect("append");
+        let replay = read_file(&file_path(dir.path(), 1)).expect("read");
+        assert!(replay.records.is_empty());
+        assert_eq!(
+            replay.torn_tail.map(|t| t.1),
+            Some("checksum mismatch".to_string())
+        );
+    }
+
+    #[test]
+    fn replay_never_panics_on_garbage() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("00000000000000000001.wal");
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&[0xff; 64]);
+        fs::write(&path, &bytes).expect("write");
+        let replay = read_file(&path).expect("read");
+        assert!(replay.records.is_empty() && replay.torn_tail.is_some());
+        fs::write(&path, b"xx").expect("write");
+        assert!(read_file(&path).expect("read").torn_tail.is_some());
+    }
+}

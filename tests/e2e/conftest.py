@@ -1,0 +1,317 @@
+"""Shared fixtures for the Sightline end-to-end tests.
+
+The server under test is the binary named by the env var SIGHTLINE_BIN. Each
+server runs on its own data folder with every listener on 127.0.0.1:0; the
+ports it actually bound are read from the ready file it writes once all
+listeners are bound and the write-ahead log has been replayed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import requests
+
+E2E_DIR = Path(__file__).resolve().parent
+APPS_DIR = E2E_DIR / "apps"
+# The venv's bin dir: opentelemetry-instrument, uvicorn and python live there.
+VENV_BIN = Path(sys.executable).parent
+
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 20.0
+HTTP_TIMEOUT_S = 30.0
+STDERR_TAIL_CHARS = 8000
+
+# Every server started in this session, so that a failing test can show their stderr.
+_STARTED: list["SightlineServer"] = []
+
+
+def sightline_bin() -> str:
+    path = os.environ.get("SIGHTLINE_BIN")
+    if not path:
+        pytest.fail(
+            "SIGHTLINE_BIN is not set: point it at the sightline binary, "
+            "e.g. SIGHTLINE_BIN=$HOME/.cache/sightline-target/debug/sightline",
+            pytrace=False,
+        )
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        pytest.fail(f"SIGHTLINE_BIN={path!r} is not an executable file", pytrace=False)
+    return path
+
+
+def free_port() -> int:
+    """A port that was free a moment ago (bind to 0, read it, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(fn: Callable[[], Any], timeout: float = 5.0, interval: float = 0.05, what: str = "") -> Any:
+    """Call fn until it returns a truthy value and return that value.
+
+    Exceptions raised by fn (e.g. an AssertionError or a connection error)
+    count as "not yet". On timeout, fail with the last value or exception.
+    """
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    last_exc: BaseException | None = None
+    while True:
+        try:
+            last = fn()
+            last_exc = None
+            if last:
+                return last
+        except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+            last_exc = exc
+        if time.monotonic() >= deadline:
+            detail = f"last exception: {last_exc!r}" if last_exc is not None else f"last value: {last!r}"
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or fn}: {detail}") from last_exc
+        time.sleep(interval)
+
+
+def rows_as_dicts(result: dict) -> list[dict]:
+    """Turn a /api/v1/query answer into a list of {column: value} dicts."""
+    names = [c["name"] for c in result["columns"]]
+    return [dict(zip(names, row)) for row in result["rows"]]
+
+
+class SightlineServer:
+    """One `sightline serve` process on a given data folder."""
+
+    def __init__(self, data_dir: Path, log_dir: Path, extra_args: list[str] | None = None, name: str = "sightline"):
+        self.bin = sightline_bin()
+        self.data_dir = Path(data_dir)
+        self.log_dir = Path(log_dir)
+        self.extra_args = list(extra_args or [])
+        self.name = name
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+        self.ready: dict = {}
+        self.stderr_path: Path | None = None
+        self.session = requests.Session()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+
+    # ---- process control -------------------------------------------------
+
+    def start(self) -> "SightlineServer":
+        assert self.proc is None or self.proc.poll() is not None, "server already running"
+        self.starts += 1
+        ready_file = self.log_dir / f"{self.name}-ready-{self.starts}.json"
+        if ready_file.exists():
+            ready_file.unlink()
+        self.stderr_path = self.log_dir / f"{self.name}-stderr-{self.starts}.log"
+        stdout_path = self.log_dir / f"{self.name}-stdout-{self.starts}.log"
+        cmd = [
+            self.bin, "serve",
+            "--data-dir", str(self.data_dir),
+            "--otlp-grpc", "127.0.0.1:0",
+            "--otlp-http", "127.0.0.1:0",
+            "--listen", "127.0.0.1:0",
+            "--ready-file", str(ready_file),
+            *self.extra_args,
+        ]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SIGHTLINE_") or k == "SIGHTLINE_BIN"}
+        env.setdefault("RUST_BACKTRACE", "1")
+        with open(self.stderr_path, "wb") as err, open(stdout_path, "wb") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
+                                         cwd=str(self.log_dir))
+        _STARTED.append(self)
+
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            code = self.proc.poll()
+            if code is not None:
+                pytest.fail(
+                    f"{self.name} exited with code {code} before it was ready\n"
+                    f"command: {' '.join(cmd)}\n--- stderr ---\n{self.stderr_tail()}",
+                    pytrace=False,
+                )
+            if ready_file.exists():
+                try:
+                    self.ready = json.loads(ready_file.read_text())
+                    break
+                except (json.JSONDecodeError, OSError):
+                    pass  # written atomically per the contract, but be tolerant
+            if time.monotonic() >= deadline:
+                self.proc.kill()
+                self.proc.wait()
+                pytest.fail(
+                    f"{self.name} did not write {ready_file} within {READY_TIMEOUT_S}s\n"
+                    f"--- stderr ---\n{self.stderr_tail()}",
+                    pytrace=False,
+                )
+            time.sleep(0.05)
+        for key in ("otlp_grpc", "otlp_http", "listen"):
+            assert key in self.ready, f"ready file lacks {key!r}: {self.ready}"
+        return self
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> int:
+        """SIGTERM and wait; the server must exit 0 within the timeout."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(
+                    f"{self.name} did not exit within {timeout}s of SIGTERM\n--- stderr ---\n{self.stderr_tail()}"
+                )
+        code = self.proc.returncode
+        assert code == 0, f"{self.name} exited with {code} after SIGTERM\n--- stderr ---\n{self.stderr_tail()}"
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL, no chance to flush anything."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stderr_tail(self, chars: int = STDERR_TAIL_CHARS) -> str:
+        if not self.stderr_path or not self.stderr_path.exists():
+            return "(no stderr captured)"
+        text = self.stderr_path.read_text(errors="replace")
+        return text[-chars:] if len(text) > chars else text
+
+    # ---- addresses -------------------------------------------------------
+
+    @property
+    def api_url(self) -> str:
+        return "http://" + self.ready["listen"]
+
+    @property
+    def otlp_http_url(self) -> str:
+        return "http://" + self.ready["otlp_http"]
+
+    @property
+    def otlp_grpc_endpoint(self) -> str:
+        """host:port of the OTLP/gRPC listener (prefix with http:// for SDK exporters)."""
+        return self.ready["otlp_grpc"]
+
+    # ---- API helpers -----------------------------------------------------
+
+    def query_raw(self, sql: str) -> requests.Response:
+        return self.session.post(f"{self.api_url}/api/v1/query", json={"sql": sql}, timeout=HTTP_TIMEOUT_S)
+
+    def query(self, sql: str) -> dict:
+        """POST /api/v1/query and return the JSON answer; fail on a non-200."""
+        resp = self.query_raw(sql)
+        assert resp.status_code == 200, f"query failed ({resp.status_code}): {resp.text}\nSQL: {sql}"
+        return resp.json()
+
+    def rows(self, sql: str) -> list[dict]:
+        """Query and return rows as dicts keyed by column name."""
+        return rows_as_dicts(self.query(sql))
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        kwargs.setdefault("timeout", HTTP_TIMEOUT_S)
+        return self.session.get(f"{self.api_url}{path}", **kwargs)
+
+    def post_otlp(self, signal_path: str, body: bytes | str | dict, content_type: str = "application/json",
+                  headers: dict | None = None) -> requests.Response:
+        """POST to the OTLP/HTTP listener, e.g. post_otlp('/v1/traces', {...})."""
+        if isinstance(body, dict):
+            body = json.dumps(body)
+        if isinstance(body, str):
+            body = body.encode()
+        h = {"Content-Type": content_type}
+        h.update(headers or {})
+        return self.session.post(f"{self.otlp_http_url}{signal_path}", data=body, headers=h, timeout=HTTP_TIMEOUT_S)
+
+    def wait_for(self, fn: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
+        return wait_for(fn, timeout=timeout, what=what)
+
+    def wait_rows(self, sql: str, predicate: Callable[[list[dict]], bool] = bool, timeout: float = 5.0) -> list[dict]:
+        """Poll a query until predicate(rows) holds; return the rows."""
+        def attempt():
+            rows = self.rows(sql)
+            return rows if predicate(rows) else None
+        return wait_for(attempt, timeout=timeout, what=f"rows of {sql!r}")
+
+    def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+        """Run `$SIGHTLINE_BIN VERB --url API ARGS...` and return the finished process."""
+        verb, rest = args[0], list(args[1:])
+        cmd = [self.bin, verb, "--url", self.api_url, *rest]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def _cleanup(server: SightlineServer) -> None:
+    """Teardown: SIGTERM, and it must exit 0 in time (assert)."""
+    if server.running():
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def sightline(tmp_path_factory) -> SightlineServer:
+    """The shared Sightline server for the whole session."""
+    base = tmp_path_factory.mktemp("sightline")
+    server = SightlineServer(base / "data", base / "logs", name="shared").start()
+    yield server
+    _cleanup(server)
+
+
+@pytest.fixture
+def sightline_factory(tmp_path):
+    """Start extra servers (own data folder unless given); all are stopped at teardown."""
+    servers: list[SightlineServer] = []
+
+    def make(extra_args: list[str] | None = None, data_dir: Path | None = None, name: str = "extra") -> SightlineServer:
+        idx = len(servers)
+        srv = SightlineServer(data_dir or tmp_path / f"{name}-{idx}-data", tmp_path / "logs",
+                              extra_args=extra_args, name=f"{name}-{idx}")
+        servers.append(srv)
+        return srv
+
+    yield make
+    errors = []
+    for srv in servers:
+        try:
+            _cleanup(srv)
+        except AssertionError as exc:
+            errors.append(str(exc))
+    assert not errors, "\n\n".join(errors)
+
+
+# Convenience fixtures matching the names used in the docs of this suite.
+@pytest.fixture(scope="session")
+def api_url(sightline) -> str:
+    return sightline.api_url
+
+
+@pytest.fixture(scope="session")
+def otlp_http_url(sightline) -> str:
+    return sightline.otlp_http_url
+
+
+@pytest.fixture(scope="session")
+def otlp_grpc_endpoint(sightline) -> str:
+    return sightline.otlp_grpc_endpoint
+
+
+@pytest.fixture(scope="session")
+def query(sightline) -> Callable[[str], dict]:
+    return sightline.query
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On a failing test, attach the stderr of every server that is or was running."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for srv in dict.fromkeys(_STARTED):
+            report.sections.append((f"{srv.name} stderr (start #{srv.starts})", srv.stderr_tail()))

@@ -1,0 +1,278 @@
+"""No acknowledged record is ever lost, and none is doubled.
+
+kill -9 right after an acknowledgement (and in the middle of a stream of
+requests), restart on the same data folder, and every 2xx'd span is there
+exactly once. A clean SIGTERM restart keeps everything too, and the log search
+and service summary APIs answer from the restarted server.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlencode
+
+import pytest
+import requests
+
+from conftest import SightlineServer, wait_for
+
+
+def hex_id(n: int) -> str:
+    return os.urandom(n).hex()
+
+
+def now_ns(seconds_ago: float = 60) -> int:
+    return time.time_ns() - int(seconds_ago * 10**9)
+
+
+def span(service: str, name: str, *, kind: int = 2, start: int, dur_ns: int, error: bool = False,
+         route: str | None = None, http_code: int | None = None, tid: str | None = None,
+         parent: str | None = None) -> tuple[str, dict]:
+    attrs = []
+    if route:
+        attrs.append({"key": "http.route", "value": {"stringValue": route}})
+        attrs.append({"key": "http.request.method", "value": {"stringValue": "GET"}})
+    if http_code:
+        attrs.append({"key": "http.response.status_code", "value": {"intValue": str(http_code)}})
+    sid = hex_id(8)
+    s = {"traceId": tid or hex_id(16), "spanId": sid, "name": name, "kind": kind,
+         "startTimeUnixNano": str(start), "endTimeUnixNano": str(start + dur_ns), "attributes": attrs,
+         "status": {"code": 2, "message": "failed"} if error else {}}
+    if parent:
+        s["parentSpanId"] = parent
+    return sid, s
+
+
+def traces_body(by_service: dict[str, list[dict]]) -> dict:
+    return {"resourceSpans": [
+        {"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": svc}}]},
+         "scopeSpans": [{"scope": {"name": "e2e.durability"}, "spans": spans}]}
+        for svc, spans in by_service.items()
+    ]}
+
+
+def log(body: str, severity_number: int, t: int, tid: str | None = None) -> dict:
+    rec = {"timeUnixNano": str(t), "severityNumber": severity_number, "body": {"stringValue": body}}
+    if tid:
+        rec["traceId"] = tid
+        rec["spanId"] = hex_id(8)
+    return rec
+
+
+def logs_body(by_service: dict[str, list[dict]]) -> dict:
+    return {"resourceLogs": [
+        {"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": svc}}]},
+         "scopeLogs": [{"scope": {"name": "e2e.durability"}, "logRecords": recs}]}
+        for svc, recs in by_service.items()
+    ]}
+
+
+def accepted(resp: requests.Response) -> bool:
+    if resp.status_code != 200:
+        return False
+    rejected = resp.json().get("partialSuccess", {}).get("rejectedSpans")
+    return not rejected or str(rejected) == "0"
+
+
+def span_counts(srv, service: str) -> dict[str, int]:
+    rows = srv.rows(f"SELECT span_id, count(*) AS n FROM spans WHERE service_name = '{service}' GROUP BY span_id")
+    return {r["span_id"]: r["n"] for r in rows}
+
+
+def assert_exactly_once(srv, service: str, acked: set[str], sent: set[str]) -> None:
+    counts = span_counts(srv, service)
+    missing = acked - set(counts)
+    assert not missing, f"{len(missing)} acknowledged spans lost, e.g. {sorted(missing)[:5]}"
+    doubled = {k: n for k, n in counts.items() if n != 1}
+    assert not doubled, f"spans stored more than once: {dict(list(doubled.items())[:5])}"
+    unknown = set(counts) - sent
+    assert not unknown, f"spans nobody sent: {sorted(unknown)[:5]}"
+
+
+def test_sigkill_loses_no_acknowledged_span(sightline_factory):
+    srv = sightline_factory(name="kill9").start()
+    service = "durable"
+    sent: set[str] = set()
+    acked: set[str] = set()
+
+    # 1. One request, acknowledged, then kill -9 at once.
+    ids, spans = zip(*(span(service, f"one-{i}", start=now_ns(), dur_ns=1_000_000) for i in range(5)))
+    sent |= set(ids)
+    resp = srv.post_otlp("/v1/traces", traces_body({service: list(spans)}))
+    assert accepted(resp), resp.text
+    srv.kill()
+    acked |= set(ids)
+
+    srv.start()
+    assert_exactly_once(srv, service, acked, sent)
+
+    # 2. A stream of concurrent requests, killed part-way through.
+    lock = threading.Lock()
+    per_request, n_requests = 20, 60
+    stop = threading.Event()
+
+    def send(i: int) -> None:
+        if stop.is_set():
+            return
+        ids, spans = zip(*(span(service, f"stream-{i}-{j}", start=now_ns(), dur_ns=2_000_000)
+                           for j in range(per_request)))
+        with lock:
+            sent.update(ids)
+        try:
+            resp = requests.post(f"{srv.otlp_http_url}/v1/traces", json=traces_body({service: list(spans)}),
+                                 timeout=10)
+        except requests.RequestException:
+            return  # cut off by the kill: not acknowledged
+        if accepted(resp):
+            with lock:
+                acked.update(ids)
+
+    before = len(acked)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = [pool.submit(send, i) for i in range(n_requests)]
+        wait_for(lambda: len(acked) - before >= per_request * 10 or all(f.done() for f in futures),
+                 timeout=60, what="a third of the stream to be acknowledged")
+        srv.kill()
+        stop.set()
+        for f in futures:
+            f.result()
+    assert len(acked) - before >= per_request * 10
+
+    srv.start()
+    assert_exactly_once(srv, service, acked, sent)
+
+    # 3. Replaying an already replayed log must not double anything either.
+    srv.stop()
+    srv.start()
+    assert_exactly_once(srv, service, acked, sent)
+
+
+ROUTE_A = "/a/{id}"
+ROUTE_B = "/b"
+ROUTE_JOBS = "/jobs"
+A_MS = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
+
+
+@pytest.fixture(scope="module")
+def restarted(tmp_path_factory) -> dict:
+    """A server fed with a known mix of spans and logs, then restarted with SIGTERM."""
+    base = tmp_path_factory.mktemp("sigterm")
+    srv = SightlineServer(base / "data", base / "logs", name="sigterm").start()
+    try:
+        yield feed_and_restart(srv)
+    finally:
+        if srv.running():
+            srv.stop()
+
+
+def feed_and_restart(srv) -> dict:
+    t0 = now_ns(300)
+    api: list[dict] = []
+    worker: list[dict] = []
+
+    for i, ms in enumerate(A_MS):  # 10 requests on /a/{id}, the two slowest fail
+        err = ms >= 90
+        api.append(span("api", f"GET {ROUTE_A}", start=t0 + i * 10**9, dur_ns=ms * 10**6, error=err,
+                        route=ROUTE_A, http_code=500 if err else 200)[1])
+    for i in range(4):  # 4 requests on /b, 25 ms each
+        api.append(span("api", f"GET {ROUTE_B}", start=t0 + i * 10**9, dur_ns=25 * 10**6,
+                        route=ROUTE_B, http_code=200)[1])
+    for i in range(5):  # client and internal spans are not requests
+        api.append(span("api", "GET", kind=3, start=t0, dur_ns=5 * 10**6, route=None, http_code=200)[1])
+        api.append(span("api", "compute", kind=1, start=t0, dur_ns=10**6, error=(i == 0))[1])
+    for i in range(3):  # the worker: 3 requests on /jobs, one fails
+        worker.append(span("worker", f"POST {ROUTE_JOBS}", start=t0 + i * 10**9, dur_ns=5 * 10**6,
+                           error=(i == 2), route=ROUTE_JOBS, http_code=500 if i == 2 else 202)[1])
+
+    tid = hex_id(16)
+    logs = {
+        "api": [log(f"payment failed for order {i}", 17, t0 + i * 10**6, tid=tid if i < 2 else None)
+                for i in range(5)]
+        + [log("db timeout", 17, t0 + 10**8 + i) for i in range(2)]
+        + [log("payment failed, retry scheduled", 9, t0 + 2 * 10**8 + i) for i in range(3)],
+        "worker": [log("payment failed in worker", 17, t0 + 3 * 10**8 + i) for i in range(2)],
+    }
+
+    resp = srv.post_otlp("/v1/traces", traces_body({"api": api, "worker": worker}))
+    assert accepted(resp), resp.text
+    resp = srv.post_otlp("/v1/logs", logs_body(logs))
+    assert resp.status_code == 200, resp.text
+
+    n_spans, n_logs = len(api) + len(worker), sum(len(v) for v in logs.values())
+    srv.wait_rows("SELECT count(*) AS n FROM spans", lambda r: r[0]["n"] == n_spans)
+    srv.wait_rows("SELECT count(*) AS n FROM logs", lambda r: r[0]["n"] == n_logs)
+
+    srv.stop()  # SIGTERM, exit 0 within the time limit
+    srv.start()
+    return {"srv": srv, "spans": n_spans, "logs": n_logs, "tid": tid}
+
+
+def test_sigterm_restart_keeps_every_row_once(restarted):
+    srv = restarted["srv"]
+    rows = srv.rows("SELECT count(*) AS n, count(DISTINCT span_id) AS d FROM spans")
+    assert rows == [{"n": restarted["spans"], "d": restarted["spans"]}]
+    rows = srv.rows("SELECT count(*) AS n FROM logs")
+    assert rows == [{"n": restarted["logs"]}]
+
+
+def get_logs(srv, **params) -> list[dict]:
+    resp = srv.get("/api/v1/logs?" + urlencode(params))
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert isinstance(body.get("logs"), list), body
+    return body["logs"]
+
+
+def test_logs_api_filters(restarted):
+    srv = restarted["srv"]
+    found = get_logs(srv, service="api", severity="error", q="payment failed", limit=100)
+    assert len(found) == 5, found
+    for rec in found:
+        assert rec["service_name"] == "api"
+        assert rec["severity"] == "error"
+        assert "payment failed" in rec["body"]
+
+    limited = get_logs(srv, service="api", severity="error", q="payment failed", limit=3)
+    assert len(limited) == 3
+    assert all("payment failed for order" in r["body"] for r in limited)
+
+    by_trace = get_logs(srv, trace_id=restarted["tid"])
+    assert sorted(r["body"] for r in by_trace) == ["payment failed for order 0", "payment failed for order 1"]
+
+    worker = get_logs(srv, service="worker")
+    assert [r["body"] for r in worker] == ["payment failed in worker"] * 2
+
+
+def test_services_api(restarted):
+    srv = restarted["srv"]
+    resp = srv.get("/api/v1/services?since=1h")
+    assert resp.status_code == 200, resp.text
+    services = {s["service_name"]: s for s in resp.json()["services"]}
+    assert {"api", "worker"} <= set(services), services
+
+    api = services["api"]
+    assert (api["requests"], api["errors"]) == (14, 2), api
+    routes = {r["http_route"]: r for r in api["routes"]}
+    assert set(routes) == {ROUTE_A, ROUTE_B}, routes
+    a, b = routes[ROUTE_A], routes[ROUTE_B]
+    assert (a["requests"], a["errors"]) == (10, 2)
+    assert (b["requests"], b["errors"]) == (4, 0)
+
+    # Percentiles come from sketches with ~1% relative error; allow for that and for the
+    # choice of percentile definition (nearest rank or interpolated).
+    for q in ("p50_ms", "p95_ms", "p99_ms"):
+        assert b[q] == pytest.approx(25, rel=0.03), b
+    assert 40 * 0.97 <= a["p50_ms"] <= 60 * 1.03, a
+    assert 80 * 0.97 <= a["p95_ms"] <= 100 * 1.03, a
+    assert 90 * 0.97 <= a["p99_ms"] <= 100 * 1.03, a
+    for row in (api, a, b):
+        assert row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"], row
+    assert 10 * 0.97 <= api["p50_ms"] and api["p99_ms"] <= 100 * 1.03, api
+
+    worker = services["worker"]
+    assert (worker["requests"], worker["errors"]) == (3, 1), worker
+    assert [(r["http_route"], r["requests"], r["errors"]) for r in worker["routes"]] == [(ROUTE_JOBS, 3, 1)]
+    assert worker["p99_ms"] == pytest.approx(5, rel=0.03)
