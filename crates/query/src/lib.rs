@@ -1,1 +1,17 @@
-//! placeholder
+//! Queries over Sightline's tables with Apache DataFusion.
+//!
+//! [`table::SignalTable`] is the table provider of one signal: at each scan it takes a
+//! [`sightline_storage::Snapshot`] of the buffer and of the segments whose time range overlaps
+//! the query's time filters, and reads both (buffer from memory, segments as Parquet with the
+//! filters pushed into row-group, page and bloom-filter pruning). [`engine::QueryEngine`] runs
+//! read-only SQL under a memory limit and a timeout; [`views`] answers the API's fixed questions
+//! (a trace, a log search, per-service rates) through the same engine.
+
+pub mod engine;
+pub mod error;
+pub mod json;
+pub mod table;
+pub mod views;
+
+pub use engine::{QueryEngine, QueryLimits, QueryResult};
+pub use error::Error;

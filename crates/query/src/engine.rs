@@ -1,0 +1,202 @@
+//! The SQL engine: one DataFusion session over the three tables, with the JSON functions, a
+//! shared memory pool (no spilling to disk), a timeout and a cap on returned rows. Only queries
+//! are accepted: DDL, DML, COPY and session statements are refused before planning.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use futures::StreamExt;
+use serde::Serialize;
+use serde_json::Value;
+use sightline_model::Signal;
+use sightline_storage::Store;
+
+use crate::error::Error;
+use crate::json;
+use crate::table::SignalTable;
+
+/// Bounds on what one query may use.
+#[derive(Debug, Clone)]
+pub struct QueryLimits {
+    /// Memory all running queries share; a query that needs more fails.
+    pub memory_bytes: usize,
+    pub timeout: Duration,
+    /// Rows returned to a client at most; the answer says when it was cut.
+    pub max_result_rows: usize,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        Self { memory_bytes: 1 << 30, timeout: Duration::from_secs(30), max_result_rows: 10_000 }
+    }
+}
+
+/// A column of a result: its name and its type as SQL users read it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ColumnInfo {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub data_type: String,
+}
+
+/// The answer of `POST /api/v1/query`.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueryResult {
+    pub columns: Vec<ColumnInfo>,
+    pub rows: Vec<Value>,
+    pub elapsed_ms: f64,
+    /// True when more rows matched than were returned.
+    pub truncated: bool,
+}
+
+/// Read-only SQL over a [`Store`].
+#[derive(Clone)]
+pub struct QueryEngine {
+    ctx: SessionContext,
+    limits: QueryLimits,
+}
+
+impl std::fmt::Debug for QueryEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryEngine").field("limits", &self.limits).finish()
+    }
+}
+
+impl QueryEngine {
+    pub fn new(store: Store, limits: QueryLimits) -> Result<Self, Error> {
+        let internal = |e: datafusion::error::DataFusionError| Error::Internal { message: e.to_string() };
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(limits.memory_bytes, 1.0)
+            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+            .build_arc()
+            .map_err(internal)?;
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .set_bool("datafusion.execution.parquet.pushdown_filters", true)
+            .set_bool("datafusion.execution.parquet.reorder_filters", true);
+        let mut ctx = SessionContext::new_with_config_rt(config, runtime);
+        datafusion_functions_json::register_all(&mut ctx).map_err(internal)?;
+        for signal in Signal::ALL {
+            ctx.register_table(signal.table_name(), Arc::new(SignalTable::new(signal, store.clone())))
+                .map_err(internal)?;
+        }
+        Ok(Self { ctx, limits })
+    }
+
+    pub fn limits(&self) -> &QueryLimits {
+        &self.limits
+    }
+
+    /// Runs one read-only statement and returns up to `max_result_rows` rows.
+    pub async fn execute(&self, sql: &str) -> Result<QueryResult, Error> {
+        let started = Instant::now();
+        let (schema, batches, truncated) = self.collect(sql, self.limits.max_result_rows).await?;
+        let mut rows = Vec::new();
+        for batch in &batches {
+            json::batch_rows(batch, &mut rows, self.limits.max_result_rows);
+        }
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| ColumnInfo { name: f.name().clone(), data_type: sql_type_name(f.data_type()) })
+            .collect();
+        Ok(QueryResult { columns, rows, elapsed_ms: started.elapsed().as_secs_f64() * 1000.0, truncated })
+    }
+
+    /// Runs one read-only statement and returns its batches, at most `max_rows` rows (and
+    /// whether more matched).
+    pub async fn collect(&self, sql: &str, max_rows: usize) -> Result<(SchemaRef, Vec<RecordBatch>, bool), Error> {
+        let limit_bytes = self.limits.memory_bytes;
+        let df_err = |e| Error::from_datafusion(e, limit_bytes);
+        let work = async {
+            let state = self.ctx.state();
+            let dialect = state.config().options().sql_parser.dialect;
+            let statement = state.sql_to_statement(sql, &dialect).map_err(df_err)?;
+            check_read_only(&statement)?;
+            let plan = state.statement_to_plan(statement).await.map_err(df_err)?;
+            SQLOptions::new()
+                .with_allow_ddl(false)
+                .with_allow_dml(false)
+                .with_allow_statements(false)
+                .verify_plan(&plan)
+                .map_err(|e| Error::ReadOnly { statement: e.message().to_string() })?;
+            let frame = self.ctx.execute_logical_plan(plan).await.map_err(df_err)?;
+            let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+            let mut stream = frame.execute_stream().await.map_err(df_err)?;
+            let mut batches = Vec::new();
+            let mut rows = 0usize;
+            let mut truncated = false;
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(df_err)?;
+                if rows + batch.num_rows() > max_rows {
+                    batches.push(batch.slice(0, max_rows - rows));
+                    truncated = true;
+                    break;
+                }
+                rows += batch.num_rows();
+                batches.push(batch);
+            }
+            Ok((schema, batches, truncated))
+        };
+        match tokio::time::timeout(self.limits.timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout { limit_ms: self.limits.timeout.as_millis() as u64 }),
+        }
+    }
+}
+
+/// Accepts queries (and EXPLAIN of queries) only.
+fn check_read_only(statement: &DFStatement) -> Result<(), Error> {
+    let refuse = |what: &str| Err(Error::ReadOnly { statement: what.to_string() });
+    match statement {
+        DFStatement::Statement(inner) => match inner.as_ref() {
+            SqlStatement::Query(_) => Ok(()),
+            SqlStatement::Explain { statement, .. } => match statement.as_ref() {
+                SqlStatement::Query(_) => Ok(()),
+                other => refuse(&statement_keyword(other)),
+            },
+            other => refuse(&statement_keyword(other)),
+        },
+        DFStatement::Explain(explain) => check_read_only(&explain.statement),
+        DFStatement::CreateExternalTable(_) => refuse("CREATE EXTERNAL TABLE"),
+        DFStatement::CopyTo(_) => refuse("COPY"),
+        DFStatement::Reset(_) => refuse("RESET"),
+    }
+}
+
+/// The leading words of a statement (`INSERT`, `CREATE TABLE`), for messages.
+fn statement_keyword(statement: &SqlStatement) -> String {
+    let text = statement.to_string();
+    let words: Vec<&str> = text.split_whitespace().take(2).collect();
+    match words.as_slice() {
+        [first, second] if matches!(first.to_ascii_uppercase().as_str(), "CREATE" | "DROP" | "ALTER") => {
+            format!("{} {}", first.to_ascii_uppercase(), second.to_ascii_uppercase())
+        }
+        [first, ..] => first.to_ascii_uppercase(),
+        [] => "empty".to_string(),
+    }
+}
+
+/// A type name as SQL users know it.
+pub fn sql_type_name(data_type: &arrow::datatypes::DataType) -> String {
+    use arrow::datatypes::DataType as T;
+    match data_type {
+        T::Boolean => "boolean".into(),
+        T::Int8 | T::Int16 | T::Int32 | T::UInt8 | T::UInt16 => "integer".into(),
+        T::Int64 | T::UInt32 | T::UInt64 => "bigint".into(),
+        T::Float16 | T::Float32 | T::Float64 => "double".into(),
+        T::Utf8 | T::LargeUtf8 | T::Utf8View => "text".into(),
+        T::Timestamp(_, _) => "timestamp".into(),
+        T::Date32 | T::Date64 => "date".into(),
+        T::List(f) | T::LargeList(f) => format!("{}[]", sql_type_name(f.data_type())),
+        T::Null => "null".into(),
+        other => other.to_string().to_lowercase(),
+    }
+}

@@ -1,0 +1,202 @@
+//! The table provider of one signal: buffered rows from memory plus the Parquet segments whose
+//! time range can match, with the query's filters pushed into the Parquet scan for pruning.
+
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::datasource::TableType;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::Result;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::union::UnionExec;
+use sightline_model::schema::schema_for;
+use sightline_model::{Signal, TimeRange};
+use sightline_storage::Store;
+
+/// `spans`, `logs` or `metrics`, read from a [`Store`].
+#[derive(Debug)]
+pub struct SignalTable {
+    signal: Signal,
+    store: Store,
+    schema: SchemaRef,
+}
+
+impl SignalTable {
+    pub fn new(signal: Signal, store: Store) -> Self {
+        Self { signal, store, schema: schema_for(signal) }
+    }
+}
+
+#[async_trait]
+impl TableProvider for SignalTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Filters prune segments and row groups; DataFusion still applies them to every row.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let range = time_range_from_filters(filters, self.signal.time_column());
+        let snapshot = self.store.snapshot(self.signal, range);
+        let partitions = state.config().target_partitions().max(1);
+        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+
+        if !snapshot.batches.is_empty() {
+            let mut parts: Vec<Vec<_>> = vec![Vec::new(); partitions.min(snapshot.batches.len())];
+            for (i, batch) in snapshot.batches.into_iter().enumerate() {
+                let n = parts.len();
+                parts[i % n].push(batch);
+            }
+            let memory = MemorySourceConfig::try_new(&parts, self.schema.clone(), projection.cloned())?
+                .with_limit(limit);
+            inputs.push(DataSourceExec::from_data_source(memory));
+        }
+
+        if !snapshot.segments.is_empty() {
+            let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); partitions.min(snapshot.segments.len())];
+            for (i, (meta, path)) in snapshot.segments.iter().enumerate() {
+                let n = groups.len();
+                groups[i % n].push(PartitionedFile::new(path.to_string_lossy().to_string(), meta.size_bytes as u64));
+            }
+            let mut source = ParquetSource::new(self.schema.clone());
+            if let Some(predicate) = conjunction(filters.iter().cloned()) {
+                let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
+                let predicate = state.create_physical_expr(predicate, &df_schema)?;
+                source = source.with_predicate(predicate);
+            }
+            let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+                .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+                .with_projection_indices(projection.cloned())?
+                .with_limit(limit)
+                .build();
+            inputs.push(DataSourceExec::from_data_source(config));
+        }
+
+        match inputs.len() {
+            0 => {
+                let projected = match projection {
+                    Some(p) => Arc::new(self.schema.project(p)?),
+                    None => self.schema.clone(),
+                };
+                Ok(Arc::new(EmptyExec::new(projected)))
+            }
+            _ => UnionExec::try_new(inputs),
+        }
+    }
+}
+
+/// The time range that filters on `column` (comparisons with literals, BETWEEN, AND) allow.
+pub fn time_range_from_filters(filters: &[Expr], column: &str) -> TimeRange {
+    filters.iter().fold(TimeRange::ALL, |range, f| range.intersect(&range_of(f, column)))
+}
+
+fn range_of(expr: &Expr, column: &str) -> TimeRange {
+    match expr {
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
+            range_of(left, column).intersect(&range_of(right, column))
+        }
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            let (op, value) = if is_column(left, column) {
+                (*op, literal_ns(right))
+            } else if is_column(right, column) {
+                match op.swap() {
+                    Some(swapped) => (swapped, literal_ns(left)),
+                    None => return TimeRange::ALL,
+                }
+            } else {
+                return TimeRange::ALL;
+            };
+            let Some(ns) = value else { return TimeRange::ALL };
+            match op {
+                Operator::Gt | Operator::GtEq => TimeRange::new(Some(ns), None),
+                Operator::Lt => TimeRange::new(None, Some(ns)),
+                Operator::LtEq => TimeRange::new(None, Some(ns.saturating_add(1))),
+                Operator::Eq => TimeRange::new(Some(ns), Some(ns.saturating_add(1))),
+                _ => TimeRange::ALL,
+            }
+        }
+        Expr::Between(Between { expr, negated: false, low, high }) if is_column(expr, column) => {
+            TimeRange::new(literal_ns(low), literal_ns(high).map(|h| h.saturating_add(1)))
+        }
+        _ => TimeRange::ALL,
+    }
+}
+
+fn is_column(expr: &Expr, column: &str) -> bool {
+    match expr {
+        Expr::Column(c) => c.name == column,
+        Expr::Cast(cast) => is_column(&cast.expr, column),
+        Expr::TryCast(cast) => is_column(&cast.expr, column),
+        _ => false,
+    }
+}
+
+fn literal_ns(expr: &Expr) -> Option<i64> {
+    let value = match expr {
+        Expr::Literal(value, _) => value.clone(),
+        Expr::Cast(cast) => match cast.expr.as_ref() {
+            Expr::Literal(value, _) => value.cast_to(cast.field.data_type()).ok()?,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    match value {
+        ScalarValue::TimestampNanosecond(v, _) => v,
+        ScalarValue::TimestampMicrosecond(v, _) => v.map(|v| v.saturating_mul(1_000)),
+        ScalarValue::TimestampMillisecond(v, _) => v.map(|v| v.saturating_mul(1_000_000)),
+        ScalarValue::TimestampSecond(v, _) => v.map(|v| v.saturating_mul(1_000_000_000)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::prelude::{col, lit};
+
+    fn ts(ns: i64) -> Expr {
+        lit(ScalarValue::TimestampNanosecond(Some(ns), Some("UTC".into())))
+    }
+
+    #[test]
+    fn time_range_reads_comparisons_between_and_conjunctions() {
+        let filters = vec![col("start_time").gt_eq(ts(100)), ts(500).gt(col("start_time"))];
+        assert_eq!(time_range_from_filters(&filters, "start_time"), TimeRange::new(Some(100), Some(500)));
+        let between = col("time").between(ts(10), ts(20));
+        assert_eq!(time_range_from_filters(&[between], "time"), TimeRange::new(Some(10), Some(21)));
+        let both = col("time").gt(ts(5)).and(col("time").lt_eq(ts(9)));
+        assert_eq!(time_range_from_filters(&[both], "time"), TimeRange::new(Some(5), Some(10)));
+    }
+
+    #[test]
+    fn time_range_ignores_other_columns_and_disjunctions() {
+        let other = col("end_time").gt(ts(100));
+        let either = col("time").gt(ts(5)).or(col("time").lt(ts(2)));
+        assert_eq!(time_range_from_filters(&[other], "start_time"), TimeRange::ALL);
+        assert_eq!(time_range_from_filters(&[either], "time"), TimeRange::ALL);
+    }
+}

@@ -1,0 +1,218 @@
+//! The API's fixed questions, asked through the SQL engine: one trace with its logs, a log
+//! search, and per-service request rate, errors and latency percentiles.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sightline_model::TimeRange;
+
+use crate::engine::QueryEngine;
+use crate::error::Error;
+use crate::json::{self, batch_objects};
+
+const SPAN_JSON_COLUMNS: &[&str] = &["attributes", "resource_attributes", "events", "links"];
+const LOG_JSON_COLUMNS: &[&str] = &["attributes", "resource_attributes"];
+/// Rows a trace may have before the view is cut (the answer says so).
+const MAX_TRACE_ROWS: usize = 50_000;
+
+/// A SQL string literal.
+fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+fn time_literal(ns: i64) -> String {
+    format!("to_timestamp_nanos({ns})")
+}
+
+fn time_conditions(column: &str, range: TimeRange) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(start) = range.start_ns {
+        out.push(format!("{column} >= {}", time_literal(start)));
+    }
+    if let Some(end) = range.end_ns {
+        out.push(format!("{column} < {}", time_literal(end)));
+    }
+    out
+}
+
+/// Whether text is a trace id: 32 hex characters.
+pub fn is_trace_id(text: &str) -> bool {
+    text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// One trace: its spans by start time and its logs by time.
+#[derive(Debug, Serialize)]
+pub struct TraceView {
+    pub trace_id: String,
+    pub spans: Vec<Map<String, Value>>,
+    pub logs: Vec<Map<String, Value>>,
+    pub truncated: bool,
+}
+
+pub async fn trace(engine: &QueryEngine, trace_id: &str) -> Result<TraceView, Error> {
+    if !is_trace_id(trace_id) {
+        return Err(Error::Invalid {
+            message: format!("trace id {trace_id:?} is not 32 hex characters"),
+        });
+    }
+    let trace_id = trace_id.to_ascii_lowercase();
+    let id = quote(&trace_id);
+    let spans_sql = format!("SELECT * FROM spans WHERE trace_id = {id} ORDER BY start_time, span_id");
+    let logs_sql = format!("SELECT * FROM logs WHERE trace_id = {id} ORDER BY time");
+    let (_, span_batches, spans_cut) = engine.collect(&spans_sql, MAX_TRACE_ROWS).await?;
+    let (_, log_batches, logs_cut) = engine.collect(&logs_sql, MAX_TRACE_ROWS).await?;
+    let spans: Vec<_> = span_batches.iter().flat_map(|b| batch_objects(b, SPAN_JSON_COLUMNS)).collect();
+    let logs: Vec<_> = log_batches.iter().flat_map(|b| batch_objects(b, LOG_JSON_COLUMNS)).collect();
+    if spans.is_empty() && logs.is_empty() {
+        return Err(Error::NotFound { what: format!("trace {trace_id}") });
+    }
+    Ok(TraceView { trace_id, spans, logs, truncated: spans_cut || logs_cut })
+}
+
+/// What a log search asks for.
+#[derive(Debug, Clone, Default)]
+pub struct LogSearch {
+    pub service: Option<String>,
+    /// The lowest severity shown (`warn` shows warn, error and fatal).
+    pub severity: Option<String>,
+    /// Text the body must contain (case-insensitive).
+    pub text: Option<String>,
+    pub trace_id: Option<String>,
+    pub range: TimeRange,
+    pub limit: usize,
+    /// Oldest first (used to follow new lines); newest first otherwise.
+    pub ascending: bool,
+}
+
+/// The lowest severity number of a severity name.
+pub fn severity_floor(name: &str) -> Option<i32> {
+    Some(match name.trim().to_ascii_lowercase().as_str() {
+        "trace" => 1,
+        "debug" => 5,
+        "info" => 9,
+        "warn" | "warning" => 13,
+        "error" => 17,
+        "fatal" | "critical" => 21,
+        _ => return None,
+    })
+}
+
+pub async fn logs(engine: &QueryEngine, search: &LogSearch) -> Result<Vec<Map<String, Value>>, Error> {
+    let mut conditions = time_conditions("time", search.range);
+    if let Some(service) = &search.service {
+        conditions.push(format!("service_name = {}", quote(service)));
+    }
+    if let Some(severity) = &search.severity {
+        let floor = severity_floor(severity).ok_or_else(|| Error::Invalid {
+            message: format!(
+                "unknown severity {severity:?}: expected trace, debug, info, warn, error or fatal"
+            ),
+        })?;
+        conditions.push(format!("severity_number >= {floor}"));
+    }
+    if let Some(text) = &search.text {
+        conditions.push(format!("strpos(lower(body), lower({})) > 0", quote(text)));
+    }
+    if let Some(trace_id) = &search.trace_id {
+        if !is_trace_id(trace_id) {
+            return Err(Error::Invalid { message: format!("trace id {trace_id:?} is not 32 hex characters") });
+        }
+        conditions.push(format!("trace_id = {}", quote(&trace_id.to_ascii_lowercase())));
+    }
+    let filter = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
+    let order = if search.ascending { "ASC" } else { "DESC" };
+    let limit = search.limit.clamp(1, engine.limits().max_result_rows);
+    let sql = format!("SELECT * FROM logs {filter} ORDER BY time {order}, span_id LIMIT {limit}");
+    let (_, batches, _) = engine.collect(&sql, limit).await?;
+    Ok(batches.iter().flat_map(|b| batch_objects(b, LOG_JSON_COLUMNS)).collect())
+}
+
+/// Requests, errors and latency of one service or route.
+#[derive(Debug, Serialize, Clone, PartialEq)]
+pub struct Red {
+    pub requests: i64,
+    pub errors: i64,
+    pub error_rate: f64,
+    /// Requests per second over the window.
+    pub rate_per_s: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RouteSummary {
+    pub http_method: Option<String>,
+    pub http_route: String,
+    #[serde(flatten)]
+    pub red: Red,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServiceSummary {
+    pub service_name: String,
+    #[serde(flatten)]
+    pub red: Red,
+    pub routes: Vec<RouteSummary>,
+}
+
+/// Per service and route: server spans (requests), errors (status error or HTTP 5xx) and
+/// latency percentiles, over `range` (which must have a start).
+pub async fn services(engine: &QueryEngine, range: TimeRange, window_s: f64) -> Result<Vec<ServiceSummary>, Error> {
+    let mut conditions = time_conditions("start_time", range);
+    conditions.push("kind = 'server'".into());
+    let filter = conditions.join(" AND ");
+    let measures = "count(*) AS requests, \
+        sum(CASE WHEN status = 'error' OR http_status_code >= 500 THEN 1 ELSE 0 END) AS errors, \
+        approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ns) AS p50, \
+        approx_percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ns) AS p95, \
+        approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ns) AS p99";
+    let by_service = format!(
+        "SELECT service_name, {measures} FROM spans WHERE {filter} GROUP BY service_name ORDER BY service_name"
+    );
+    let by_route = format!(
+        "SELECT service_name, http_method, coalesce(http_route, name) AS route, {measures} FROM spans \
+         WHERE {filter} GROUP BY service_name, http_method, coalesce(http_route, name) \
+         ORDER BY service_name, requests DESC, route"
+    );
+    let (_, service_batches, _) = engine.collect(&by_service, 100_000).await?;
+    let (_, route_batches, _) = engine.collect(&by_route, 100_000).await?;
+    let red = |row: &Map<String, Value>| {
+        let requests = row.get("requests").and_then(Value::as_i64).unwrap_or(0);
+        let errors = row.get("errors").and_then(Value::as_i64).unwrap_or(0);
+        let ms = |key: &str| row.get(key).and_then(Value::as_f64).unwrap_or(0.0) / 1e6;
+        Red {
+            requests,
+            errors,
+            error_rate: if requests > 0 { errors as f64 / requests as f64 } else { 0.0 },
+            rate_per_s: if window_s > 0.0 { requests as f64 / window_s } else { 0.0 },
+            p50_ms: ms("p50"),
+            p95_ms: ms("p95"),
+            p99_ms: ms("p99"),
+        }
+    };
+    let mut services: Vec<ServiceSummary> = service_batches
+        .iter()
+        .flat_map(|b| batch_objects(b, &[]))
+        .map(|row| ServiceSummary {
+            service_name: row.get("service_name").and_then(Value::as_str).unwrap_or_default().to_string(),
+            red: red(&row),
+            routes: Vec::new(),
+        })
+        .collect();
+    for row in route_batches.iter().flat_map(|b| batch_objects(b, &[])) {
+        let service = row.get("service_name").and_then(Value::as_str).unwrap_or_default();
+        if let Some(summary) = services.iter_mut().find(|s| s.service_name == service) {
+            summary.routes.push(RouteSummary {
+                http_method: row.get("http_method").and_then(Value::as_str).map(str::to_string),
+                http_route: row.get("route").and_then(Value::as_str).unwrap_or_default().to_string(),
+                red: red(&row),
+            });
+        }
+    }
+    Ok(services)
+}
+
+/// Formats a time for messages and views.
+pub fn format_time(ns: i64) -> String {
+    json::format_time_ns(ns)
+}
