@@ -34,7 +34,11 @@ pub struct QueryLimits {
 
 impl Default for QueryLimits {
     fn default() -> Self {
-        Self { memory_bytes: 1 << 30, timeout: Duration::from_secs(30), max_result_rows: 10_000 }
+        Self {
+            memory_bytes: 1 << 30,
+            timeout: Duration::from_secs(30),
+            max_result_rows: 10_000,
+        }
     }
 }
 
@@ -65,16 +69,22 @@ pub struct QueryEngine {
 
 impl std::fmt::Debug for QueryEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QueryEngine").field("limits", &self.limits).finish()
+        f.debug_struct("QueryEngine")
+            .field("limits", &self.limits)
+            .finish()
     }
 }
 
 impl QueryEngine {
     pub fn new(store: Store, limits: QueryLimits) -> Result<Self, Error> {
-        let internal = |e: datafusion::error::DataFusionError| Error::Internal { message: e.to_string() };
+        let internal = |e: datafusion::error::DataFusionError| Error::Internal {
+            message: e.to_string(),
+        };
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(limits.memory_bytes, 1.0)
-            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
             .build_arc()
             .map_err(internal)?;
         let config = SessionConfig::new()
@@ -84,8 +94,11 @@ impl QueryEngine {
         let mut ctx = SessionContext::new_with_config_rt(config, runtime);
         datafusion_functions_json::register_all(&mut ctx).map_err(internal)?;
         for signal in Signal::ALL {
-            ctx.register_table(signal.table_name(), Arc::new(SignalTable::new(signal, store.clone())))
-                .map_err(internal)?;
+            ctx.register_table(
+                signal.table_name(),
+                Arc::new(SignalTable::new(signal, store.clone())),
+            )
+            .map_err(internal)?;
         }
         Ok(Self { ctx, limits })
     }
@@ -105,14 +118,26 @@ impl QueryEngine {
         let columns = schema
             .fields()
             .iter()
-            .map(|f| ColumnInfo { name: f.name().clone(), data_type: sql_type_name(f.data_type()) })
+            .map(|f| ColumnInfo {
+                name: f.name().clone(),
+                data_type: sql_type_name(f.data_type()),
+            })
             .collect();
-        Ok(QueryResult { columns, rows, elapsed_ms: started.elapsed().as_secs_f64() * 1000.0, truncated })
+        Ok(QueryResult {
+            columns,
+            rows,
+            elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
+            truncated,
+        })
     }
 
     /// Runs one read-only statement and returns its batches, at most `max_rows` rows (and
     /// whether more matched).
-    pub async fn collect(&self, sql: &str, max_rows: usize) -> Result<(SchemaRef, Vec<RecordBatch>, bool), Error> {
+    pub async fn collect(
+        &self,
+        sql: &str,
+        max_rows: usize,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>, bool), Error> {
         let limit_bytes = self.limits.memory_bytes;
         let df_err = |e| Error::from_datafusion(e, limit_bytes);
         let work = async {
@@ -126,7 +151,9 @@ impl QueryEngine {
                 .with_allow_dml(false)
                 .with_allow_statements(false)
                 .verify_plan(&plan)
-                .map_err(|e| Error::ReadOnly { statement: e.message().to_string() })?;
+                .map_err(|e| Error::ReadOnly {
+                    statement: e.message().to_string(),
+                })?;
             let frame = self.ctx.execute_logical_plan(plan).await.map_err(df_err)?;
             let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
             let mut stream = frame.execute_stream().await.map_err(df_err)?;
@@ -147,14 +174,20 @@ impl QueryEngine {
         };
         match tokio::time::timeout(self.limits.timeout, work).await {
             Ok(result) => result,
-            Err(_) => Err(Error::Timeout { limit_ms: self.limits.timeout.as_millis() as u64 }),
+            Err(_) => Err(Error::Timeout {
+                limit_ms: self.limits.timeout.as_millis() as u64,
+            }),
         }
     }
 }
 
 /// Accepts queries (and EXPLAIN of queries) only.
 fn check_read_only(statement: &DFStatement) -> Result<(), Error> {
-    let refuse = |what: &str| Err(Error::ReadOnly { statement: what.to_string() });
+    let refuse = |what: &str| {
+        Err(Error::ReadOnly {
+            statement: what.to_string(),
+        })
+    };
     match statement {
         DFStatement::Statement(inner) => match inner.as_ref() {
             SqlStatement::Query(_) => Ok(()),
@@ -176,8 +209,17 @@ fn statement_keyword(statement: &SqlStatement) -> String {
     let text = statement.to_string();
     let words: Vec<&str> = text.split_whitespace().take(2).collect();
     match words.as_slice() {
-        [first, second] if matches!(first.to_ascii_uppercase().as_str(), "CREATE" | "DROP" | "ALTER") => {
-            format!("{} {}", first.to_ascii_uppercase(), second.to_ascii_uppercase())
+        [first, second]
+            if matches!(
+                first.to_ascii_uppercase().as_str(),
+                "CREATE" | "DROP" | "ALTER"
+            ) =>
+        {
+            format!(
+                "{} {}",
+                first.to_ascii_uppercase(),
+                second.to_ascii_uppercase()
+            )
         }
         [first, ..] => first.to_ascii_uppercase(),
         [] => "empty".to_string(),

@@ -37,15 +37,24 @@ impl Error {
     }
 
     /// Sorts a DataFusion error into what the user did wrong and what went wrong inside.
-    pub fn from_datafusion(error: datafusion::error::DataFusionError, memory_limit_bytes: usize) -> Self {
+    pub fn from_datafusion(
+        error: datafusion::error::DataFusionError,
+        memory_limit_bytes: usize,
+    ) -> Self {
         use datafusion::error::DataFusionError as E;
         match error.find_root() {
-            E::ResourcesExhausted(_) => Self::MemoryLimit { limit_bytes: memory_limit_bytes },
-            E::SQL(..) | E::Plan(_) | E::SchemaError(..) | E::NotImplemented(_) => {
-                Self::Invalid { message: error.message().to_string() }
-            }
-            E::ArrowError(..) | E::Execution(_) => Self::Invalid { message: error.message().to_string() },
-            _ => Self::Internal { message: error.to_string() },
+            E::ResourcesExhausted(_) => Self::MemoryLimit {
+                limit_bytes: memory_limit_bytes,
+            },
+            E::SQL(..) | E::Plan(_) | E::SchemaError(..) | E::NotImplemented(_) => Self::Invalid {
+                message: error.message().to_string(),
+            },
+            E::ArrowError(..) | E::Execution(_) => Self::Invalid {
+                message: error.message().to_string(),
+            },
+            _ => Self::Internal {
+                message: error.to_string(),
+            },
         }
     }
 }

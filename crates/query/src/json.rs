@@ -2,13 +2,18 @@
 //! lists as arrays, JSON-text columns optionally parsed into objects.
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit, UInt8Type, UInt16Type, UInt32Type, UInt64Type, Float32Type, Float64Type};
+use arrow::datatypes::{
+    DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit,
+    UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use serde_json::{Map, Value};
 
 /// Formats nanoseconds since the epoch as `2026-11-22T03:04:05.123456789Z`.
 pub fn format_time_ns(ns: i64) -> String {
-    chrono::DateTime::from_timestamp_nanos(ns).format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string()
+    chrono::DateTime::from_timestamp_nanos(ns)
+        .format("%Y-%m-%dT%H:%M:%S%.9fZ")
+        .to_string()
 }
 
 /// One cell as JSON.
@@ -57,7 +62,9 @@ pub fn cell(array: &ArrayRef, row: usize) -> Value {
 }
 
 fn float(value: f64) -> Value {
-    serde_json::Number::from_f64(value).map(Value::Number).unwrap_or_else(|| Value::String(value.to_string()))
+    serde_json::Number::from_f64(value)
+        .map(Value::Number)
+        .unwrap_or_else(|| Value::String(value.to_string()))
 }
 
 fn formatted(array: &ArrayRef, row: usize) -> Value {
@@ -74,7 +81,9 @@ pub fn batch_rows(batch: &RecordBatch, out: &mut Vec<Value>, limit: usize) {
         if out.len() >= limit {
             return;
         }
-        out.push(Value::Array(batch.columns().iter().map(|c| cell(c, row)).collect()));
+        out.push(Value::Array(
+            batch.columns().iter().map(|c| cell(c, row)).collect(),
+        ));
     }
 }
 
@@ -107,7 +116,10 @@ mod tests {
 
     #[test]
     fn format_time_ns_keeps_nanoseconds_in_utc() {
-        assert_eq!(format_time_ns(1_700_000_000_123_456_789), "2023-11-14T22:13:20.123456789Z");
+        assert_eq!(
+            format_time_ns(1_700_000_000_123_456_789),
+            "2023-11-14T22:13:20.123456789Z"
+        );
         assert_eq!(format_time_ns(0), "1970-01-01T00:00:00.000000000Z");
     }
 }

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
+use datafusion::catalog::TableProvider;
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
-use datafusion::catalog::TableProvider;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -34,7 +34,11 @@ pub struct SignalTable {
 
 impl SignalTable {
     pub fn new(signal: Signal, store: Store) -> Self {
-        Self { signal, store, schema: schema_for(signal) }
+        Self {
+            signal,
+            store,
+            schema: schema_for(signal),
+        }
     }
 }
 
@@ -48,7 +52,10 @@ impl TableProvider for SignalTable {
         TableType::Base
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
         // Filters prune segments and row groups; DataFusion still applies them to every row.
         Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
@@ -71,16 +78,21 @@ impl TableProvider for SignalTable {
                 let n = parts.len();
                 parts[i % n].push(batch);
             }
-            let memory = MemorySourceConfig::try_new(&parts, self.schema.clone(), projection.cloned())?
-                .with_limit(limit);
+            let memory =
+                MemorySourceConfig::try_new(&parts, self.schema.clone(), projection.cloned())?
+                    .with_limit(limit);
             inputs.push(DataSourceExec::from_data_source(memory));
         }
 
         if !snapshot.segments.is_empty() {
-            let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); partitions.min(snapshot.segments.len())];
+            let mut groups: Vec<Vec<PartitionedFile>> =
+                vec![Vec::new(); partitions.min(snapshot.segments.len())];
             for (i, (meta, path)) in snapshot.segments.iter().enumerate() {
                 let n = groups.len();
-                groups[i % n].push(PartitionedFile::new(path.to_string_lossy().to_string(), meta.size_bytes as u64));
+                groups[i % n].push(PartitionedFile::new(
+                    path.to_string_lossy().to_string(),
+                    meta.size_bytes as u64,
+                ));
             }
             let mut source = ParquetSource::new(self.schema.clone());
             if let Some(predicate) = conjunction(filters.iter().cloned()) {
@@ -88,11 +100,12 @@ impl TableProvider for SignalTable {
                 let predicate = state.create_physical_expr(predicate, &df_schema)?;
                 source = source.with_predicate(predicate);
             }
-            let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
-                .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
-                .with_projection_indices(projection.cloned())?
-                .with_limit(limit)
-                .build();
+            let config =
+                FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+                    .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+                    .with_projection_indices(projection.cloned())?
+                    .with_limit(limit)
+                    .build();
             inputs.push(DataSourceExec::from_data_source(config));
         }
 
@@ -111,14 +124,18 @@ impl TableProvider for SignalTable {
 
 /// The time range that filters on `column` (comparisons with literals, BETWEEN, AND) allow.
 pub fn time_range_from_filters(filters: &[Expr], column: &str) -> TimeRange {
-    filters.iter().fold(TimeRange::ALL, |range, f| range.intersect(&range_of(f, column)))
+    filters.iter().fold(TimeRange::ALL, |range, f| {
+        range.intersect(&range_of(f, column))
+    })
 }
 
 fn range_of(expr: &Expr, column: &str) -> TimeRange {
     match expr {
-        Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
-            range_of(left, column).intersect(&range_of(right, column))
-        }
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::And,
+            right,
+        }) => range_of(left, column).intersect(&range_of(right, column)),
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
             let (op, value) = if is_column(left, column) {
                 (*op, literal_ns(right))
@@ -130,7 +147,9 @@ fn range_of(expr: &Expr, column: &str) -> TimeRange {
             } else {
                 return TimeRange::ALL;
             };
-            let Some(ns) = value else { return TimeRange::ALL };
+            let Some(ns) = value else {
+                return TimeRange::ALL;
+            };
             match op {
                 Operator::Gt | Operator::GtEq => TimeRange::new(Some(ns), None),
                 Operator::Lt => TimeRange::new(None, Some(ns)),
@@ -139,9 +158,15 @@ fn range_of(expr: &Expr, column: &str) -> TimeRange {
                 _ => TimeRange::ALL,
             }
         }
-        Expr::Between(Between { expr, negated: false, low, high }) if is_column(expr, column) => {
-            TimeRange::new(literal_ns(low), literal_ns(high).map(|h| h.saturating_add(1)))
-        }
+        Expr::Between(Between {
+            expr,
+            negated: false,
+            low,
+            high,
+        }) if is_column(expr, column) => TimeRange::new(
+            literal_ns(low),
+            literal_ns(high).map(|h| h.saturating_add(1)),
+        ),
         _ => TimeRange::ALL,
     }
 }
@@ -179,24 +204,42 @@ mod tests {
     use datafusion::prelude::{col, lit};
 
     fn ts(ns: i64) -> Expr {
-        lit(ScalarValue::TimestampNanosecond(Some(ns), Some("UTC".into())))
+        lit(ScalarValue::TimestampNanosecond(
+            Some(ns),
+            Some("UTC".into()),
+        ))
     }
 
     #[test]
     fn time_range_reads_comparisons_between_and_conjunctions() {
-        let filters = vec![col("start_time").gt_eq(ts(100)), ts(500).gt(col("start_time"))];
-        assert_eq!(time_range_from_filters(&filters, "start_time"), TimeRange::new(Some(100), Some(500)));
+        let filters = vec![
+            col("start_time").gt_eq(ts(100)),
+            ts(500).gt(col("start_time")),
+        ];
+        assert_eq!(
+            time_range_from_filters(&filters, "start_time"),
+            TimeRange::new(Some(100), Some(500))
+        );
         let between = col("time").between(ts(10), ts(20));
-        assert_eq!(time_range_from_filters(&[between], "time"), TimeRange::new(Some(10), Some(21)));
+        assert_eq!(
+            time_range_from_filters(&[between], "time"),
+            TimeRange::new(Some(10), Some(21))
+        );
         let both = col("time").gt(ts(5)).and(col("time").lt_eq(ts(9)));
-        assert_eq!(time_range_from_filters(&[both], "time"), TimeRange::new(Some(5), Some(10)));
+        assert_eq!(
+            time_range_from_filters(&[both], "time"),
+            TimeRange::new(Some(5), Some(10))
+        );
     }
 
     #[test]
     fn time_range_ignores_other_columns_and_disjunctions() {
         let other = col("end_time").gt(ts(100));
         let either = col("time").gt(ts(5)).or(col("time").lt(ts(2)));
-        assert_eq!(time_range_from_filters(&[other], "start_time"), TimeRange::ALL);
+        assert_eq!(
+            time_range_from_filters(&[other], "start_time"),
+            TimeRange::ALL
+        );
         assert_eq!(time_range_from_filters(&[either], "time"), TimeRange::ALL);
     }
 }

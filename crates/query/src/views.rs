@@ -56,16 +56,30 @@ pub async fn trace(engine: &QueryEngine, trace_id: &str) -> Result<TraceView, Er
     }
     let trace_id = trace_id.to_ascii_lowercase();
     let id = quote(&trace_id);
-    let spans_sql = format!("SELECT * FROM spans WHERE trace_id = {id} ORDER BY start_time, span_id");
+    let spans_sql =
+        format!("SELECT * FROM spans WHERE trace_id = {id} ORDER BY start_time, span_id");
     let logs_sql = format!("SELECT * FROM logs WHERE trace_id = {id} ORDER BY time");
     let (_, span_batches, spans_cut) = engine.collect(&spans_sql, MAX_TRACE_ROWS).await?;
     let (_, log_batches, logs_cut) = engine.collect(&logs_sql, MAX_TRACE_ROWS).await?;
-    let spans: Vec<_> = span_batches.iter().flat_map(|b| batch_objects(b, SPAN_JSON_COLUMNS)).collect();
-    let logs: Vec<_> = log_batches.iter().flat_map(|b| batch_objects(b, LOG_JSON_COLUMNS)).collect();
+    let spans: Vec<_> = span_batches
+        .iter()
+        .flat_map(|b| batch_objects(b, SPAN_JSON_COLUMNS))
+        .collect();
+    let logs: Vec<_> = log_batches
+        .iter()
+        .flat_map(|b| batch_objects(b, LOG_JSON_COLUMNS))
+        .collect();
     if spans.is_empty() && logs.is_empty() {
-        return Err(Error::NotFound { what: format!("trace {trace_id}") });
+        return Err(Error::NotFound {
+            what: format!("trace {trace_id}"),
+        });
     }
-    Ok(TraceView { trace_id, spans, logs, truncated: spans_cut || logs_cut })
+    Ok(TraceView {
+        trace_id,
+        spans,
+        logs,
+        truncated: spans_cut || logs_cut,
+    })
 }
 
 /// What a log search asks for.
@@ -96,7 +110,10 @@ pub fn severity_floor(name: &str) -> Option<i32> {
     })
 }
 
-pub async fn logs(engine: &QueryEngine, search: &LogSearch) -> Result<Vec<Map<String, Value>>, Error> {
+pub async fn logs(
+    engine: &QueryEngine,
+    search: &LogSearch,
+) -> Result<Vec<Map<String, Value>>, Error> {
     let mut conditions = time_conditions("time", search.range);
     if let Some(service) = &search.service {
         conditions.push(format!("service_name = {}", quote(service)));
@@ -114,16 +131,28 @@ pub async fn logs(engine: &QueryEngine, search: &LogSearch) -> Result<Vec<Map<St
     }
     if let Some(trace_id) = &search.trace_id {
         if !is_trace_id(trace_id) {
-            return Err(Error::Invalid { message: format!("trace id {trace_id:?} is not 32 hex characters") });
+            return Err(Error::Invalid {
+                message: format!("trace id {trace_id:?} is not 32 hex characters"),
+            });
         }
-        conditions.push(format!("trace_id = {}", quote(&trace_id.to_ascii_lowercase())));
+        conditions.push(format!(
+            "trace_id = {}",
+            quote(&trace_id.to_ascii_lowercase())
+        ));
     }
-    let filter = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    };
     let order = if search.ascending { "ASC" } else { "DESC" };
     let limit = search.limit.clamp(1, engine.limits().max_result_rows);
     let sql = format!("SELECT * FROM logs {filter} ORDER BY time {order}, span_id LIMIT {limit}");
     let (_, batches, _) = engine.collect(&sql, limit).await?;
-    Ok(batches.iter().flat_map(|b| batch_objects(b, LOG_JSON_COLUMNS)).collect())
+    Ok(batches
+        .iter()
+        .flat_map(|b| batch_objects(b, LOG_JSON_COLUMNS))
+        .collect())
 }
 
 /// Requests, errors and latency of one service or route.
@@ -157,7 +186,11 @@ pub struct ServiceSummary {
 
 /// Per service and route: server spans (requests), errors (status error or HTTP 5xx) and
 /// latency percentiles, over `range` (which must have a start).
-pub async fn services(engine: &QueryEngine, range: TimeRange, window_s: f64) -> Result<Vec<ServiceSummary>, Error> {
+pub async fn services(
+    engine: &QueryEngine,
+    range: TimeRange,
+    window_s: f64,
+) -> Result<Vec<ServiceSummary>, Error> {
     let mut conditions = time_conditions("start_time", range);
     conditions.push("kind = 'server'".into());
     let filter = conditions.join(" AND ");
@@ -183,8 +216,16 @@ pub async fn services(engine: &QueryEngine, range: TimeRange, window_s: f64) -> 
         Red {
             requests,
             errors,
-            error_rate: if requests > 0 { errors as f64 / requests as f64 } else { 0.0 },
-            rate_per_s: if window_s > 0.0 { requests as f64 / window_s } else { 0.0 },
+            error_rate: if requests > 0 {
+                errors as f64 / requests as f64
+            } else {
+                0.0
+            },
+            rate_per_s: if window_s > 0.0 {
+                requests as f64 / window_s
+            } else {
+                0.0
+            },
             p50_ms: ms("p50"),
             p95_ms: ms("p95"),
             p99_ms: ms("p99"),
@@ -194,17 +235,31 @@ pub async fn services(engine: &QueryEngine, range: TimeRange, window_s: f64) -> 
         .iter()
         .flat_map(|b| batch_objects(b, &[]))
         .map(|row| ServiceSummary {
-            service_name: row.get("service_name").and_then(Value::as_str).unwrap_or_default().to_string(),
+            service_name: row
+                .get("service_name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
             red: red(&row),
             routes: Vec::new(),
         })
         .collect();
     for row in route_batches.iter().flat_map(|b| batch_objects(b, &[])) {
-        let service = row.get("service_name").and_then(Value::as_str).unwrap_or_default();
+        let service = row
+            .get("service_name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if let Some(summary) = services.iter_mut().find(|s| s.service_name == service) {
             summary.routes.push(RouteSummary {
-                http_method: row.get("http_method").and_then(Value::as_str).map(str::to_string),
-                http_route: row.get("route").and_then(Value::as_str).unwrap_or_default().to_string(),
+                http_method: row
+                    .get("http_method")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                http_route: row
+                    .get("route")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
                 red: red(&row),
             });
         }

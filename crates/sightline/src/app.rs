@@ -1,0 +1,211 @@
+//! The one place where Sightline's parts are built and connected: the store (replaying its log),
+//! the query engine, the ingest pipeline, the three servers and the background flush and
+//! maintenance loop; and the orderly shutdown that lets in-flight requests finish, then flushes.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use sightline_model::Clock;
+use sightline_query::QueryEngine;
+use sightline_storage::Store;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::config::ServeConfig;
+use crate::pipeline::Pipeline;
+use crate::self_metrics::SelfMetrics;
+use crate::server::{api, otlp_grpc::OtlpGrpc, otlp_http};
+
+/// The three bound sockets `serve` answers on.
+#[derive(Debug)]
+pub struct Listeners {
+    pub otlp_grpc: TcpListener,
+    pub otlp_http: TcpListener,
+    pub api: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the configured addresses, saying which one failed and why.
+    pub async fn bind(config: &ServeConfig) -> anyhow::Result<Self> {
+        async fn bind(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<TcpListener> {
+            TcpListener::bind(addr).await.with_context(|| {
+                format!("cannot listen for {what} on {addr}; is another process using it? choose another address with {flag}")
+            })
+        }
+        Ok(Self {
+            otlp_grpc: bind(config.otlp_grpc, "OTLP/gRPC", "--otlp-grpc").await?,
+            otlp_http: bind(config.otlp_http, "OTLP/HTTP", "--otlp-http").await?,
+            api: bind(config.listen, "the UI and API", "--listen").await?,
+        })
+    }
+}
+
+/// Runs the server until `shutdown` completes, then stops taking requests, lets in-flight ones
+/// finish, and flushes every buffered row to segments.
+pub async fn serve(
+    config: ServeConfig,
+    listeners: Listeners,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
+    let store_options = config.storage.clone();
+    let open_clock = clock.clone();
+    let (store, report) =
+        tokio::task::spawn_blocking(move || Store::open(&data_dir, store_options, open_clock))
+            .await
+            .context("opening the data folder failed")?
+            .with_context(|| {
+                format!("cannot open the data folder {}", config.data_dir.display())
+            })?;
+    info!(
+        data_dir = %config.data_dir.display(),
+        segments = report.segments,
+        wal_files = report.wal_files_replayed,
+        records = report.records_replayed,
+        torn_tails = report.torn_tails.len(),
+        "data folder opened"
+    );
+    let engine = QueryEngine::new(store.clone(), config.query.clone())?;
+    let metrics = Arc::new(SelfMetrics::default());
+    let pipeline = Pipeline::new(store.clone(), clock.clone(), metrics.clone());
+    let ready = Arc::new(AtomicBool::new(false));
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let addrs = (
+        listeners.otlp_grpc.local_addr()?,
+        listeners.otlp_http.local_addr()?,
+        listeners.api.local_addr()?,
+    );
+    let grpc_router = OtlpGrpc::router(pipeline.clone(), config.max_body_bytes as usize);
+    let http_router = otlp_http::router(otlp_http::OtlpHttpState {
+        pipeline: pipeline.clone(),
+        max_body_bytes: config.max_body_bytes,
+    });
+    let api_router = api::router(api::ApiState {
+        engine,
+        store: store.clone(),
+        clock: clock.clone(),
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    });
+    let servers = vec![
+        tokio::spawn(
+            axum::serve(listeners.otlp_grpc, grpc_router)
+                .with_graceful_shutdown(stopped(stop_rx.clone()))
+                .into_future(),
+        ),
+        tokio::spawn(
+            axum::serve(listeners.otlp_http, http_router)
+                .with_graceful_shutdown(stopped(stop_rx.clone()))
+                .into_future(),
+        ),
+        tokio::spawn(
+            axum::serve(listeners.api, api_router)
+                .with_graceful_shutdown(stopped(stop_rx.clone()))
+                .into_future(),
+        ),
+    ];
+    let background = tokio::spawn(run_background(store.clone(), stopped(stop_rx.clone())));
+
+    ready.store(true, Ordering::SeqCst);
+    if let Some(path) = &config.ready_file {
+        write_ready_file(path, addrs.0, addrs.1, addrs.2)?;
+    }
+    info!(otlp_grpc = %addrs.0, otlp_http = %addrs.1, listen = %addrs.2, "sightline is listening");
+
+    shutdown.await;
+    info!("shutting down: finishing in-flight requests");
+    let _ = stop_tx.send(true);
+    for server in servers {
+        match tokio::time::timeout(Duration::from_secs(30), server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => warn!(error = %e, "server stopped with an error"),
+            Ok(Err(e)) => warn!(error = %e, "server task failed"),
+            Err(_) => warn!("in-flight requests did not finish within 30 s; stopping anyway"),
+        }
+    }
+    let _ = background.await;
+    let flushed = store.close().await.context("final flush failed; the rows stay in the write-ahead log and are replayed at the next start")?;
+    info!(
+        rows = flushed.rows,
+        segments = flushed.segments_written,
+        "buffer flushed; stopped"
+    );
+    Ok(())
+}
+
+/// Flushes when the buffer is due and runs compaction and retention once a minute.
+async fn run_background(store: Store, stop: impl Future<Output = ()>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks: u64 = 0;
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tick.tick() => {}
+        }
+        ticks += 1;
+        if store.flush_due() {
+            let _ = store.flush().await;
+        }
+        if ticks % 120 == 0
+            && let Err(e) = store.maintain().await
+        {
+            warn!(error = %e, "compaction or retention failed; it is retried in a minute");
+        }
+    }
+}
+
+/// Writes `{"otlp_grpc": .., "otlp_http": .., "listen": ..}` atomically, for scripts and tests
+/// that start the server on port 0.
+fn write_ready_file(
+    path: &Path,
+    grpc: SocketAddr,
+    http: SocketAddr,
+    api: SocketAddr,
+) -> anyhow::Result<()> {
+    let body = serde_json::json!({
+        "otlp_grpc": grpc.to_string(),
+        "otlp_http": http.to_string(),
+        "listen": api.to_string(),
+    });
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, body.to_string())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

@@ -1,0 +1,66 @@
+//! The HTTP client of the verbs that read from a server: error answers become messages that say
+//! what the server said, and connection failures say which address was tried.
+
+use anyhow::{Context, anyhow};
+use serde_json::Value;
+
+pub struct ApiClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl ApiClient {
+    pub fn new(url: &str) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .build()
+            .context("cannot create an HTTP client")?;
+        Ok(Self {
+            base: url.trim_end_matches('/').to_string(),
+            http,
+        })
+    }
+
+    async fn read(&self, request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Value> {
+        let response = request.send().await.map_err(|e| {
+            anyhow!("cannot reach Sightline at {} ({e}); is `sightline serve` running? (--url sets the address)", self.base)
+        })?;
+        let status = response.status();
+        let body: Value = response
+            .json()
+            .await
+            .with_context(|| format!("{what}: the answer is not JSON"))?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        let message = body
+            .pointer("/error/message")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| body.to_string());
+        Err(anyhow!("{what} failed ({status}): {message}"))
+    }
+
+    pub async fn get(
+        &self,
+        path: &str,
+        params: &[(&str, String)],
+        what: &str,
+    ) -> anyhow::Result<Value> {
+        let request = self.http.get(format!("{}{path}", self.base)).query(params);
+        self.read(request, what).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value, what: &str) -> anyhow::Result<Value> {
+        let request = self.http.post(format!("{}{path}", self.base)).json(body);
+        self.read(request, what).await
+    }
+}
+
+/// A JSON cell as plain text (strings without quotes, null as empty).
+pub fn plain(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}

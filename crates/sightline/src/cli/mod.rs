@@ -1,0 +1,123 @@
+//! The command line: `serve`, and the verbs that read from a running server (`query`, `trace`,
+//! `logs`), each taking `--url`.
+
+mod client;
+mod logs;
+mod query;
+mod trace;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Overrides, ServeConfig};
+
+pub const DEFAULT_URL: &str = "http://127.0.0.1:4319";
+
+/// Sightline: traces, logs and metrics of your Python services, in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "sightline", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Receive OpenTelemetry on 4317 (gRPC) and 4318 (HTTP), store it, and serve the API on 4319.
+    Serve(ServeArgs),
+    /// Run a read-only SQL query against a server and print the result.
+    Query(query::QueryArgs),
+    /// Print one trace as a tree of spans with its logs interleaved.
+    Trace(trace::TraceArgs),
+    /// Search logs, or follow new ones as they arrive.
+    Logs(logs::LogsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Config file (default: ./sightline.toml when it exists).
+    #[arg(long, env = "SIGHTLINE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Folder for the write-ahead log, segments and catalog [default: ./sightline-data].
+    #[arg(long, env = "SIGHTLINE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// OTLP/gRPC address [default: 127.0.0.1:4317].
+    #[arg(long, env = "SIGHTLINE_OTLP_GRPC", value_name = "ADDR")]
+    pub otlp_grpc: Option<String>,
+    /// OTLP/HTTP address [default: 127.0.0.1:4318].
+    #[arg(long, env = "SIGHTLINE_OTLP_HTTP", value_name = "ADDR")]
+    pub otlp_http: Option<String>,
+    /// UI and API address [default: 127.0.0.1:4319].
+    #[arg(long, env = "SIGHTLINE_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Largest accepted export body, compressed or not [default: 16777216].
+    #[arg(long, env = "SIGHTLINE_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<u64>,
+    /// How long rows wait in memory before they are written to segments [default: 10s].
+    #[arg(long, env = "SIGHTLINE_FLUSH_INTERVAL", value_name = "DURATION")]
+    pub flush_interval: Option<String>,
+    /// Write the bound addresses as JSON to this file once the server is ready.
+    #[arg(long, value_name = "FILE")]
+    pub ready_file: Option<PathBuf>,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SIGHTLINE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .try_init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Runs a parsed command line; errors are printed as `error: ...` with their causes.
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Query(args) => runtime().and_then(|rt| rt.block_on(query::run(args))),
+        Command::Trace(args) => runtime().and_then(|rt| rt.block_on(trace::run(args))),
+        Command::Logs(args) => runtime().and_then(|rt| rt.block_on(logs::run(args))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging();
+    let config = ServeConfig::resolve(Overrides {
+        config: args.config,
+        data_dir: args.data_dir,
+        otlp_grpc: args.otlp_grpc,
+        otlp_http: args.otlp_http,
+        listen: args.listen,
+        max_body_bytes: args.max_body_bytes,
+        flush_interval: args.flush_interval,
+        ready_file: args.ready_file,
+    })?;
+    runtime()?.block_on(async move {
+        let listeners = crate::app::Listeners::bind(&config).await?;
+        crate::app::serve(
+            config,
+            listeners,
+            Arc::new(sightline_model::SystemClock),
+            crate::app::shutdown_signal(),
+        )
+        .await
+    })
+}

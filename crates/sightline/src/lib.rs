@@ -1,0 +1,10 @@
+//! The Sightline binary: configuration, the OTLP receivers (gRPC and HTTP), the JSON API, the
+//! command-line verbs, and [`app`], the one place where storage, ingest and query are built and
+//! connected.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod pipeline;
+pub mod self_metrics;
+pub mod server;

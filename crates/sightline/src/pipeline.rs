@@ -1,0 +1,99 @@
+//! The ingest pipeline after decoding, shared by every receiver:
+//! normalized rows -> redact -> sample -> rollups -> write-ahead log and buffer.
+//!
+//! Redaction, tail sampling and rollups are stages of this path; with no rules configured they
+//! pass rows through unchanged (every span keeps `sample_rate = 1.0`).
+
+use std::sync::Arc;
+
+use sightline_ingest::{Normalized, Rejections};
+use sightline_model::schema::{logs_to_batch, metrics_to_batch, spans_to_batch};
+use sightline_model::{Clock, ErrorCode, Signal};
+use sightline_storage::Store;
+
+use crate::self_metrics::SelfMetrics;
+
+/// Why an export was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Storage(#[from] sightline_storage::Error),
+    #[error("rows could not be converted for storage: {0}")]
+    Rows(#[from] arrow::error::ArrowError),
+}
+
+impl PipelineError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Storage(e) => e.code(),
+            Self::Rows(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+/// What an accepted export kept and left out.
+#[derive(Debug, Default, Clone)]
+pub struct Accepted {
+    pub rows: usize,
+    pub rejections: Rejections,
+}
+
+/// Everything a receiver needs to store what it decoded.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<SelfMetrics>,
+}
+
+impl Pipeline {
+    pub fn new(store: Store, clock: Arc<dyn Clock>, metrics: Arc<SelfMetrics>) -> Self {
+        Self {
+            store,
+            clock,
+            metrics,
+        }
+    }
+
+    pub fn now_ns(&self) -> i64 {
+        self.clock.now_ns()
+    }
+
+    pub fn metrics(&self) -> &SelfMetrics {
+        &self.metrics
+    }
+
+    /// Stores the rows durably; returns once they are synced to the log and queryable.
+    pub async fn store(
+        &self,
+        signal: Signal,
+        normalized: Normalized,
+    ) -> Result<Accepted, PipelineError> {
+        let Normalized {
+            spans,
+            logs,
+            metrics,
+            rejections,
+        } = normalized;
+        let rows = spans.len() + logs.len() + metrics.len();
+        let mut batches = Vec::with_capacity(3);
+        if !spans.is_empty() {
+            batches.push((Signal::Spans, spans_to_batch(&spans)?));
+        }
+        if !logs.is_empty() {
+            batches.push((Signal::Logs, logs_to_batch(&logs)?));
+        }
+        if !metrics.is_empty() {
+            batches.push((Signal::Metrics, metrics_to_batch(&metrics)?));
+        }
+        let result = self.store.append(batches).await;
+        self.metrics.record_export(
+            signal,
+            rows as u64,
+            rejections.count,
+            result.as_ref().err().map(|e| e.code()),
+        );
+        result?;
+        Ok(Accepted { rows, rejections })
+    }
+}

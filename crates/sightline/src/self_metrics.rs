@@ -1,0 +1,252 @@
+//! Sightline's own metrics, served on `/metrics` in the Prometheus text format.
+
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sightline_model::{ErrorCode, Signal};
+use sightline_storage::StoreStats;
+
+#[derive(Debug, Default)]
+struct SignalCounters {
+    records_accepted: AtomicU64,
+    records_rejected: AtomicU64,
+    requests_ok: AtomicU64,
+    requests_refused: AtomicU64,
+    requests_failed: AtomicU64,
+    requests_bad: AtomicU64,
+}
+
+/// Counters updated on the request path (atomics only) and gauges read from the store.
+#[derive(Debug, Default)]
+pub struct SelfMetrics {
+    signals: [SignalCounters; 3],
+    queries_ok: AtomicU64,
+    queries_failed: AtomicU64,
+    query_ns_total: AtomicU64,
+    /// Bad requests by error code, e.g. `payload_too_large`.
+    bad_requests: Mutex<std::collections::BTreeMap<&'static str, u64>>,
+}
+
+fn index(signal: Signal) -> usize {
+    match signal {
+        Signal::Spans => 0,
+        Signal::Logs => 1,
+        Signal::Metrics => 2,
+    }
+}
+
+impl SelfMetrics {
+    /// Counts one export that reached storage: its rows, rejected records and outcome.
+    pub fn record_export(
+        &self,
+        signal: Signal,
+        rows: u64,
+        rejected: u64,
+        error: Option<ErrorCode>,
+    ) {
+        let c = &self.signals[index(signal)];
+        c.records_rejected.fetch_add(rejected, Ordering::Relaxed);
+        match error {
+            None => {
+                c.records_accepted.fetch_add(rows, Ordering::Relaxed);
+                c.requests_ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(code) if code.is_retryable() => {
+                c.requests_refused.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(_) => {
+                c.requests_failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Counts an export refused before storage (malformed, too large, wrong type).
+    pub fn record_bad_request(&self, signal: Signal, code: ErrorCode) {
+        self.signals[index(signal)]
+            .requests_bad
+            .fetch_add(1, Ordering::Relaxed);
+        let mut map = self.bad_requests.lock().unwrap_or_else(|e| e.into_inner());
+        *map.entry(code.as_str()).or_default() += 1;
+    }
+
+    pub fn record_query(&self, elapsed_ns: u64, ok: bool) {
+        if ok {
+            self.queries_ok.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.queries_failed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.query_ns_total.fetch_add(elapsed_ns, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition of these counters and the store's gauges.
+    pub fn render(&self, store: &StoreStats) -> String {
+        let mut out = String::new();
+        let per_signal = |f: &dyn Fn(Signal) -> String| {
+            Signal::ALL
+                .iter()
+                .map(|s| f(*s))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let load = |v: &AtomicU64| v.load(Ordering::Relaxed);
+        section(
+            &mut out,
+            "sightline_ingest_requests_total",
+            "counter",
+            "OTLP export requests by signal and outcome.",
+            per_signal(&|s| {
+                let c = &self.signals[index(s)];
+                [("ok", &c.requests_ok), ("refused", &c.requests_refused), ("failed", &c.requests_failed), ("bad_request", &c.requests_bad)]
+                    .iter()
+                    .map(|(outcome, v)| format!("sightline_ingest_requests_total{{signal=\"{s}\",outcome=\"{outcome}\"}} {}", load(v)))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }),
+        );
+        section(
+            &mut out,
+            "sightline_ingest_records_total",
+            "counter",
+            "Records by signal and outcome (accepted, rejected).",
+            per_signal(&|s| {
+                let c = &self.signals[index(s)];
+                format!(
+                    "sightline_ingest_records_total{{signal=\"{s}\",outcome=\"accepted\"}} {}\nsightline_ingest_records_total{{signal=\"{s}\",outcome=\"rejected\"}} {}",
+                    load(&c.records_accepted),
+                    load(&c.records_rejected)
+                )
+            }),
+        );
+        let bad: Vec<String> = self
+            .bad_requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(code, n)| format!("sightline_ingest_bad_requests_total{{code=\"{code}\"}} {n}"))
+            .collect();
+        section(
+            &mut out,
+            "sightline_ingest_bad_requests_total",
+            "counter",
+            "Export requests refused as malformed, by error code.",
+            bad.join("\n"),
+        );
+        section(
+            &mut out,
+            "sightline_wal_queue_depth",
+            "gauge",
+            "Export requests waiting for the write-ahead log.",
+            format!("sightline_wal_queue_depth {}", store.queue_depth),
+        );
+        section(
+            &mut out,
+            "sightline_wal_syncs_total",
+            "counter",
+            "Write-ahead log group commits (one fsync each).",
+            format!("sightline_wal_syncs_total {}", store.wal_syncs),
+        );
+        section(
+            &mut out,
+            "sightline_wal_sync_seconds_total",
+            "counter",
+            "Time spent writing and syncing the write-ahead log.",
+            format!(
+                "sightline_wal_sync_seconds_total {:.6}",
+                store.wal_sync_seconds_total
+            ),
+        );
+        section(
+            &mut out,
+            "sightline_wal_write_errors_total",
+            "counter",
+            "Write-ahead log writes that failed.",
+            format!(
+                "sightline_wal_write_errors_total {}",
+                store.wal_write_errors
+            ),
+        );
+        section(
+            &mut out,
+            "sightline_buffer_rows",
+            "gauge",
+            "Rows in memory, not yet in segments.",
+            per_signal(&|s| {
+                format!(
+                    "sightline_buffer_rows{{signal=\"{s}\"}} {}",
+                    store.buffered_rows.get(&s).copied().unwrap_or(0)
+                )
+            }),
+        );
+        section(
+            &mut out,
+            "sightline_buffer_bytes",
+            "gauge",
+            "Memory held by buffered rows.",
+            format!("sightline_buffer_bytes {}", store.buffered_bytes),
+        );
+        section(
+            &mut out,
+            "sightline_segments",
+            "gauge",
+            "Parquet segments by signal.",
+            per_signal(&|s| {
+                format!(
+                    "sightline_segments{{signal=\"{s}\"}} {}",
+                    store.segments.get(&s).map(|x| x.0).unwrap_or(0)
+                )
+            }),
+        );
+        section(
+            &mut out,
+            "sightline_segment_bytes",
+            "gauge",
+            "Bytes on disk in Parquet segments by signal.",
+            per_signal(&|s| {
+                format!(
+                    "sightline_segment_bytes{{signal=\"{s}\"}} {}",
+                    store.segments.get(&s).map(|x| x.1).unwrap_or(0)
+                )
+            }),
+        );
+        section(
+            &mut out,
+            "sightline_flushes_total",
+            "counter",
+            "Buffer flushes to segments, by outcome.",
+            format!(
+                "sightline_flushes_total{{outcome=\"ok\"}} {}\nsightline_flushes_total{{outcome=\"failed\"}} {}",
+                store.flushes, store.flush_errors
+            ),
+        );
+        section(
+            &mut out,
+            "sightline_queries_total",
+            "counter",
+            "Queries by outcome.",
+            format!(
+                "sightline_queries_total{{outcome=\"ok\"}} {}\nsightline_queries_total{{outcome=\"failed\"}} {}",
+                load(&self.queries_ok),
+                load(&self.queries_failed)
+            ),
+        );
+        section(
+            &mut out,
+            "sightline_query_seconds_total",
+            "counter",
+            "Time spent answering queries.",
+            format!(
+                "sightline_query_seconds_total {:.6}",
+                load(&self.query_ns_total) as f64 / 1e9
+            ),
+        );
+        out
+    }
+}
+
+fn section(out: &mut String, name: &str, kind: &str, help: &str, body: String) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    if !body.is_empty() {
+        let _ = writeln!(out, "{body}");
+    }
+}

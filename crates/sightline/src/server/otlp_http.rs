@@ -1,0 +1,242 @@
+//! OTLP/HTTP receiver: `POST /v1/traces`, `/v1/logs`, `/v1/metrics` with protobuf or JSON
+//! bodies, optionally gzip-compressed. Answers follow the OTLP specification: 200 with partial
+//! success when some records were rejected, 400 for a malformed body, 413 above the size limit,
+//! 415 for another content type, 429/503 with `Retry-After` when saturated.
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use prost::Message;
+use sightline_ingest::{BodyEncoding, Normalized};
+use sightline_model::{ErrorCode, Signal};
+
+use super::{ApiError, with_retry_after};
+use crate::pipeline::{Accepted, Pipeline};
+
+/// What the OTLP/HTTP handlers share.
+#[derive(Debug, Clone)]
+pub struct OtlpHttpState {
+    pub pipeline: Pipeline,
+    pub max_body_bytes: u64,
+}
+
+pub fn router(state: OtlpHttpState) -> Router {
+    Router::new()
+        .route("/v1/traces", post(traces))
+        .route("/v1/logs", post(logs))
+        .route("/v1/metrics", post(metrics))
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+async fn traces(State(state): State<OtlpHttpState>, headers: HeaderMap, body: Body) -> Response {
+    export(
+        state,
+        Signal::Spans,
+        headers,
+        body,
+        sightline_ingest::ingest_traces,
+    )
+    .await
+}
+
+async fn logs(State(state): State<OtlpHttpState>, headers: HeaderMap, body: Body) -> Response {
+    export(
+        state,
+        Signal::Logs,
+        headers,
+        body,
+        sightline_ingest::ingest_logs,
+    )
+    .await
+}
+
+async fn metrics(State(state): State<OtlpHttpState>, headers: HeaderMap, body: Body) -> Response {
+    export(
+        state,
+        Signal::Metrics,
+        headers,
+        body,
+        sightline_ingest::ingest_metrics,
+    )
+    .await
+}
+
+/// `google.rpc.Status`, the body of an OTLP/HTTP error answer to a protobuf request.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+fn error_response(error: ApiError, encoding: Option<BodyEncoding>) -> Response {
+    match encoding {
+        Some(BodyEncoding::Protobuf) => {
+            let status = RpcStatus {
+                code: error.code.grpc_code(),
+                message: error.message.clone(),
+            };
+            let response = (
+                error.status(),
+                [(header::CONTENT_TYPE, BodyEncoding::Protobuf.content_type())],
+                status.encode_to_vec(),
+            )
+                .into_response();
+            with_retry_after(response, error.code)
+        }
+        _ => error.into_response(),
+    }
+}
+
+async fn read_body(body: Body, headers: &HeaderMap, limit_bytes: u64) -> Result<Bytes, ApiError> {
+    let too_large = |size: u64| {
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "request body is {size} bytes or more, above the limit of {limit_bytes} bytes: send smaller batches (a retry of the same request fails again)"
+            ),
+        )
+    };
+    if let Some(length) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && length > limit_bytes
+    {
+        return Err(too_large(length));
+    }
+    axum::body::to_bytes(body, limit_bytes as usize)
+        .await
+        .map_err(|e| {
+            if std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            {
+                too_large(limit_bytes + 1)
+            } else {
+                ApiError::bad_request(format!(
+                    "request body could not be read ({e}); retry the request"
+                ))
+            }
+        })
+}
+
+type Ingest = fn(&[u8], BodyEncoding, i64) -> Result<Normalized, sightline_ingest::Error>;
+
+async fn export(
+    state: OtlpHttpState,
+    signal: Signal,
+    headers: HeaderMap,
+    body: Body,
+    ingest: Ingest,
+) -> Response {
+    let metrics = state.pipeline.metrics();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let encoding = match BodyEncoding::from_content_type(content_type) {
+        Ok(encoding) => encoding,
+        Err(e) => {
+            metrics.record_bad_request(signal, e.code());
+            return error_response(ApiError::new(e.code(), e.to_string()), None);
+        }
+    };
+    let fail = |error: ApiError| {
+        metrics.record_bad_request(signal, error.code);
+        error_response(error, Some(encoding))
+    };
+    let raw = match read_body(body, &headers, state.max_body_bytes).await {
+        Ok(raw) => raw,
+        Err(error) => return fail(error),
+    };
+    let content_encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let received_ns = state.pipeline.now_ns();
+    let limit = state.max_body_bytes;
+    // Inflating and decoding a large body is CPU work: keep it off the async workers.
+    let decoded = tokio::task::spawn_blocking(move || {
+        let bytes = sightline_ingest::decode_body(&raw, content_encoding.as_deref(), limit)?;
+        ingest(&bytes, encoding, received_ns)
+    });
+    let normalized = match decoded.await {
+        Ok(Ok(normalized)) => normalized,
+        Ok(Err(e)) => return fail(ApiError::new(e.code(), e.to_string())),
+        Err(e) => {
+            return fail(ApiError::new(
+                ErrorCode::Internal,
+                format!("decoding failed: {e}"),
+            ));
+        }
+    };
+    match state.pipeline.store(signal, normalized).await {
+        Ok(accepted) => success(signal, encoding, &accepted),
+        Err(e) => error_response(ApiError::new(e.code(), e.to_string()), Some(encoding)),
+    }
+}
+
+fn success(signal: Signal, encoding: BodyEncoding, accepted: &Accepted) -> Response {
+    use opentelemetry_proto::tonic::collector::logs::v1::{
+        ExportLogsPartialSuccess, ExportLogsServiceResponse,
+    };
+    use opentelemetry_proto::tonic::collector::metrics::v1::{
+        ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTracePartialSuccess, ExportTraceServiceResponse,
+    };
+    let rejected = accepted.rejections.count as i64;
+    let message = accepted.rejections.first_reason.clone().unwrap_or_default();
+    let partial = rejected > 0;
+    match encoding {
+        BodyEncoding::Json => {
+            let field = match signal {
+                Signal::Spans => "rejectedSpans",
+                Signal::Logs => "rejectedLogRecords",
+                Signal::Metrics => "rejectedDataPoints",
+            };
+            let body = if partial {
+                serde_json::json!({"partialSuccess": {field: rejected.to_string(), "errorMessage": message}})
+            } else {
+                serde_json::json!({})
+            };
+            (StatusCode::OK, axum::Json(body)).into_response()
+        }
+        BodyEncoding::Protobuf => {
+            let bytes = match signal {
+                Signal::Spans => ExportTraceServiceResponse {
+                    partial_success: partial.then(|| ExportTracePartialSuccess {
+                        rejected_spans: rejected,
+                        error_message: message,
+                    }),
+                }
+                .encode_to_vec(),
+                Signal::Logs => ExportLogsServiceResponse {
+                    partial_success: partial.then(|| ExportLogsPartialSuccess {
+                        rejected_log_records: rejected,
+                        error_message: message,
+                    }),
+                }
+                .encode_to_vec(),
+                Signal::Metrics => ExportMetricsServiceResponse {
+                    partial_success: partial.then(|| ExportMetricsPartialSuccess {
+                        rejected_data_points: rejected,
+                        error_message: message,
+                    }),
+                }
+                .encode_to_vec(),
+            };
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, BodyEncoding::Protobuf.content_type())],
+                bytes,
+            )
+                .into_response()
+        }
+    }
+}
