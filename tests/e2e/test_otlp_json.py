@@ -82,11 +82,26 @@ def simple_span(tid: str, name: str, start: int, dur: int = 1_000_000, **fields)
     return span
 
 
-def assert_error(resp, status: int, code: str | None = None) -> str:
-    """Check an error answer's status and JSON shape; return its message."""
+def assert_error(resp, status: int, code: str | None = None, otlp: bool = False) -> str:
+    """Check an error answer's status and JSON shape; return its message.
+
+    API endpoints answer exactly {"error": {...}}. OTLP endpoints follow the OTLP specification:
+    a protobuf google.rpc.Status for a protobuf request, and for JSON the Status fields (code,
+    message) beside the "error" object.
+    """
     assert resp.status_code == status, f"expected {status}, got {resp.status_code}: {resp.text}"
+    if otlp and resp.headers.get("content-type", "").startswith("application/x-protobuf"):
+        from google.rpc import status_pb2
+        rpc_status = status_pb2.Status()
+        rpc_status.ParseFromString(resp.content)
+        assert rpc_status.message.strip(), "an error message is required"
+        return rpc_status.message
     body = resp.json()
-    assert set(body) == {"error"}, body
+    if otlp:
+        assert "error" in body and set(body) <= {"error", "code", "message"}, body
+        assert isinstance(body.get("code"), int) and body.get("message") == body["error"]["message"], body
+    else:
+        assert set(body) == {"error"}, body
     err = body["error"]
     assert isinstance(err.get("code"), str) and err["code"], body
     if code is not None:
@@ -297,7 +312,7 @@ def test_empty_array_and_kvlist_values(sightline):
             rows = stored_spans(sightline, f"trace_id = '{tid}'", 1, "attributes")
             assert json.loads(rows[0]["attributes"])["kept"] == "yes"
     else:
-        msg = assert_error(resp, 400, "bad_request")
+        msg = assert_error(resp, 400, "bad_request", otlp=True)
         assert "arrayValue" in msg or "kvlistValue" in msg, msg
 
 
@@ -406,7 +421,7 @@ def test_json_metrics_roundtrip(sightline):
 
 def test_malformed_json_is_400(sightline):
     resp = sightline.post_otlp("/v1/traces", b'{"resourceSpans": [ {"resource": ')
-    msg = assert_error(resp, 400, "bad_request")
+    msg = assert_error(resp, 400, "bad_request", otlp=True)
     assert "json" in msg.lower(), f"the message should say a JSON body was expected: {msg}"
 
 
@@ -431,7 +446,7 @@ def test_snake_case_fields_are_400(sightline):
     tid = trace_id()
     body = {"resource_spans": [{"resource": resource(uniq("snake")),
                                 "scope_spans": [{"spans": [simple_span(tid, "snake", base_ns())]}]}]}
-    msg = assert_error(sightline.post_otlp("/v1/traces", body), 400, "bad_request")
+    msg = assert_error(sightline.post_otlp("/v1/traces", body), 400, "bad_request", otlp=True)
     assert "resource_spans" in msg, msg
     assert sightline.rows(f"SELECT count(*) AS n FROM spans WHERE trace_id = '{tid}'") == [{"n": 0}]
 
@@ -439,18 +454,18 @@ def test_snake_case_fields_are_400(sightline):
 def test_unsupported_content_type_is_415(sightline):
     body = json.dumps(traces_body("x", [simple_span(trace_id(), "x", base_ns())]))
     resp = sightline.post_otlp("/v1/traces", body, content_type="text/plain")
-    assert_error(resp, 415)
+    assert_error(resp, 415, otlp=True)
 
 
 def test_truncated_protobuf_is_400(sightline):
     data = proto_request(uniq("trunc"), trace_id(), span_id(), base_ns()).SerializeToString()
     resp = sightline.post_otlp("/v1/traces", data[: len(data) // 2], content_type="application/x-protobuf")
-    assert_error(resp, 400, "bad_request")
+    assert_error(resp, 400, "bad_request", otlp=True)
 
 
 def test_invalid_gzip_is_400(sightline):
     resp = sightline.post_otlp("/v1/traces", b"this is not gzip", headers={"Content-Encoding": "gzip"})
-    assert_error(resp, 400, "bad_request")
+    assert_error(resp, 400, "bad_request", otlp=True)
 
 
 def test_body_limit_is_413(sightline_factory):
@@ -461,14 +476,14 @@ def test_body_limit_is_413(sightline_factory):
     assert small.post_otlp("/v1/traces", ok).status_code == 200
 
     big = traces_body(svc, [simple_span(trace_id(), "x" * 4096, base_ns())])
-    assert_error(small.post_otlp("/v1/traces", big), 413, "payload_too_large")
+    assert_error(small.post_otlp("/v1/traces", big), 413, "payload_too_large", otlp=True)
 
     # A small gzip body that inflates past the limit is refused too, and does not hurt the server.
     bomb = gzip.compress(json.dumps(traces_body(svc, [simple_span(trace_id(), "y" * 200_000, base_ns())])).encode())
     assert len(bomb) < 1024
     resp = small.post_otlp("/v1/traces", bomb, headers={"Content-Encoding": "gzip"})
     assert resp.status_code in (400, 413), resp.text
-    assert_error(resp, resp.status_code)
+    assert_error(resp, resp.status_code, otlp=True)
 
     assert small.get("/healthz").status_code == 200
     assert small.wait_rows("SELECT name FROM spans") == [{"name": "fits"}]

@@ -37,14 +37,9 @@ impl ApiError {
         StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
-    /// The JSON body, with the OTLP `google.rpc.Status` fields (`code`, `message`) beside the
-    /// `error` object so that OTLP clients read it too.
+    /// The JSON body: `{"error": {"code": .., "message": ..}}`.
     pub fn body(&self) -> serde_json::Value {
-        json!({
-            "error": {"code": self.code.as_str(), "message": self.message},
-            "code": self.code.grpc_code(),
-            "message": self.message,
-        })
+        json!({"error": {"code": self.code.as_str(), "message": self.message}})
     }
 }
 

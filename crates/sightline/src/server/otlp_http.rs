@@ -65,7 +65,8 @@ async fn metrics(State(state): State<OtlpHttpState>, headers: HeaderMap, body: B
     .await
 }
 
-/// `google.rpc.Status`, the body of an OTLP/HTTP error answer to a protobuf request.
+/// `google.rpc.Status`: the OTLP specification requires it as the body of an error answer to a
+/// protobuf request.
 #[derive(Clone, PartialEq, prost::Message)]
 struct RpcStatus {
     #[prost(int32, tag = "1")]
@@ -89,7 +90,17 @@ fn error_response(error: ApiError, encoding: Option<BodyEncoding>) -> Response {
                 .into_response();
             with_retry_after(response, error.code)
         }
-        _ => error.into_response(),
+        _ => {
+            // The JSON form of google.rpc.Status (`code`, `message`) beside the `error` object
+            // every Sightline endpoint answers with, so OTLP clients and people both read it.
+            let mut body = error.body();
+            body["code"] = error.code.grpc_code().into();
+            body["message"] = error.message.clone().into();
+            with_retry_after(
+                (error.status(), axum::Json(body)).into_response(),
+                error.code,
+            )
+        }
     }
 }
 
