@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -78,6 +79,28 @@ def wait_for(fn: Callable[[], Any], timeout: float = 5.0, interval: float = 0.05
         time.sleep(interval)
 
 
+def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a server process: ours without SIGHTLINE_* (but SIGHTLINE_BIN), plus extra."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGHTLINE_") or k == "SIGHTLINE_BIN"}
+    env.setdefault("RUST_BACKTRACE", "1")
+    env.update(extra or {})
+    return env
+
+
+def parse_prometheus(text: str) -> dict[tuple[str, frozenset], float]:
+    """Prometheus text format -> {(metric name, frozenset of (label, value)): value}."""
+    samples: dict[tuple[str, frozenset], float] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = re.fullmatch(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\d+)?', line)
+        assert m, f"not a Prometheus sample line: {line!r}"
+        labels = frozenset(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        samples[(m.group(1), labels)] = float(m.group(3))
+    return samples
+
+
 def rows_as_dicts(result: dict) -> list[dict]:
     """Turn a /api/v1/query answer into a list of {column: value} dicts."""
     names = [c["name"] for c in result["columns"]]
@@ -87,18 +110,28 @@ def rows_as_dicts(result: dict) -> list[dict]:
 class SightlineServer:
     """One `sightline serve` process on a given data folder."""
 
-    def __init__(self, data_dir: Path, log_dir: Path, extra_args: list[str] | None = None, name: str = "sightline"):
+    def __init__(self, data_dir: Path | None, log_dir: Path, extra_args: list[str] | None = None,
+                 name: str = "sightline", cwd: Path | None = None, env: dict[str, str] | None = None,
+                 address_flags: bool = True):
+        """data_dir=None starts the server without --data-dir (the env or sightline.toml decides);
+        cwd is its working folder (default: log_dir), env is added to its environment, where
+        every other SIGHTLINE_* variable of the test process is removed. address_flags=False
+        leaves out --otlp-grpc/--otlp-http/--listen 127.0.0.1:0 (the env or the file must say 0)."""
         self.bin = sightline_bin()
-        self.data_dir = Path(data_dir)
+        self.data_dir = Path(data_dir) if data_dir is not None else None
         self.log_dir = Path(log_dir)
         self.extra_args = list(extra_args or [])
         self.name = name
+        self.cwd = Path(cwd) if cwd is not None else self.log_dir
+        self.env = dict(env or {})
+        self.address_flags = address_flags
         self.proc: subprocess.Popen | None = None
         self.starts = 0
         self.ready: dict = {}
         self.stderr_path: Path | None = None
         self.session = requests.Session()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.data_dir is not None:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
     # ---- process control -------------------------------------------------
@@ -113,18 +146,16 @@ class SightlineServer:
         stdout_path = self.log_dir / f"{self.name}-stdout-{self.starts}.log"
         cmd = [
             self.bin, "serve",
-            "--data-dir", str(self.data_dir),
-            "--otlp-grpc", "127.0.0.1:0",
-            "--otlp-http", "127.0.0.1:0",
-            "--listen", "127.0.0.1:0",
+            *(["--data-dir", str(self.data_dir)] if self.data_dir is not None else []),
+            *(["--otlp-grpc", "127.0.0.1:0", "--otlp-http", "127.0.0.1:0", "--listen", "127.0.0.1:0"]
+              if self.address_flags else []),
             "--ready-file", str(ready_file),
             *self.extra_args,
         ]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SIGHTLINE_") or k == "SIGHTLINE_BIN"}
-        env.setdefault("RUST_BACKTRACE", "1")
+        env = server_env(self.env)
         with open(self.stderr_path, "wb") as err, open(stdout_path, "wb") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
-                                         cwd=str(self.log_dir))
+                                         cwd=str(self.cwd))
         _STARTED.append(self)
 
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -217,6 +248,19 @@ class SightlineServer:
         """Query and return rows as dicts keyed by column name."""
         return rows_as_dicts(self.query(sql))
 
+    def metrics(self) -> dict[tuple[str, frozenset], float]:
+        """GET /metrics, parsed (see parse_prometheus)."""
+        resp = self.get("/metrics")
+        assert resp.status_code == 200, f"/metrics answered {resp.status_code}: {resp.text}"
+        return parse_prometheus(resp.text)
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample of /metrics, e.g. metric("sightline_segments", signal="spans"); fails if absent."""
+        samples = self.metrics()
+        key = (name, frozenset(labels.items()))
+        assert key in samples, f"/metrics has no {name}{labels}; it has {sorted(k for k in samples if k[0] == name)}"
+        return samples[key]
+
     def get(self, path: str, **kwargs) -> requests.Response:
         kwargs.setdefault("timeout", HTTP_TIMEOUT_S)
         return self.session.get(f"{self.api_url}{path}", **kwargs)
@@ -269,10 +313,14 @@ def sightline_factory(tmp_path):
     """Start extra servers (own data folder unless given); all are stopped at teardown."""
     servers: list[SightlineServer] = []
 
-    def make(extra_args: list[str] | None = None, data_dir: Path | None = None, name: str = "extra") -> SightlineServer:
+    def make(extra_args: list[str] | None = None, data_dir: Path | None = None, name: str = "extra",
+             cwd: Path | None = None, env: dict[str, str] | None = None,
+             data_dir_flag: bool = True, address_flags: bool = True) -> SightlineServer:
+        """data_dir_flag=False starts it without --data-dir; cwd, env, address_flags as in SightlineServer."""
         idx = len(servers)
-        srv = SightlineServer(data_dir or tmp_path / f"{name}-{idx}-data", tmp_path / "logs",
-                              extra_args=extra_args, name=f"{name}-{idx}")
+        srv = SightlineServer((data_dir or tmp_path / f"{name}-{idx}-data") if data_dir_flag else None,
+                              tmp_path / "logs", extra_args=extra_args, name=f"{name}-{idx}", cwd=cwd, env=env,
+                              address_flags=address_flags)
         servers.append(srv)
         return srv
 

@@ -118,7 +118,14 @@ impl ServeConfig {
             }
             None => (FileConfig::default(), None),
         };
-        Self::merge(overrides, file, config_file)
+        let from_file = config_file.clone();
+        Self::merge(overrides, file, config_file).with_context(|| match from_file {
+            Some(path) => format!(
+                "invalid configuration (flags, SIGHTLINE_* variables, {})",
+                path.display()
+            ),
+            None => "invalid configuration (flags, SIGHTLINE_* variables)".to_string(),
+        })
     }
 
     pub fn merge(
@@ -137,8 +144,10 @@ impl ServeConfig {
             bail!("max_body_bytes must be greater than 0");
         }
         let mut storage = sightline_storage::StoreOptions::default();
-        if let Some(text) = o.flush_interval.or(file.storage.flush_interval) {
-            storage.flush_interval = duration(&text, "storage.flush_interval")?;
+        if let Some(text) = &o.flush_interval {
+            storage.flush_interval = duration(text, "--flush-interval (SIGHTLINE_FLUSH_INTERVAL)")?;
+        } else if let Some(text) = &file.storage.flush_interval {
+            storage.flush_interval = duration(text, "storage.flush_interval")?;
         }
         if let Some(rows) = file.storage.flush_rows {
             storage.flush_rows = rows.max(1);
@@ -171,6 +180,9 @@ impl ServeConfig {
         }
         if let Some(text) = &file.query.timeout {
             query.timeout = duration(text, "query.timeout")?;
+            if query.timeout.is_zero() {
+                bail!("config key query.timeout must be longer than 0s");
+            }
         }
         if let Some(rows) = file.query.max_result_rows {
             query.max_result_rows = rows.max(1);

@@ -207,6 +207,9 @@ impl Store {
             path: data_dir.into(),
             source,
         };
+        std::fs::create_dir_all(data_dir).map_err(dir_err)?;
+        // Queries address segments by absolute path, so a relative folder is resolved once here.
+        let data_dir = &std::fs::canonicalize(data_dir).map_err(dir_err)?;
         let wal_dir = data_dir.join("wal");
         std::fs::create_dir_all(&wal_dir).map_err(dir_err)?;
         std::fs::create_dir_all(data_dir.join("segments")).map_err(dir_err)?;
@@ -1010,6 +1013,38 @@ mod tests {
         assert_eq!(report.segments, 1);
         assert_eq!(report.orphan_files_removed, 0);
         assert_eq!(snapshot_rows(&store, Signal::Spans), 12);
+    }
+
+    #[tokio::test]
+    async fn a_relative_data_folder_is_resolved_to_absolute_segment_paths() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let relative = relative_to_cwd(dir.path());
+        assert!(relative.is_relative());
+        let clock = ManualClock::new(0);
+        let (store, _) = open(&relative, &clock);
+        assert!(store.data_dir().is_absolute());
+        store
+            .append(vec![(Signal::Spans, spans(2, 5, 1, "r"))])
+            .await
+            .expect("append");
+        store.flush().await.expect("flush");
+        let snap = store.snapshot(Signal::Spans, TimeRange::ALL);
+        assert_eq!(snap.segments.len(), 1);
+        assert!(
+            snap.segments
+                .iter()
+                .all(|(_, path)| path.is_absolute() && path.exists())
+        );
+    }
+
+    /// `dir` written relative to the current folder (`../../tmp/x`).
+    fn relative_to_cwd(dir: &Path) -> PathBuf {
+        let cwd = std::env::current_dir().expect("cwd");
+        let mut relative = PathBuf::new();
+        for _ in 1..cwd.components().count() {
+            relative.push("..");
+        }
+        relative.join(dir.strip_prefix("/").expect("absolute temp dir"))
     }
 
     #[tokio::test]

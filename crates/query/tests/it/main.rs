@@ -1,0 +1,357 @@
+//! Queries over a real store in a temporary folder: buffer and segments together, time pruning,
+//! read-only enforcement, limits, and the API's views.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use sightline_model::schema::{LogRow, SpanRow, logs_to_batch, spans_to_batch};
+use sightline_model::{ManualClock, Signal, TimeRange};
+use sightline_query::views::{self, LogSearch};
+use sightline_query::{Error, QueryEngine, QueryLimits};
+use sightline_storage::{Store, StoreOptions};
+
+const HOUR_NS: i64 = 3_600_000_000_000;
+const T0: i64 = 1_763_780_000_000_000_000; // 2025-11-22T02:53:20Z
+
+fn span(trace: usize, i: usize, start_ns: i64, service: &str, status: &'static str) -> SpanRow {
+    SpanRow {
+        start_time_ns: start_ns,
+        end_time_ns: start_ns + 1_000_000 * (i as i64 + 1),
+        trace_id: format!("{trace:032x}"),
+        span_id: format!("{:016x}", trace * 1000 + i + 1),
+        parent_span_id: (i > 0).then(|| format!("{:016x}", trace * 1000 + 1)),
+        name: format!("GET /items/{{id}} {i}"),
+        kind: if i == 0 { "server" } else { "client" },
+        status,
+        service_name: service.into(),
+        http_route: Some("/items/{id}".into()),
+        http_method: Some("GET".into()),
+        http_status_code: Some(if status == "error" { 500 } else { 200 }),
+        attributes: format!(r#"{{"user.id": {i}, "padding": "{}"}}"#, "x".repeat(200)),
+        resource_attributes: format!(r#"{{"service.name": "{service}"}}"#),
+        events: "[]".into(),
+        links: "[]".into(),
+        sample_rate: 1.0,
+        message: "GET".into(),
+        ..Default::default()
+    }
+}
+
+fn log(trace: usize, time_ns: i64, severity: &'static str, number: i32, body: &str) -> LogRow {
+    LogRow {
+        time_ns,
+        observed_time_ns: time_ns,
+        trace_id: Some(format!("{trace:032x}")),
+        span_id: Some(format!("{:016x}", trace * 1000 + 1)),
+        severity_number: number,
+        severity,
+        body: body.into(),
+        service_name: "api".into(),
+        attributes: "{}".into(),
+        resource_attributes: "{}".into(),
+        ..Default::default()
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Store,
+}
+
+fn open_store() -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = Arc::new(ManualClock::new(T0 + HOUR_NS));
+    let (store, _) = Store::open(dir.path(), StoreOptions::default(), clock).expect("open store");
+    Fixture { _dir: dir, store }
+}
+
+async fn append_spans(store: &Store, rows: &[SpanRow]) {
+    store
+        .append(vec![(Signal::Spans, spans_to_batch(rows).expect("rows"))])
+        .await
+        .expect("append");
+}
+
+fn engine(store: &Store, limits: QueryLimits) -> QueryEngine {
+    QueryEngine::new(store.clone(), limits).expect("engine")
+}
+
+async fn scalar(engine: &QueryEngine, sql: &str) -> Value {
+    let result = engine
+        .execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    result.rows[0][0].clone()
+}
+
+#[tokio::test]
+async fn buffer_and_segments_are_read_together_exactly_once() {
+    let f = open_store();
+    append_spans(
+        &f.store,
+        &(0..10)
+            .map(|i| span(1, i, T0 + i as i64, "api", "ok"))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    f.store.flush().await.expect("flush");
+    append_spans(
+        &f.store,
+        &(0..5)
+            .map(|i| span(2, i, T0 + 100 + i as i64, "api", "ok"))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let engine = engine(&f.store, QueryLimits::default());
+    assert_eq!(scalar(&engine, "SELECT count(*) FROM spans").await, 15);
+    assert_eq!(
+        scalar(&engine, "SELECT count(DISTINCT span_id) FROM spans").await,
+        15
+    );
+    assert_eq!(
+        scalar(&engine, "SELECT sum(json_get_int(attributes, 'user.id')) FROM spans WHERE trace_id = '00000000000000000000000000000002'").await,
+        10
+    );
+    assert_eq!(
+        scalar(
+            &engine,
+            "SELECT count(*) FROM spans WHERE (attributes->>'padding') LIKE 'xx%'"
+        )
+        .await,
+        15
+    );
+    let result = engine
+        .execute("SELECT start_time, duration_ns FROM spans ORDER BY start_time LIMIT 1")
+        .await
+        .expect("query");
+    assert_eq!(result.columns[0].data_type, "timestamp");
+    assert_eq!(result.rows[0][0], "2025-11-22T02:53:20.000000000Z");
+    assert_eq!(result.rows[0][1], 1_000_000);
+}
+
+#[tokio::test]
+async fn time_filters_skip_segments_outside_the_range() {
+    let f = open_store();
+    for hour in [0, 3, 6] {
+        append_spans(
+            &f.store,
+            &[span(hour as usize + 1, 0, T0 + hour * HOUR_NS, "api", "ok")],
+        )
+        .await;
+    }
+    f.store.flush().await.expect("flush");
+    assert_eq!(
+        f.store
+            .snapshot(Signal::Spans, TimeRange::ALL)
+            .segments
+            .len(),
+        3
+    );
+    let engine = engine(&f.store, QueryLimits::default());
+    let since = T0 + 5 * HOUR_NS;
+    let plan = engine
+        .execute(&format!(
+            "EXPLAIN SELECT count(*) FROM spans WHERE start_time >= to_timestamp_nanos({since})"
+        ))
+        .await
+        .expect("explain");
+    let text = plan.rows.iter().map(|r| r.to_string()).collect::<String>();
+    assert_eq!(
+        text.matches(".parquet").count(),
+        1,
+        "only the last hour's segment is scanned: {text}"
+    );
+    assert_eq!(
+        scalar(
+            &engine,
+            &format!("SELECT count(*) FROM spans WHERE start_time >= to_timestamp_nanos({since})")
+        )
+        .await,
+        1
+    );
+    assert_eq!(scalar(&engine, "SELECT count(*) FROM spans").await, 3);
+}
+
+#[tokio::test]
+async fn statements_that_write_or_touch_files_are_refused() {
+    let f = open_store();
+    let engine = engine(&f.store, QueryLimits::default());
+    for sql in [
+        "CREATE TABLE t AS SELECT 1",
+        "INSERT INTO spans SELECT * FROM spans",
+        "DELETE FROM spans",
+        "DROP TABLE spans",
+        "COPY spans TO '/tmp/out.parquet'",
+        "CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/etc/'",
+        "SET datafusion.execution.batch_size = 1",
+        "EXPLAIN INSERT INTO spans SELECT * FROM spans",
+    ] {
+        let err = engine.execute(sql).await.expect_err(sql);
+        assert!(matches!(err, Error::ReadOnly { .. }), "{sql}: {err}");
+        assert!(err.to_string().contains("read-only"), "{err}");
+    }
+    let err = engine.execute("SELEC 1").await.expect_err("syntax");
+    assert!(matches!(err, Error::Invalid { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_query_over_the_memory_limit_fails_and_the_next_one_works() {
+    let f = open_store();
+    let rows: Vec<SpanRow> = (0..20_000)
+        .map(|i| span(i / 10 + 1, i % 10, T0 + i as i64, "api", "ok"))
+        .collect();
+    append_spans(&f.store, &rows).await;
+    let limits = QueryLimits {
+        memory_bytes: 1_000_000,
+        ..Default::default()
+    };
+    let engine = engine(&f.store, limits);
+    let err = engine
+        .execute("SELECT * FROM spans ORDER BY attributes, span_id")
+        .await
+        .expect_err("over the limit");
+    assert!(
+        matches!(
+            err,
+            Error::MemoryLimit {
+                limit_bytes: 1_000_000
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("memory"), "{err}");
+    assert_eq!(scalar(&engine, "SELECT count(*) FROM spans").await, 20_000);
+}
+
+#[tokio::test]
+async fn a_query_over_the_time_limit_is_stopped() {
+    let f = open_store();
+    let limits = QueryLimits {
+        timeout: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let engine = engine(&f.store, limits);
+    let err = engine
+        .execute("SELECT count(*) FROM generate_series(1, 100000000000) AS a")
+        .await
+        .expect_err("too slow");
+    assert!(matches!(err, Error::Timeout { limit_ms: 50 }), "{err}");
+    assert_eq!(scalar(&engine, "SELECT 1 + 1").await, 2);
+}
+
+#[tokio::test]
+async fn results_are_cut_at_the_row_limit_and_say_so() {
+    let f = open_store();
+    append_spans(
+        &f.store,
+        &(0..30)
+            .map(|i| span(1, i, T0 + i as i64, "api", "ok"))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let engine = engine(
+        &f.store,
+        QueryLimits {
+            max_result_rows: 7,
+            ..Default::default()
+        },
+    );
+    let result = engine
+        .execute("SELECT span_id FROM spans")
+        .await
+        .expect("query");
+    assert_eq!(result.rows.len(), 7);
+    assert!(result.truncated);
+}
+
+#[tokio::test]
+async fn views_answer_trace_logs_and_services() {
+    let f = open_store();
+    let mut rows = Vec::new();
+    for trace in 1..=4 {
+        let status = if trace == 4 { "error" } else { "ok" };
+        rows.extend(
+            (0..3).map(|i| span(trace, i, T0 + trace as i64 * 1000 + i as i64, "api", status)),
+        );
+    }
+    append_spans(&f.store, &rows).await;
+    f.store.flush().await.expect("flush");
+    let logs = vec![
+        log(1, T0 + 1500, "info", 9, "cache warmed"),
+        log(1, T0 + 1200, "warn", 13, "Slow query on items"),
+        log(2, T0 + 2500, "error", 17, "payment TIMEOUT"),
+    ];
+    f.store
+        .append(vec![(Signal::Logs, logs_to_batch(&logs).expect("rows"))])
+        .await
+        .expect("append");
+    let engine = engine(&f.store, QueryLimits::default());
+
+    let trace = views::trace(&engine, &format!("{:032x}", 1))
+        .await
+        .expect("trace");
+    assert_eq!(trace.spans.len(), 3);
+    assert_eq!(trace.logs.len(), 2);
+    assert_eq!(
+        trace.logs[0]["body"], "Slow query on items",
+        "logs are in time order"
+    );
+    assert_eq!(
+        trace.spans[0]["attributes"]["user.id"], 0,
+        "attributes come back as objects"
+    );
+    let missing = views::trace(&engine, &format!("{:032x}", 99))
+        .await
+        .expect_err("unknown trace");
+    assert!(matches!(missing, Error::NotFound { .. }));
+    assert!(matches!(
+        views::trace(&engine, "nope").await,
+        Err(Error::Invalid { .. })
+    ));
+
+    let search = LogSearch {
+        severity: Some("warn".into()),
+        limit: 10,
+        ..Default::default()
+    };
+    let found = views::logs(&engine, &search).await.expect("logs");
+    let bodies: Vec<&str> = found.iter().filter_map(|l| l["body"].as_str()).collect();
+    assert_eq!(
+        bodies,
+        vec!["payment TIMEOUT", "Slow query on items"],
+        "warn and above, newest first"
+    );
+    let search = LogSearch {
+        text: Some("timeout".into()),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(
+        views::logs(&engine, &search).await.expect("logs").len(),
+        1,
+        "text search ignores case"
+    );
+    let bad = LogSearch {
+        severity: Some("loud".into()),
+        limit: 10,
+        ..Default::default()
+    };
+    assert!(matches!(
+        views::logs(&engine, &bad).await,
+        Err(Error::Invalid { .. })
+    ));
+
+    let services = views::services(&engine, TimeRange::new(Some(T0), None), 3600.0)
+        .await
+        .expect("services");
+    assert_eq!(services.len(), 1);
+    let api = &services[0];
+    assert_eq!(
+        (api.service_name.as_str(), api.red.requests, api.red.errors),
+        ("api", 4, 1)
+    );
+    assert_eq!(api.routes.len(), 1);
+    assert_eq!(api.routes[0].http_route, "/items/{id}");
+    assert_eq!(api.red.p50_ms, 1.0, "server spans last 1 ms");
+}
