@@ -64,27 +64,46 @@ impl Rejections {
     }
 }
 
+/// Decodes one export request (protobuf or OTLP/JSON) and normalizes it; rejections found while
+/// reading JSON come first, then those of normalization.
+fn ingest<R: Message + Default>(
+    bytes: &[u8],
+    encoding: BodyEncoding,
+    received_ns: i64,
+    message: &'static str,
+    parse_json: fn(&[u8]) -> Result<(R, Rejections), Error>,
+    normalize: fn(&R, i64) -> Normalized,
+) -> Result<Normalized, Error> {
+    let (request, mut rejections) = match encoding {
+        BodyEncoding::Protobuf => (
+            R::decode(bytes).map_err(|e| Error::Protobuf {
+                message,
+                reason: e.to_string(),
+            })?,
+            Rejections::default(),
+        ),
+        BodyEncoding::Json => parse_json(bytes)?,
+    };
+    let mut normalized = normalize(&request, received_ns);
+    rejections.merge(std::mem::take(&mut normalized.rejections));
+    normalized.rejections = rejections;
+    Ok(normalized)
+}
+
 /// Decodes an OTLP traces export body (already decompressed) and normalizes it.
 pub fn ingest_traces(
     bytes: &[u8],
     encoding: BodyEncoding,
     received_ns: i64,
 ) -> Result<Normalized, Error> {
-    let (request, rejections) = match encoding {
-        BodyEncoding::Protobuf => (
-            ExportTraceServiceRequest::decode(bytes).map_err(|e| Error::Protobuf {
-                message: "ExportTraceServiceRequest",
-                reason: e.to_string(),
-            })?,
-            Rejections::default(),
-        ),
-        BodyEncoding::Json => otlp_json::parse_traces(bytes)?,
-    };
-    let mut normalized = traces::normalize(&request, received_ns);
-    let mut all = rejections;
-    all.merge(std::mem::take(&mut normalized.rejections));
-    normalized.rejections = all;
-    Ok(normalized)
+    ingest::<ExportTraceServiceRequest>(
+        bytes,
+        encoding,
+        received_ns,
+        "ExportTraceServiceRequest",
+        otlp_json::parse_traces,
+        traces::normalize,
+    )
 }
 
 /// Decodes an OTLP logs export body (already decompressed) and normalizes it.
@@ -93,21 +112,14 @@ pub fn ingest_logs(
     encoding: BodyEncoding,
     received_ns: i64,
 ) -> Result<Normalized, Error> {
-    let (request, rejections) = match encoding {
-        BodyEncoding::Protobuf => (
-            ExportLogsServiceRequest::decode(bytes).map_err(|e| Error::Protobuf {
-                message: "ExportLogsServiceRequest",
-                reason: e.to_string(),
-            })?,
-            Rejections::default(),
-        ),
-        BodyEncoding::Json => otlp_json::parse_logs(bytes)?,
-    };
-    let mut normalized = logs::normalize(&request, received_ns);
-    let mut all = rejections;
-    all.merge(std::mem::take(&mut normalized.rejections));
-    normalized.rejections = all;
-    Ok(normalized)
+    ingest::<ExportLogsServiceRequest>(
+        bytes,
+        encoding,
+        received_ns,
+        "ExportLogsServiceRequest",
+        otlp_json::parse_logs,
+        logs::normalize,
+    )
 }
 
 /// Decodes an OTLP metrics export body (already decompressed) and normalizes it.
@@ -116,19 +128,12 @@ pub fn ingest_metrics(
     encoding: BodyEncoding,
     received_ns: i64,
 ) -> Result<Normalized, Error> {
-    let (request, rejections) = match encoding {
-        BodyEncoding::Protobuf => (
-            ExportMetricsServiceRequest::decode(bytes).map_err(|e| Error::Protobuf {
-                message: "ExportMetricsServiceRequest",
-                reason: e.to_string(),
-            })?,
-            Rejections::default(),
-        ),
-        BodyEncoding::Json => otlp_json::parse_metrics(bytes)?,
-    };
-    let mut normalized = metrics::normalize(&request, received_ns);
-    let mut all = rejections;
-    all.merge(std::mem::take(&mut normalized.rejections));
-    normalized.rejections = all;
-    Ok(normalized)
+    ingest::<ExportMetricsServiceRequest>(
+        bytes,
+        encoding,
+        received_ns,
+        "ExportMetricsServiceRequest",
+        otlp_json::parse_metrics,
+        metrics::normalize,
+    )
 }
