@@ -64,6 +64,9 @@ impl Rejections {
     }
 }
 
+/// Reads an OTLP/JSON request, with the records it had to leave out.
+type JsonParser<R> = fn(&[u8]) -> Result<(R, Rejections), Error>;
+
 /// Decodes one export request (protobuf or OTLP/JSON) and normalizes it; rejections found while
 /// reading JSON come first, then those of normalization.
 fn ingest<R: Message + Default>(
@@ -71,7 +74,7 @@ fn ingest<R: Message + Default>(
     encoding: BodyEncoding,
     received_ns: i64,
     message: &'static str,
-    parse_json: fn(&[u8]) -> Result<(R, Rejections), Error>,
+    parse_json: JsonParser<R>,
     normalize: fn(&R, i64) -> Normalized,
 ) -> Result<Normalized, Error> {
     let (request, mut rejections) = match encoding {

@@ -160,7 +160,7 @@ async fn run_background(store: Store, stop: impl Future<Output = ()>) {
         if store.flush_due() {
             let _ = store.flush().await;
         }
-        if ticks % 120 == 0
+        if ticks.is_multiple_of(120)
             && let Err(e) = store.maintain().await
         {
             warn!(error = %e, "compaction or retention failed; it is retried in a minute");

@@ -126,6 +126,10 @@ struct State {
     segments: Vec<SegmentMeta>,
 }
 
+/// Rows framed for the log (signal, batch, framed record), and where to answer once durable.
+type FramedRows = Vec<(Signal, RecordBatch, Vec<u8>)>;
+type PendingAppend = (FramedRows, oneshot::Sender<Result<()>>);
+
 enum WalCommand {
     Append {
         records: Vec<(Signal, RecordBatch, Vec<u8>)>,
@@ -495,10 +499,7 @@ fn run_wal_writer(
                 Err(_) => break,
             }
         }
-        let mut group: Vec<(
-            Vec<(Signal, RecordBatch, Vec<u8>)>,
-            oneshot::Sender<Result<()>>,
-        )> = Vec::new();
+        let mut group: Vec<PendingAppend> = Vec::new();
         for command in commands {
             match command {
                 WalCommand::Append { records, done } => group.push((records, done)),
@@ -513,14 +514,7 @@ fn run_wal_writer(
     debug!("write-ahead log writer stopped");
 }
 
-fn commit_group(
-    inner: &Inner,
-    writer: &mut wal::WalWriter,
-    group: Vec<(
-        Vec<(Signal, RecordBatch, Vec<u8>)>,
-        oneshot::Sender<Result<()>>,
-    )>,
-) {
+fn commit_group(inner: &Inner, writer: &mut wal::WalWriter, group: Vec<PendingAppend>) {
     if group.is_empty() {
         return;
     }

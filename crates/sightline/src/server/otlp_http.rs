@@ -221,21 +221,21 @@ fn success(signal: Signal, encoding: BodyEncoding, accepted: &Accepted) -> Respo
         BodyEncoding::Protobuf => {
             let bytes = match signal {
                 Signal::Spans => ExportTraceServiceResponse {
-                    partial_success: partial.then(|| ExportTracePartialSuccess {
+                    partial_success: partial.then_some(ExportTracePartialSuccess {
                         rejected_spans: rejected,
                         error_message: message,
                     }),
                 }
                 .encode_to_vec(),
                 Signal::Logs => ExportLogsServiceResponse {
-                    partial_success: partial.then(|| ExportLogsPartialSuccess {
+                    partial_success: partial.then_some(ExportLogsPartialSuccess {
                         rejected_log_records: rejected,
                         error_message: message,
                     }),
                 }
                 .encode_to_vec(),
                 Signal::Metrics => ExportMetricsServiceResponse {
-                    partial_success: partial.then(|| ExportMetricsPartialSuccess {
+                    partial_success: partial.then_some(ExportMetricsPartialSuccess {
                         rejected_data_points: rejected,
                         error_message: message,
                     }),
