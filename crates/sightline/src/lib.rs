@@ -5,6 +5,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod pipeline;
 pub mod self_metrics;
 pub mod server;

@@ -34,6 +34,51 @@ pub enum Command {
     Trace(trace::TraceArgs),
     /// Search logs, or follow new ones as they arrive.
     Logs(logs::LogsArgs),
+    /// Send a small Python shop's telemetry (traces, logs, metrics, faults) to a server.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// OTLP/HTTP endpoint to send to.
+    #[arg(
+        long,
+        env = "SIGHTLINE_DEMO_ENDPOINT",
+        default_value = "http://127.0.0.1:4318"
+    )]
+    pub endpoint: String,
+    /// Requests per second through the shop's gateway.
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    /// Stop after this long (e.g. 30s, 10m); runs until Ctrl-C when not given.
+    #[arg(long)]
+    pub duration: Option<String>,
+    /// Seed of the random choices (the same seed replays the same shop).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    let duration = args
+        .duration
+        .as_deref()
+        .map(sightline_model::parse_duration_ns)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--duration: {e}"))?
+        .map(|ns| std::time::Duration::from_nanos(ns as u64));
+    if !(args.rate > 0.0 && args.rate <= 100_000.0) {
+        anyhow::bail!(
+            "--rate must be between 0 and 100000 requests per second, got {}",
+            args.rate
+        );
+    }
+    crate::demo::run(crate::demo::DemoOptions {
+        endpoint: args.endpoint,
+        requests_per_second: args.rate,
+        duration,
+        seed: args.seed,
+    })
+    .await
 }
 
 #[derive(Debug, Args)]
@@ -88,6 +133,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Query(args) => runtime().and_then(|rt| rt.block_on(query::run(args))),
         Command::Trace(args) => runtime().and_then(|rt| rt.block_on(trace::run(args))),
         Command::Logs(args) => runtime().and_then(|rt| rt.block_on(logs::run(args))),
+        Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo(args))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
