@@ -225,8 +225,7 @@ impl Batch {
         time_ns: i64,
         severity: i32,
         body: String,
-        trace: &[u8],
-        span: &[u8],
+        (trace, span): (&[u8], &[u8]),
         logger: &str,
     ) {
         let text = match severity {
@@ -354,8 +353,7 @@ impl Batch {
                 start_ns + gateway_duration,
                 17,
                 format!("{method} {target} failed upstream with {status_code}: {kind}: {message}"),
-                &trace,
-                &gateway_span,
+                (&trace, &gateway_span),
                 "gateway.proxy",
             );
         } else if gateway_duration > 800 * MS {
@@ -367,8 +365,7 @@ impl Batch {
                     "slow request {method} {target} took {} ms",
                     gateway_duration / MS
                 ),
-                &trace,
-                &gateway_span,
+                (&trace, &gateway_span),
                 "gateway.proxy",
             );
         }
@@ -450,7 +447,7 @@ impl Batch {
         );
         if db_duration > 500 * MS {
             self.log("orders", cursor + db_duration, 13,
-                format!("slow query on {table}: {} ms (sequential scan, missing index on orders.user_id?)", db_duration / MS), trace, &db_span, "orders.db");
+                format!("slow query on {table}: {} ms (sequential scan, missing index on orders.user_id?)", db_duration / MS), (trace, &db_span), "orders.db");
         }
         cursor += db_duration;
         let mut status = 200;
@@ -489,8 +486,7 @@ impl Batch {
                     cursor,
                     9,
                     "order created; receipt queued".into(),
-                    trace,
-                    &server_span,
+                    (trace, &server_span),
                     "orders.checkout",
                 );
                 cursor += dice.duration_ns(0.6);
@@ -504,8 +500,7 @@ impl Batch {
                 cursor,
                 17,
                 "unhandled error rendering order: KeyError 'shipping_address'".into(),
-                trace,
-                &server_span,
+                (trace, &server_span),
                 "orders.api",
             );
         }
@@ -612,8 +607,7 @@ impl Batch {
                 start_ns + duration,
                 17,
                 "charge failed: payment provider timed out after 3 s; retrying later".into(),
-                trace,
-                &server_span,
+                (trace, &server_span),
                 "payments.charge",
             );
         }
@@ -670,8 +664,7 @@ impl Batch {
             start_ns + duration,
             9,
             "receipt sent".into(),
-            trace,
-            &consumer,
+            (trace, &consumer),
             "celery.worker",
         );
     }
