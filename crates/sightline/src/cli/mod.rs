@@ -36,6 +36,64 @@ pub enum Command {
     Logs(logs::LogsArgs),
     /// Send a small Python shop's telemetry (traces, logs, metrics, faults) to a server.
     Demo(DemoArgs),
+    /// Benchmarks (not tests): load generators that report throughput, latency and cost.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Send the demo's traces and logs from N clients for a bounded time and report the figures.
+    Ingest(BenchIngestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchIngestArgs {
+    /// OTLP/HTTP endpoint (any OTLP backend).
+    #[arg(long, default_value = "http://127.0.0.1:4318")]
+    pub endpoint: String,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 8)]
+    pub clients: usize,
+    /// How long to send, e.g. 30s.
+    #[arg(long, default_value = "30s")]
+    pub duration: String,
+    /// Demo requests per export body (each request is 1 to 10 spans).
+    #[arg(long, default_value_t = 50)]
+    pub requests_per_body: usize,
+    /// Process id of the server, to sample its peak RSS and CPU.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// A Sightline server's API: after the load, wait for its flush and report bytes on disk per row.
+    #[arg(long)]
+    pub api_url: Option<String>,
+    /// Seed of the generated data.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+async fn bench_ingest(args: BenchIngestArgs) -> anyhow::Result<()> {
+    let duration = sightline_model::parse_duration_ns(&args.duration)
+        .map_err(|e| anyhow::anyhow!("--duration: {e}"))?;
+    if args.clients == 0 || args.requests_per_body == 0 {
+        anyhow::bail!("--clients and --requests-per-body must be at least 1");
+    }
+    eprintln!(
+        "sending to {} from {} clients for {}",
+        args.endpoint, args.clients, args.duration
+    );
+    let report = crate::bench::run_ingest(crate::bench::IngestBenchOptions {
+        endpoint: args.endpoint,
+        clients: args.clients,
+        duration: std::time::Duration::from_nanos(duration as u64),
+        requests_per_body: args.requests_per_body,
+        server_pid: args.server_pid,
+        api_url: args.api_url,
+        seed: args.seed,
+    })
+    .await?;
+    print!("{}", report.render());
+    Ok(())
 }
 
 #[derive(Debug, Args)]
@@ -134,6 +192,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Trace(args) => runtime().and_then(|rt| rt.block_on(trace::run(args))),
         Command::Logs(args) => runtime().and_then(|rt| rt.block_on(logs::run(args))),
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo(args))),
+        Command::Bench(BenchCommand::Ingest(args)) => {
+            runtime().and_then(|rt| rt.block_on(bench_ingest(args)))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
