@@ -10,6 +10,7 @@
 pub mod attributes;
 pub mod body;
 pub mod error;
+pub mod limits;
 pub mod logs;
 pub mod metrics;
 pub mod otlp_json;
@@ -24,6 +25,7 @@ use sightline_model::schema::{LogRow, MetricRow, SpanRow};
 
 pub use body::{BodyEncoding, decode_body};
 pub use error::Error;
+pub use limits::{Limited, Limits};
 
 /// Rows produced from one export request, and what was left out.
 #[derive(Debug, Default)]
@@ -32,6 +34,8 @@ pub struct Normalized {
     pub logs: Vec<LogRow>,
     pub metrics: Vec<MetricRow>,
     pub rejections: Rejections,
+    /// What the per-record limits dropped or cut (kept records, changed).
+    pub limited: Limited,
 }
 
 impl Normalized {
@@ -75,9 +79,11 @@ fn ingest<R: Message + Default>(
     received_ns: i64,
     message: &'static str,
     parse_json: JsonParser<R>,
+    enforce: fn(&mut R, Limits) -> Limited,
     normalize: fn(&R, i64) -> Normalized,
+    limits: Limits,
 ) -> Result<Normalized, Error> {
-    let (request, mut rejections) = match encoding {
+    let (mut request, mut rejections) = match encoding {
         BodyEncoding::Protobuf => (
             R::decode(bytes).map_err(|e| Error::Protobuf {
                 message,
@@ -87,7 +93,9 @@ fn ingest<R: Message + Default>(
         ),
         BodyEncoding::Json => parse_json(bytes)?,
     };
+    let limited = enforce(&mut request, limits);
     let mut normalized = normalize(&request, received_ns);
+    normalized.limited = limited;
     rejections.merge(std::mem::take(&mut normalized.rejections));
     normalized.rejections = rejections;
     Ok(normalized)
@@ -98,6 +106,7 @@ pub fn ingest_traces(
     bytes: &[u8],
     encoding: BodyEncoding,
     received_ns: i64,
+    limits: Limits,
 ) -> Result<Normalized, Error> {
     ingest::<ExportTraceServiceRequest>(
         bytes,
@@ -105,7 +114,9 @@ pub fn ingest_traces(
         received_ns,
         "ExportTraceServiceRequest",
         otlp_json::parse_traces,
+        limits::enforce_traces,
         traces::normalize,
+        limits,
     )
 }
 
@@ -114,6 +125,7 @@ pub fn ingest_logs(
     bytes: &[u8],
     encoding: BodyEncoding,
     received_ns: i64,
+    limits: Limits,
 ) -> Result<Normalized, Error> {
     ingest::<ExportLogsServiceRequest>(
         bytes,
@@ -121,7 +133,9 @@ pub fn ingest_logs(
         received_ns,
         "ExportLogsServiceRequest",
         otlp_json::parse_logs,
+        limits::enforce_logs,
         logs::normalize,
+        limits,
     )
 }
 
@@ -130,6 +144,7 @@ pub fn ingest_metrics(
     bytes: &[u8],
     encoding: BodyEncoding,
     received_ns: i64,
+    limits: Limits,
 ) -> Result<Normalized, Error> {
     ingest::<ExportMetricsServiceRequest>(
         bytes,
@@ -137,6 +152,8 @@ pub fn ingest_metrics(
         received_ns,
         "ExportMetricsServiceRequest",
         otlp_json::parse_metrics,
+        limits::enforce_metrics,
         metrics::normalize,
+        limits,
     )
 }

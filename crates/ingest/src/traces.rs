@@ -236,7 +236,13 @@ mod tests {
     use crate::BodyEncoding;
 
     fn ingest(body: &str) -> Normalized {
-        crate::ingest_traces(body.as_bytes(), BodyEncoding::Json, 0).expect("valid body")
+        crate::ingest_traces(
+            body.as_bytes(),
+            BodyEncoding::Json,
+            0,
+            crate::Limits::default(),
+        )
+        .expect("valid body")
     }
 
     const RESOURCE: &str = r#"{"attributes":[

@@ -87,10 +87,15 @@ pub async fn serve(
         listeners.otlp_http.local_addr()?,
         listeners.api.local_addr()?,
     );
-    let grpc_router = OtlpGrpc::router(pipeline.clone(), config.max_body_bytes as usize);
+    let grpc_router = OtlpGrpc::router(
+        pipeline.clone(),
+        config.max_body_bytes as usize,
+        config.limits,
+    );
     let http_router = otlp_http::router(otlp_http::OtlpHttpState {
         pipeline: pipeline.clone(),
         max_body_bytes: config.max_body_bytes,
+        limits: config.limits,
     });
     let api_router = api::router(api::ApiState {
         engine,

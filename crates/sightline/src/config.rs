@@ -32,6 +32,15 @@ pub struct FileConfig {
     pub retention: RetentionSection,
     #[serde(default)]
     pub query: QuerySection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub max_attributes_per_record: Option<usize>,
+    pub max_attribute_value_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -84,6 +93,8 @@ pub struct ServeConfig {
     pub ready_file: Option<PathBuf>,
     pub storage: sightline_storage::StoreOptions,
     pub query: sightline_query::QueryLimits,
+    /// Per-record bounds on attributes and value lengths.
+    pub limits: sightline_ingest::Limits,
     /// Where the file configuration came from, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -187,7 +198,18 @@ impl ServeConfig {
         if let Some(rows) = file.query.max_result_rows {
             query.max_result_rows = rows.max(1);
         }
+        let mut limits = sightline_ingest::Limits::default();
+        if let Some(n) = file.limits.max_attributes_per_record {
+            limits.max_attributes = n;
+        }
+        if let Some(n) = file.limits.max_attribute_value_bytes {
+            if n < 16 {
+                bail!("config key limits.max_attribute_value_bytes must be at least 16");
+            }
+            limits.max_value_bytes = n;
+        }
         Ok(Self {
+            limits,
             data_dir: o
                 .data_dir
                 .or(file.data_dir)

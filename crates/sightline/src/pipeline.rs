@@ -74,7 +74,9 @@ impl Pipeline {
             logs,
             metrics,
             rejections,
+            limited,
         } = normalized;
+        self.metrics.record_limited(limited);
         let rows = spans.len() + logs.len() + metrics.len();
         let mut batches = Vec::with_capacity(3);
         if !spans.is_empty() {

@@ -24,6 +24,8 @@ pub struct SelfMetrics {
     queries_ok: AtomicU64,
     queries_failed: AtomicU64,
     query_ns_total: AtomicU64,
+    attributes_dropped: AtomicU64,
+    values_truncated: AtomicU64,
     /// Bad requests by error code, e.g. `payload_too_large`.
     bad_requests: Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
@@ -68,6 +70,14 @@ impl SelfMetrics {
             .fetch_add(1, Ordering::Relaxed);
         let mut map = self.bad_requests.lock().unwrap_or_else(|e| e.into_inner());
         *map.entry(code.as_str()).or_default() += 1;
+    }
+
+    /// Counts what the per-record limits dropped or cut.
+    pub fn record_limited(&self, limited: sightline_ingest::Limited) {
+        self.attributes_dropped
+            .fetch_add(limited.attributes_dropped, Ordering::Relaxed);
+        self.values_truncated
+            .fetch_add(limited.values_truncated, Ordering::Relaxed);
     }
 
     pub fn record_query(&self, elapsed_ns: u64, ok: bool) {
@@ -131,6 +141,26 @@ impl SelfMetrics {
             "counter",
             "Export requests refused as malformed, by error code.",
             bad.join("\n"),
+        );
+        section(
+            &mut out,
+            "sightline_ingest_attributes_dropped_total",
+            "counter",
+            "Attributes dropped above the per-record limit.",
+            format!(
+                "sightline_ingest_attributes_dropped_total {}",
+                load(&self.attributes_dropped)
+            ),
+        );
+        section(
+            &mut out,
+            "sightline_ingest_values_truncated_total",
+            "counter",
+            "String values cut at the value length limit (marked with …[truncated N bytes]).",
+            format!(
+                "sightline_ingest_values_truncated_total {}",
+                load(&self.values_truncated)
+            ),
         );
         section(
             &mut out,

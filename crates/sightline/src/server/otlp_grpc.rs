@@ -30,6 +30,7 @@ use crate::pipeline::{Accepted, Pipeline};
 #[derive(Debug, Clone)]
 pub struct OtlpGrpc {
     pipeline: Pipeline,
+    limits: sightline_ingest::Limits,
 }
 
 fn status(code: ErrorCode, message: String) -> Status {
@@ -56,8 +57,12 @@ impl OtlpGrpc {
     }
 
     /// A router serving the three services, decoding messages up to `max_message_bytes`.
-    pub fn router(pipeline: Pipeline, max_message_bytes: usize) -> axum::Router {
-        let service = OtlpGrpc { pipeline };
+    pub fn router(
+        pipeline: Pipeline,
+        max_message_bytes: usize,
+        limits: sightline_ingest::Limits,
+    ) -> axum::Router {
+        let service = OtlpGrpc { pipeline, limits };
         let traces = TraceServiceServer::new(service.clone())
             .accept_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(max_message_bytes);
@@ -89,8 +94,10 @@ impl TraceService for OtlpGrpc {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let normalized =
-            sightline_ingest::traces::normalize(request.get_ref(), self.pipeline.now_ns());
+        let mut request = request.into_inner();
+        let limited = sightline_ingest::limits::enforce_traces(&mut request, self.limits);
+        let mut normalized = sightline_ingest::traces::normalize(&request, self.pipeline.now_ns());
+        normalized.limited = limited;
         let accepted = self.store(Signal::Spans, normalized).await?;
         Ok(Response::new(ExportTraceServiceResponse {
             partial_success: partial(&accepted).map(|(rejected_spans, error_message)| {
@@ -109,8 +116,10 @@ impl LogsService for OtlpGrpc {
         &self,
         request: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        let normalized =
-            sightline_ingest::logs::normalize(request.get_ref(), self.pipeline.now_ns());
+        let mut request = request.into_inner();
+        let limited = sightline_ingest::limits::enforce_logs(&mut request, self.limits);
+        let mut normalized = sightline_ingest::logs::normalize(&request, self.pipeline.now_ns());
+        normalized.limited = limited;
         let accepted = self.store(Signal::Logs, normalized).await?;
         Ok(Response::new(ExportLogsServiceResponse {
             partial_success: partial(&accepted).map(|(rejected_log_records, error_message)| {
@@ -129,8 +138,10 @@ impl MetricsService for OtlpGrpc {
         &self,
         request: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        let normalized =
-            sightline_ingest::metrics::normalize(request.get_ref(), self.pipeline.now_ns());
+        let mut request = request.into_inner();
+        let limited = sightline_ingest::limits::enforce_metrics(&mut request, self.limits);
+        let mut normalized = sightline_ingest::metrics::normalize(&request, self.pipeline.now_ns());
+        normalized.limited = limited;
         let accepted = self.store(Signal::Metrics, normalized).await?;
         Ok(Response::new(ExportMetricsServiceResponse {
             partial_success: partial(&accepted).map(|(rejected_data_points, error_message)| {

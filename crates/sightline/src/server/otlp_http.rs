@@ -21,6 +21,7 @@ use crate::pipeline::{Accepted, Pipeline};
 pub struct OtlpHttpState {
     pub pipeline: Pipeline,
     pub max_body_bytes: u64,
+    pub limits: sightline_ingest::Limits,
 }
 
 pub fn router(state: OtlpHttpState) -> Router {
@@ -136,7 +137,12 @@ async fn read_body(body: Body, headers: &HeaderMap, limit_bytes: u64) -> Result<
         })
 }
 
-type Ingest = fn(&[u8], BodyEncoding, i64) -> Result<Normalized, sightline_ingest::Error>;
+type Ingest = fn(
+    &[u8],
+    BodyEncoding,
+    i64,
+    sightline_ingest::Limits,
+) -> Result<Normalized, sightline_ingest::Error>;
 
 async fn export(
     state: OtlpHttpState,
@@ -170,10 +176,11 @@ async fn export(
         .map(str::to_string);
     let received_ns = state.pipeline.now_ns();
     let limit = state.max_body_bytes;
+    let limits = state.limits;
     // Inflating and decoding a large body is CPU work: keep it off the async workers.
     let decoded = tokio::task::spawn_blocking(move || {
         let bytes = sightline_ingest::decode_body(&raw, content_encoding.as_deref(), limit)?;
-        ingest(&bytes, encoding, received_ns)
+        ingest(&bytes, encoding, received_ns, limits)
     });
     let normalized = match decoded.await {
         Ok(Ok(normalized)) => normalized,

@@ -1,0 +1,244 @@
+//! Bounds on what one record may carry, applied to a decoded request before normalization:
+//! attributes beyond the per-record limit are dropped and long strings are cut with a marker.
+//! Both are counted, not rejected, so one oversized value never costs the whole record.
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value as Any};
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+
+/// Per-record bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Attributes kept per record (span, event, link, log record, data point, resource).
+    pub max_attributes: usize,
+    /// Bytes kept of one string value (attribute values, span names, log bodies).
+    pub max_value_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_attributes: 1024,
+            max_value_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// What the limits changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Limited {
+    pub attributes_dropped: u64,
+    pub values_truncated: u64,
+}
+
+struct Enforcer {
+    limits: Limits,
+    limited: Limited,
+}
+
+impl Enforcer {
+    fn text(&mut self, text: &mut String) {
+        if text.len() <= self.limits.max_value_bytes {
+            return;
+        }
+        let mut cut = self.limits.max_value_bytes;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let removed = text.len() - cut;
+        text.truncate(cut);
+        text.push_str(&format!("…[truncated {removed} bytes]"));
+        self.limited.values_truncated += 1;
+    }
+
+    fn value(&mut self, value: &mut AnyValue) {
+        match &mut value.value {
+            Some(Any::StringValue(s)) => self.text(s),
+            Some(Any::BytesValue(b)) if b.len() > self.limits.max_value_bytes => {
+                b.truncate(self.limits.max_value_bytes);
+                self.limited.values_truncated += 1;
+            }
+            Some(Any::ArrayValue(array)) => {
+                if array.values.len() > self.limits.max_attributes {
+                    self.limited.attributes_dropped +=
+                        (array.values.len() - self.limits.max_attributes) as u64;
+                    array.values.truncate(self.limits.max_attributes);
+                }
+                array.values.iter_mut().for_each(|v| self.value(v));
+            }
+            Some(Any::KvlistValue(list)) => self.attributes(&mut list.values),
+            _ => {}
+        }
+    }
+
+    fn attributes(&mut self, attributes: &mut Vec<KeyValue>) {
+        if attributes.len() > self.limits.max_attributes {
+            self.limited.attributes_dropped +=
+                (attributes.len() - self.limits.max_attributes) as u64;
+            attributes.truncate(self.limits.max_attributes);
+        }
+        for kv in attributes.iter_mut() {
+            self.text(&mut kv.key);
+            if let Some(value) = &mut kv.value {
+                self.value(value);
+            }
+        }
+    }
+}
+
+/// Applies the limits to a traces request.
+pub fn enforce_traces(request: &mut ExportTraceServiceRequest, limits: Limits) -> Limited {
+    let mut e = Enforcer {
+        limits,
+        limited: Limited::default(),
+    };
+    for resource_spans in &mut request.resource_spans {
+        if let Some(resource) = &mut resource_spans.resource {
+            e.attributes(&mut resource.attributes);
+        }
+        for scope_spans in &mut resource_spans.scope_spans {
+            for span in &mut scope_spans.spans {
+                e.text(&mut span.name);
+                e.attributes(&mut span.attributes);
+                if let Some(status) = &mut span.status {
+                    e.text(&mut status.message);
+                }
+                for event in &mut span.events {
+                    e.text(&mut event.name);
+                    e.attributes(&mut event.attributes);
+                }
+                for link in &mut span.links {
+                    e.attributes(&mut link.attributes);
+                }
+            }
+        }
+    }
+    e.limited
+}
+
+/// Applies the limits to a logs request.
+pub fn enforce_logs(request: &mut ExportLogsServiceRequest, limits: Limits) -> Limited {
+    let mut e = Enforcer {
+        limits,
+        limited: Limited::default(),
+    };
+    for resource_logs in &mut request.resource_logs {
+        if let Some(resource) = &mut resource_logs.resource {
+            e.attributes(&mut resource.attributes);
+        }
+        for scope_logs in &mut resource_logs.scope_logs {
+            for record in &mut scope_logs.log_records {
+                if let Some(body) = &mut record.body {
+                    e.value(body);
+                }
+                e.attributes(&mut record.attributes);
+            }
+        }
+    }
+    e.limited
+}
+
+/// Applies the limits to a metrics request.
+pub fn enforce_metrics(request: &mut ExportMetricsServiceRequest, limits: Limits) -> Limited {
+    let mut e = Enforcer {
+        limits,
+        limited: Limited::default(),
+    };
+    for resource_metrics in &mut request.resource_metrics {
+        if let Some(resource) = &mut resource_metrics.resource {
+            e.attributes(&mut resource.attributes);
+        }
+        for scope_metrics in &mut resource_metrics.scope_metrics {
+            for metric in &mut scope_metrics.metrics {
+                match &mut metric.data {
+                    Some(Data::Gauge(g)) => g
+                        .data_points
+                        .iter_mut()
+                        .for_each(|p| e.attributes(&mut p.attributes)),
+                    Some(Data::Sum(s)) => s
+                        .data_points
+                        .iter_mut()
+                        .for_each(|p| e.attributes(&mut p.attributes)),
+                    Some(Data::Histogram(h)) => h
+                        .data_points
+                        .iter_mut()
+                        .for_each(|p| e.attributes(&mut p.attributes)),
+                    Some(Data::ExponentialHistogram(h)) => h
+                        .data_points
+                        .iter_mut()
+                        .for_each(|p| e.attributes(&mut p.attributes)),
+                    Some(Data::Summary(s)) => s
+                        .data_points
+                        .iter_mut()
+                        .for_each(|p| e.attributes(&mut p.attributes)),
+                    None => {}
+                }
+            }
+        }
+    }
+    e.limited
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+
+    use super::*;
+
+    fn kv(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue {
+                value: Some(Any::StringValue(value.into())),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn long_values_are_cut_at_a_char_boundary_with_a_marker_and_extra_attributes_dropped() {
+        let mut attributes: Vec<KeyValue> = (0..10).map(|i| kv(&format!("k{i}"), "v")).collect();
+        attributes[0] = kv("big", &"é".repeat(100));
+        let mut request = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord {
+                        body: Some(AnyValue {
+                            value: Some(Any::StringValue("x".repeat(50))),
+                        }),
+                        attributes,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let limited = enforce_logs(
+            &mut request,
+            Limits {
+                max_attributes: 4,
+                max_value_bytes: 21,
+            },
+        );
+        assert_eq!(
+            limited,
+            Limited {
+                attributes_dropped: 6,
+                values_truncated: 2
+            }
+        );
+        let record = &request.resource_logs[0].scope_logs[0].log_records[0];
+        assert_eq!(record.attributes.len(), 4);
+        let Some(Any::StringValue(big)) = &record.attributes[0]
+            .value
+            .as_ref()
+            .and_then(|v| v.value.clone())
+        else {
+            panic!("string value")
+        };
+        assert_eq!(big, &format!("{}…[truncated 180 bytes]", "é".repeat(10)));
+    }
+}
