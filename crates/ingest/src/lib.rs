@@ -71,30 +71,57 @@ impl Rejections {
 /// Reads an OTLP/JSON request, with the records it had to leave out.
 type JsonParser<R> = fn(&[u8]) -> Result<(R, Rejections), Error>;
 
-/// Decodes one export request (protobuf or OTLP/JSON) and normalizes it; rejections found while
-/// reading JSON come first, then those of normalization.
-fn ingest<R: Message + Default>(
-    bytes: &[u8],
-    encoding: BodyEncoding,
-    received_ns: i64,
+/// How one signal's export request is parsed, limited and normalized.
+struct SignalCodec<R> {
+    /// The protobuf message name, for error messages.
     message: &'static str,
     parse_json: JsonParser<R>,
     enforce: fn(&mut R, Limits) -> Limited,
     normalize: fn(&R, i64) -> Normalized,
+}
+
+const TRACES: SignalCodec<ExportTraceServiceRequest> = SignalCodec {
+    message: "ExportTraceServiceRequest",
+    parse_json: otlp_json::parse_traces,
+    enforce: limits::enforce_traces,
+    normalize: traces::normalize,
+};
+
+const LOGS: SignalCodec<ExportLogsServiceRequest> = SignalCodec {
+    message: "ExportLogsServiceRequest",
+    parse_json: otlp_json::parse_logs,
+    enforce: limits::enforce_logs,
+    normalize: logs::normalize,
+};
+
+const METRICS: SignalCodec<ExportMetricsServiceRequest> = SignalCodec {
+    message: "ExportMetricsServiceRequest",
+    parse_json: otlp_json::parse_metrics,
+    enforce: limits::enforce_metrics,
+    normalize: metrics::normalize,
+};
+
+/// Decodes one export request (protobuf or OTLP/JSON), applies the limits and normalizes it;
+/// rejections found while reading JSON come first, then those of normalization.
+fn ingest<R: Message + Default>(
+    codec: &SignalCodec<R>,
+    bytes: &[u8],
+    encoding: BodyEncoding,
+    received_ns: i64,
     limits: Limits,
 ) -> Result<Normalized, Error> {
     let (mut request, mut rejections) = match encoding {
         BodyEncoding::Protobuf => (
             R::decode(bytes).map_err(|e| Error::Protobuf {
-                message,
+                message: codec.message,
                 reason: e.to_string(),
             })?,
             Rejections::default(),
         ),
-        BodyEncoding::Json => parse_json(bytes)?,
+        BodyEncoding::Json => (codec.parse_json)(bytes)?,
     };
-    let limited = enforce(&mut request, limits);
-    let mut normalized = normalize(&request, received_ns);
+    let limited = (codec.enforce)(&mut request, limits);
+    let mut normalized = (codec.normalize)(&request, received_ns);
     normalized.limited = limited;
     rejections.merge(std::mem::take(&mut normalized.rejections));
     normalized.rejections = rejections;
@@ -108,16 +135,7 @@ pub fn ingest_traces(
     received_ns: i64,
     limits: Limits,
 ) -> Result<Normalized, Error> {
-    ingest::<ExportTraceServiceRequest>(
-        bytes,
-        encoding,
-        received_ns,
-        "ExportTraceServiceRequest",
-        otlp_json::parse_traces,
-        limits::enforce_traces,
-        traces::normalize,
-        limits,
-    )
+    ingest(&TRACES, bytes, encoding, received_ns, limits)
 }
 
 /// Decodes an OTLP logs export body (already decompressed) and normalizes it.
@@ -127,16 +145,7 @@ pub fn ingest_logs(
     received_ns: i64,
     limits: Limits,
 ) -> Result<Normalized, Error> {
-    ingest::<ExportLogsServiceRequest>(
-        bytes,
-        encoding,
-        received_ns,
-        "ExportLogsServiceRequest",
-        otlp_json::parse_logs,
-        limits::enforce_logs,
-        logs::normalize,
-        limits,
-    )
+    ingest(&LOGS, bytes, encoding, received_ns, limits)
 }
 
 /// Decodes an OTLP metrics export body (already decompressed) and normalizes it.
@@ -146,14 +155,5 @@ pub fn ingest_metrics(
     received_ns: i64,
     limits: Limits,
 ) -> Result<Normalized, Error> {
-    ingest::<ExportMetricsServiceRequest>(
-        bytes,
-        encoding,
-        received_ns,
-        "ExportMetricsServiceRequest",
-        otlp_json::parse_metrics,
-        limits::enforce_metrics,
-        metrics::normalize,
-        limits,
-    )
+    ingest(&METRICS, bytes, encoding, received_ns, limits)
 }
