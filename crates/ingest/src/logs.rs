@@ -7,34 +7,7 @@ use sightline_model::schema::LogRow;
 use crate::attributes::{self, EXCEPTION_MESSAGE, EXCEPTION_STACKTRACE, EXCEPTION_TYPE, LOGGER};
 use crate::resource::ResourceInfo;
 use crate::{Normalized, Rejections};
-
-/// The severity name of an OTLP severity number (1–24); 0 means "not given".
-pub fn severity_name(number: i32) -> &'static str {
-    match number {
-        1..=4 => "trace",
-        5..=8 => "debug",
-        9..=12 => "info",
-        13..=16 => "warn",
-        17..=20 => "error",
-        21.. => "fatal",
-        _ => "info",
-    }
-}
-
-/// A severity number from a level name as Python, Logfire and others write it.
-pub fn severity_number_from_text(text: &str) -> Option<i32> {
-    let number = match text.trim().to_ascii_lowercase().as_str() {
-        "trace" => 1,
-        "debug" => 5,
-        "info" | "information" => 9,
-        "notice" => 10,
-        "warn" | "warning" => 13,
-        "error" | "err" => 17,
-        "fatal" | "critical" | "crit" | "emergency" | "alert" => 21,
-        _ => return None,
-    };
-    Some(number)
-}
+pub use sightline_model::severity::{severity_name, severity_number_from_text};
 
 /// An id from bytes: `None` when empty or all zero, an error when the length is wrong.
 pub(crate) fn optional_id(bytes: &[u8], len: usize, field: &str) -> Result<Option<String>, String> {

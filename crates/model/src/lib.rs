@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod error_code;
 pub mod schema;
+pub mod severity;
 pub mod signal;
 pub mod time_range;
 

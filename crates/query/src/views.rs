@@ -97,19 +97,6 @@ pub struct LogSearch {
     pub ascending: bool,
 }
 
-/// The lowest severity number of a severity name.
-pub fn severity_floor(name: &str) -> Option<i32> {
-    Some(match name.trim().to_ascii_lowercase().as_str() {
-        "trace" => 1,
-        "debug" => 5,
-        "info" => 9,
-        "warn" | "warning" => 13,
-        "error" => 17,
-        "fatal" | "critical" => 21,
-        _ => return None,
-    })
-}
-
 pub async fn logs(
     engine: &QueryEngine,
     search: &LogSearch,
@@ -119,7 +106,7 @@ pub async fn logs(
         conditions.push(format!("service_name = {}", quote(service)));
     }
     if let Some(severity) = &search.severity {
-        let floor = severity_floor(severity).ok_or_else(|| Error::Invalid {
+        let floor = sightline_model::severity::severity_number_from_text(severity).ok_or_else(|| Error::Invalid {
             message: format!(
                 "unknown severity {severity:?}: expected trace, debug, info, warn, error or fatal"
             ),

@@ -617,7 +617,7 @@ impl Batch {
     fn worker(&mut self, dice: &mut Dice, trace: &[u8], producer: &[u8], start_ns: i64) {
         let consumer = dice.id::<8>();
         let duration = dice.duration_ns(120.0);
-        let smtp = self.span(
+        self.span(
             dice.id::<8>(),
             "email-worker",
             SpanSpec {
@@ -634,7 +634,6 @@ impl Batch {
                 error: None,
             },
         );
-        let _ = smtp;
         self.spans.push((
             "email-worker",
             Span {
