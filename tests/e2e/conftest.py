@@ -4,6 +4,10 @@ The server under test is the binary named by the env var SIGHTLINE_BIN. Each
 server runs on its own data folder with every listener on 127.0.0.1:0; the
 ports it actually bound are read from the ready file it writes once all
 listeners are bound and the write-ahead log has been replayed.
+
+The browser tests use the `browser` and `page` fixtures: Playwright driving
+Debian's Chromium (/usr/bin/chromium, installed by scripts/test.sh), never a
+browser that Playwright downloads.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any, Callable
 
 import pytest
 import requests
+from playwright.sync_api import sync_playwright
 
 E2E_DIR = Path(__file__).resolve().parent
 APPS_DIR = E2E_DIR / "apps"
@@ -34,6 +39,16 @@ STDERR_TAIL_CHARS = 8000
 
 # Every server started in this session, so that a failing test can show their stderr.
 _STARTED: list["SightlineServer"] = []
+
+# The browser tests: Debian's Chromium, headless, on a laptop-sized screen.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--no-first-run"]
+VIEWPORT = {"width": 1440, "height": 900}
+# Screenshots of the UI (git-ignored): <page>.png from the tests, failed-<test>.png on a failure.
+SCREENSHOT_DIR = E2E_DIR.parent / "artifacts" / "screenshots"
+# What the browser said during a test (console errors, uncaught exceptions), shown when it fails.
+_BROWSER_LOG = pytest.StashKey[list]()
 
 
 def sightline_bin() -> str:
@@ -355,11 +370,66 @@ def query(sightline) -> Callable[[str], dict]:
     return sightline.query
 
 
+# ---- browser ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium for the whole session (Playwright's sync API)."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: scripts/test.sh installs it (apt-get install chromium)", pytrace=False)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    """A fresh page in its own browser context (no cookies or localStorage from other tests).
+
+    The clock of the page is UTC so that times in the UI and in datetime-local inputs are those
+    of the server. An uncaught JavaScript exception fails the test; on a failure, the page's
+    console and a screenshot (tests/artifacts/screenshots/failed-<test>.png) are kept."""
+    context = browser.new_context(viewport=VIEWPORT, timezone_id="UTC", locale="en-US")
+    page = context.new_page()
+    log: list[str] = []
+    uncaught: list[str] = []
+    request.node.stash[_BROWSER_LOG] = log
+
+    def on_console(msg):
+        if msg.type in ("error", "warning"):
+            log.append(f"console.{msg.type}: {msg.text} ({page.url})")
+
+    def on_page_error(exc):
+        uncaught.append(f"{exc} ({page.url})")
+        log.append(f"uncaught exception: {exc} ({page.url})")
+
+    page.on("console", on_console)
+    page.on("pageerror", on_page_error)
+    yield page
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
+        try:
+            page.screenshot(path=str(SCREENSHOT_DIR / f"failed-{name}.png"), full_page=True)
+        except Exception:  # noqa: BLE001 - a screenshot is a help, not a requirement
+            pass
+    context.close()
+    assert not uncaught, "uncaught JavaScript exceptions on the page:\n" + "\n".join(uncaught)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """On a failing test, attach the stderr of every server that is or was running."""
+    """On a failing test, attach the stderr of every server that is or was running, and what the
+    browser said; keep each phase's report on the item (rep_setup, rep_call) for fixtures."""
     outcome = yield
     report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
     if report.failed:
         for srv in dict.fromkeys(_STARTED):
             report.sections.append((f"{srv.name} stderr (start #{srv.starts})", srv.stderr_tail()))
+        browser_log = item.stash.get(_BROWSER_LOG, None)
+        if browser_log:
+            report.sections.append(("browser console", "\n".join(browser_log)))

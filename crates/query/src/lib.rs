@@ -10,6 +10,7 @@
 pub mod engine;
 pub mod error;
 pub mod json;
+pub mod overview;
 pub mod table;
 pub mod views;
 

@@ -15,7 +15,7 @@ const LOG_JSON_COLUMNS: &[&str] = &["attributes", "resource_attributes"];
 const MAX_TRACE_ROWS: usize = 50_000;
 
 /// A SQL string literal.
-fn quote(text: &str) -> String {
+pub(crate) fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
@@ -23,7 +23,7 @@ fn time_literal(ns: i64) -> String {
     format!("to_timestamp_nanos({ns})")
 }
 
-fn time_conditions(column: &str, range: TimeRange) -> Vec<String> {
+pub(crate) fn time_conditions(column: &str, range: TimeRange) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(start) = range.start_ns {
         out.push(format!("{column} >= {}", time_literal(start)));
@@ -91,6 +91,8 @@ pub struct LogSearch {
     /// Text the body must contain (case-insensitive).
     pub text: Option<String>,
     pub trace_id: Option<String>,
+    /// An attribute the line (or its resource) must have, with this value as text.
+    pub attribute: Option<(String, String)>,
     pub range: TimeRange,
     pub limit: usize,
     /// Oldest first (used to follow new lines); newest first otherwise.
@@ -127,6 +129,12 @@ pub async fn logs(
             quote(&trace_id.to_ascii_lowercase())
         ));
     }
+    if let Some((key, value)) = &search.attribute {
+        let (key, value) = (quote(key), quote(value));
+        conditions.push(format!(
+            "(json_as_text(attributes, {key}) = {value} OR json_as_text(resource_attributes, {key}) = {value})"
+        ));
+    }
     let filter = if conditions.is_empty() {
         String::new()
     } else {
@@ -142,6 +150,20 @@ pub async fn logs(
         .collect())
 }
 
+/// Reads an attribute filter written `key=value`.
+pub fn parse_attribute_filter(text: &str) -> Result<(String, String), Error> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_string(), value.trim().to_string()))
+        }
+        _ => Err(Error::Invalid {
+            message: format!(
+                "attribute filter {text:?} must be written key=value, e.g. http.route=/api/orders"
+            ),
+        }),
+    }
+}
+
 /// Requests, errors and latency of one service or route.
 #[derive(Debug, Serialize, Clone, PartialEq)]
 pub struct Red {
@@ -153,6 +175,8 @@ pub struct Red {
     pub p50_ms: f64,
     pub p95_ms: f64,
     pub p99_ms: f64,
+    /// Time spent serving these requests (the sum of their durations).
+    pub total_ms: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -171,21 +195,35 @@ pub struct ServiceSummary {
     pub routes: Vec<RouteSummary>,
 }
 
-/// Per service and route: server spans (requests), errors (status error or HTTP 5xx) and
-/// latency percentiles, over `range` (which must have a start).
+/// The spans that count as requests: what a service serves (`server`) and the tasks a worker
+/// takes from a queue (`consumer`).
+pub const REQUEST_KINDS: &str = "kind IN ('server', 'consumer')";
+
+/// The condition that makes a span a failed request: status error or an HTTP 5xx answer.
+pub const FAILED: &str = "(status = 'error' OR http_status_code >= 500)";
+
+/// Per service and route: requests (server and consumer spans), errors (status error or HTTP
+/// 5xx) and latency percentiles, over `range`; one service when `service` is given.
 pub async fn services(
     engine: &QueryEngine,
     range: TimeRange,
     window_s: f64,
+    service: Option<&str>,
 ) -> Result<Vec<ServiceSummary>, Error> {
     let mut conditions = time_conditions("start_time", range);
-    conditions.push("kind = 'server'".into());
+    conditions.push(REQUEST_KINDS.into());
+    if let Some(service) = service {
+        conditions.push(format!("service_name = {}", quote(service)));
+    }
     let filter = conditions.join(" AND ");
-    let measures = "count(*) AS requests, \
-        sum(CASE WHEN status = 'error' OR http_status_code >= 500 THEN 1 ELSE 0 END) AS errors, \
+    let measures = format!(
+        "count(*) AS requests, \
+        sum(CASE WHEN {FAILED} THEN 1 ELSE 0 END) AS errors, \
+        sum(duration_ns) AS total, \
         approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ns) AS p50, \
         approx_percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ns) AS p95, \
-        approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ns) AS p99";
+        approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ns) AS p99"
+    );
     let by_service = format!(
         "SELECT service_name, {measures} FROM spans WHERE {filter} GROUP BY service_name ORDER BY service_name"
     );
@@ -216,6 +254,7 @@ pub async fn services(
             p50_ms: ms("p50"),
             p95_ms: ms("p95"),
             p99_ms: ms("p99"),
+            total_ms: ms("total"),
         }
     };
     let mut services: Vec<ServiceSummary> = service_batches

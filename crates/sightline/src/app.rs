@@ -18,9 +18,10 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::ServeConfig;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{LogTail, Pipeline};
 use crate::self_metrics::SelfMetrics;
 use crate::server::{api, otlp_grpc::OtlpGrpc, otlp_http};
+use crate::ui;
 
 /// The three bound sockets `serve` answers on.
 #[derive(Debug)]
@@ -74,7 +75,8 @@ pub async fn serve(
     );
     let engine = QueryEngine::new(store.clone(), config.query.clone())?;
     let metrics = Arc::new(SelfMetrics::default());
-    let pipeline = Pipeline::new(store.clone(), clock.clone(), metrics.clone());
+    let tail = LogTail::default();
+    let pipeline = Pipeline::new(store.clone(), clock.clone(), metrics.clone(), tail.clone());
     let ready = Arc::new(AtomicBool::new(false));
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -97,13 +99,18 @@ pub async fn serve(
         max_body_bytes: config.max_body_bytes,
         limits: config.limits,
     });
-    let api_router = api::router(api::ApiState {
+    let api_state = api::ApiState {
         engine,
         store: store.clone(),
         clock: clock.clone(),
         metrics: metrics.clone(),
         ready: ready.clone(),
-    });
+    };
+    let api_router = ui::router(ui::UiState {
+        api: api_state.clone(),
+        tail,
+    })
+    .merge(api::router(api_state));
     let servers = vec![
         tokio::spawn(
             axum::serve(listeners.otlp_grpc, grpc_router)

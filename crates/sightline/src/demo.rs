@@ -862,38 +862,43 @@ pub struct DemoOptions {
     /// Stop after this long; `None` runs until Ctrl-C.
     pub duration: Option<Duration>,
     pub seed: u64,
+    /// First send this much of the shop's past at once, so charts have a history.
+    pub backfill: Option<Duration>,
 }
 
-/// Sends one second of telemetry each second until the duration ends or Ctrl-C.
-pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
-    use prost::Message;
-    let client = reqwest::Client::new();
-    let base = options.endpoint.trim_end_matches('/').to_string();
-    let mut dice = Dice::new(options.seed);
-    let started = std::time::Instant::now();
-    let start_ns = now_ns();
-    let mut requests_total = 0u64;
-    let mut sent = (0usize, 0usize, 0u64);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    eprintln!("sending a demo shop's telemetry to {base} (Ctrl-C stops)");
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = tokio::signal::ctrl_c() => break,
-        }
-        if options.duration.is_some_and(|d| started.elapsed() >= d) {
-            break;
-        }
-        let now = now_ns();
-        let conditions = conditions_at(now);
+/// Seconds of history one backfill export holds.
+const BACKFILL_CHUNK_S: i64 = 10;
+
+/// What has been sent, and what the shop's counters say.
+struct Sender {
+    client: reqwest::Client,
+    base: String,
+    dice: Dice,
+    start_ns: i64,
+    requests_total: u64,
+    spans: usize,
+    logs: usize,
+    requests: u64,
+}
+
+impl Sender {
+    /// Sends the requests of `seconds` seconds ending at `end_ns` (and metrics at its end when
+    /// asked); says whether everything was accepted.
+    async fn send(&mut self, end_ns: i64, seconds: i64, rate: f64, with_metrics: bool) -> bool {
+        use prost::Message;
+        let conditions = conditions_at(end_ns);
         let mut batch = Batch::default();
-        let count = (options.requests_per_second * (0.8 + 0.4 * dice.unit())).round() as u64;
-        for i in 0..count.max(1) {
-            let offset = (i as f64 / count.max(1) as f64 * 1e9) as i64;
-            batch.request(&mut dice, now - 1_000_000_000 + offset, &conditions);
+        for second in 0..seconds {
+            let from = end_ns - (seconds - second) * 1_000_000_000;
+            let at = conditions_at(from);
+            let count = (rate * (0.8 + 0.4 * self.dice.unit())).round().max(1.0) as u64;
+            for i in 0..count {
+                let offset = (i as f64 / count as f64 * 1e9) as i64;
+                batch.request(&mut self.dice, from + offset, &at);
+            }
         }
         let requests = batch.requests;
-        requests_total += requests;
+        self.requests_total += requests;
         let (traces, logs) = batch.into_requests(&conditions);
         let span_count: usize = traces
             .resource_spans
@@ -911,16 +916,24 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             ("/v1/traces", traces.encode_to_vec()),
             ("/v1/logs", logs.encode_to_vec()),
         ];
-        if started.elapsed().as_secs().is_multiple_of(5) || options.duration.is_some() {
+        if with_metrics {
             bodies.push((
                 "/v1/metrics",
-                metrics_at(&mut dice, now, start_ns, requests_total, &conditions).encode_to_vec(),
+                metrics_at(
+                    &mut self.dice,
+                    end_ns,
+                    self.start_ns,
+                    self.requests_total,
+                    &conditions,
+                )
+                .encode_to_vec(),
             ));
         }
-        let mut failed = false;
+        let mut ok = true;
         for (path, body) in bodies {
-            let result = client
-                .post(format!("{base}{path}"))
+            let result = self
+                .client
+                .post(format!("{}{path}", self.base))
                 .header("content-type", "application/x-protobuf")
                 .body(body)
                 .send()
@@ -928,28 +941,95 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             match result {
                 Ok(response) if response.status().is_success() => {}
                 Ok(response) => {
-                    failed = true;
+                    ok = false;
                     eprintln!("warning: {path} answered {}; continuing", response.status());
                 }
                 Err(e) => {
-                    failed = true;
+                    ok = false;
                     eprintln!(
-                        "warning: cannot reach {base}{path} ({e}); is `sightline serve` running? continuing"
+                        "warning: cannot reach {}{path} ({e}); is `sightline serve` running? continuing",
+                        self.base
                     );
                 }
             }
         }
-        if !failed {
-            sent.0 += span_count;
-            sent.1 += log_count;
-            sent.2 += requests;
+        if ok {
+            self.spans += span_count;
+            self.logs += log_count;
+            self.requests += requests;
         }
-        if started.elapsed().as_secs().is_multiple_of(10) {
+        ok
+    }
+}
+
+/// Sends the backfill, if asked, then one second of telemetry each second until the duration
+/// ends or Ctrl-C.
+pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let now = now_ns();
+    let backfill_s = options.backfill.map_or(0, |d| d.as_secs() as i64);
+    let mut sender = Sender {
+        client: reqwest::Client::new(),
+        base: options.endpoint.trim_end_matches('/').to_string(),
+        dice: Dice::new(options.seed),
+        start_ns: now - backfill_s * 1_000_000_000,
+        requests_total: 0,
+        spans: 0,
+        logs: 0,
+        requests: 0,
+    };
+    eprintln!(
+        "sending a demo shop's telemetry to {} (Ctrl-C stops)",
+        sender.base
+    );
+    if backfill_s > 0 {
+        eprintln!("backfilling the last {backfill_s} s of the shop's history");
+        let mut at = sender.start_ns;
+        let mut reachable = true;
+        while at < now && reachable {
+            // Chunks end on 10-second marks, so none straddles a change of release or fault.
+            let to_mark = BACKFILL_CHUNK_S - (at / 1_000_000_000).rem_euclid(BACKFILL_CHUNK_S);
+            let seconds = to_mark.min((now - at) / 1_000_000_000).max(1);
+            at += seconds * 1_000_000_000;
+            reachable = sender
+                .send(at, seconds, options.requests_per_second, true)
+                .await
+                || sender.requests > 0;
+        }
+        eprintln!(
+            "backfilled {} spans and {} logs for {} requests in {:.1} s",
+            sender.spans,
+            sender.logs,
+            sender.requests,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let live_started = std::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = tokio::signal::ctrl_c() => break,
+        }
+        if options
+            .duration
+            .is_some_and(|d| live_started.elapsed() >= d)
+        {
+            break;
+        }
+        let now = now_ns();
+        let elapsed = live_started.elapsed().as_secs();
+        let with_metrics = elapsed.is_multiple_of(5) || options.duration.is_some();
+        sender
+            .send(now, 1, options.requests_per_second, with_metrics)
+            .await;
+        if elapsed.is_multiple_of(10) {
+            let conditions = conditions_at(now);
             eprintln!(
                 "sent {} spans, {} logs for {} requests (orders {}{}{}{})",
-                sent.0,
-                sent.1,
-                sent.2,
+                sender.spans,
+                sender.logs,
+                sender.requests,
                 conditions.orders_version,
                 if conditions.bad_release {
                     ", bad release"
@@ -971,7 +1051,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     }
     eprintln!(
         "demo stopped: sent {} spans and {} logs for {} requests",
-        sent.0, sent.1, sent.2
+        sender.spans, sender.logs, sender.requests
     );
     Ok(())
 }

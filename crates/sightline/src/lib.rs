@@ -1,5 +1,5 @@
 //! The Sightline binary: configuration, the OTLP receivers (gRPC and HTTP), the JSON API, the
-//! command-line verbs, and [`app`], the one place where storage, ingest and query are built and
+//! web UI ([`ui`]), the command-line verbs, and [`app`], the one place where storage, ingest and query are built and
 //! connected.
 
 pub mod app;
@@ -10,3 +10,4 @@ pub mod demo;
 pub mod pipeline;
 pub mod self_metrics;
 pub mod server;
+pub mod ui;

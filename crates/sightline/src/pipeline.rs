@@ -7,9 +7,10 @@
 use std::sync::Arc;
 
 use sightline_ingest::{Normalized, Rejections};
-use sightline_model::schema::{logs_to_batch, metrics_to_batch, spans_to_batch};
+use sightline_model::schema::{LogRow, logs_to_batch, metrics_to_batch, spans_to_batch};
 use sightline_model::{Clock, ErrorCode, Signal};
 use sightline_storage::Store;
+use tokio::sync::broadcast;
 
 use crate::self_metrics::SelfMetrics;
 
@@ -44,14 +45,52 @@ pub struct Pipeline {
     store: Store,
     clock: Arc<dyn Clock>,
     metrics: Arc<SelfMetrics>,
+    tail: LogTail,
 }
 
+/// Stored log lines, as they arrive, for live tails (the logs page). A tail that falls behind
+/// loses the oldest batches and is told how many.
+#[derive(Debug, Clone)]
+pub struct LogTail {
+    sender: broadcast::Sender<Arc<Vec<LogRow>>>,
+}
+
+impl Default for LogTail {
+    fn default() -> Self {
+        Self {
+            sender: broadcast::channel(TAIL_BATCHES).0,
+        }
+    }
+}
+
+impl LogTail {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Vec<LogRow>>> {
+        self.sender.subscribe()
+    }
+
+    fn publish(&self, rows: Vec<LogRow>) {
+        if self.sender.receiver_count() > 0 {
+            // No receiver left between the check and the send is fine: nobody is tailing.
+            let _ = self.sender.send(Arc::new(rows));
+        }
+    }
+}
+
+/// Exports a live tail may fall behind by before it skips some.
+const TAIL_BATCHES: usize = 1024;
+
 impl Pipeline {
-    pub fn new(store: Store, clock: Arc<dyn Clock>, metrics: Arc<SelfMetrics>) -> Self {
+    pub fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<SelfMetrics>,
+        tail: LogTail,
+    ) -> Self {
         Self {
             store,
             clock,
             metrics,
+            tail,
         }
     }
 
@@ -96,6 +135,9 @@ impl Pipeline {
             result.as_ref().err().map(|e| e.code()),
         );
         result?;
+        if !logs.is_empty() {
+            self.tail.publish(logs);
+        }
         Ok(Accepted { rows, rejections })
     }
 }

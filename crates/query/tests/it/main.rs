@@ -342,7 +342,7 @@ async fn views_answer_trace_logs_and_services() {
         Err(Error::Invalid { .. })
     ));
 
-    let services = views::services(&engine, TimeRange::new(Some(T0), None), 3600.0)
+    let services = views::services(&engine, TimeRange::new(Some(T0), None), 3600.0, None)
         .await
         .expect("services");
     assert_eq!(services.len(), 1);

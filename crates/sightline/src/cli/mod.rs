@@ -114,6 +114,10 @@ pub struct DemoArgs {
     /// Seed of the random choices (the same seed replays the same shop).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// First send this much of the shop's past at once (e.g. 30m, 2h), so the pages have a
+    /// history to show from the first second.
+    #[arg(long)]
+    pub backfill: Option<String>,
 }
 
 async fn demo(args: DemoArgs) -> anyhow::Result<()> {
@@ -130,11 +134,19 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             args.rate
         );
     }
+    let backfill = args
+        .backfill
+        .as_deref()
+        .map(sightline_model::parse_duration_ns)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--backfill: {e}"))?
+        .map(|ns| std::time::Duration::from_nanos(ns as u64));
     crate::demo::run(crate::demo::DemoOptions {
         endpoint: args.endpoint,
         requests_per_second: args.rate,
         duration,
         seed: args.seed,
+        backfill,
     })
     .await
 }

@@ -151,6 +151,9 @@ async fn logs(
         severity: non_empty("severity"),
         text: non_empty("q"),
         trace_id: non_empty("trace_id"),
+        attribute: non_empty("attr")
+            .map(|a| views::parse_attribute_filter(&a))
+            .transpose()?,
         range,
         limit,
         ascending: params.get("order").is_some_and(|o| o == "asc"),
@@ -170,7 +173,7 @@ async fn services(
         (Some(s), None) => (now_ns - s) as f64 / 1e9,
         _ => 0.0,
     };
-    let services = views::services(&state.engine, range, window_s).await?;
+    let services = views::services(&state.engine, range, window_s, None).await?;
     Ok(axum::Json(json!({
         "start": range.start_ns.map(views::format_time),
         "end": range.end_ns.map(views::format_time),

@@ -1,0 +1,443 @@
+//! The questions the incident pages ask: requests, errors and latency over time in buckets, the
+//! slowest and failing requests, and the runtime metrics a service sends.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+use sightline_model::TimeRange;
+
+use crate::engine::QueryEngine;
+use crate::error::Error;
+use crate::json::batch_objects;
+use crate::views::{FAILED, REQUEST_KINDS, quote, time_conditions};
+
+/// Steps a chart's buckets may take, in seconds: the first that gives at most `MAX_BUCKETS`.
+const STEPS_S: &[i64] = &[
+    10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10_800, 21_600, 43_200, 86_400,
+];
+const MAX_BUCKETS: i64 = 90;
+const NS: i64 = 1_000_000_000;
+
+/// Equal time buckets over a closed window, for charts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Buckets {
+    /// Start of the first bucket, aligned to the step.
+    pub start_ns: i64,
+    pub step_ns: i64,
+    pub count: usize,
+}
+
+impl Buckets {
+    /// Buckets of a "nice" step covering `[start_ns, end_ns)`, at most 90 of them.
+    pub fn over(start_ns: i64, end_ns: i64) -> Self {
+        let span_s = ((end_ns - start_ns).max(NS) + NS - 1) / NS;
+        let step_s = STEPS_S
+            .iter()
+            .copied()
+            .find(|step| span_s / step <= MAX_BUCKETS)
+            .unwrap_or_else(|| (span_s + MAX_BUCKETS - 1) / MAX_BUCKETS);
+        let step_ns = step_s * NS;
+        let first = start_ns.div_euclid(step_ns) * step_ns;
+        let count = ((end_ns - first + step_ns - 1) / step_ns).max(1) as usize;
+        Self {
+            start_ns: first,
+            step_ns,
+            count,
+        }
+    }
+
+    pub fn step_s(&self) -> f64 {
+        self.step_ns as f64 / NS as f64
+    }
+
+    /// The bucket holding a time, if it falls in the window.
+    pub fn index(&self, t_ns: i64) -> Option<usize> {
+        if t_ns < self.start_ns {
+            return None;
+        }
+        let i = ((t_ns - self.start_ns) / self.step_ns) as usize;
+        (i < self.count).then_some(i)
+    }
+
+    /// Each bucket's start in seconds since the epoch (a chart's x axis).
+    pub fn times_s(&self) -> Vec<f64> {
+        (0..self.count)
+            .map(|i| (self.start_ns + i as i64 * self.step_ns) as f64 / NS as f64)
+            .collect()
+    }
+
+    /// SQL giving a row's bucket start in nanoseconds.
+    fn sql(&self, column: &str) -> String {
+        format!(
+            "CAST(date_bin(INTERVAL '{} seconds', {column}, TIMESTAMP '1970-01-01T00:00:00Z') AS BIGINT)",
+            self.step_ns / NS
+        )
+    }
+
+    fn range(&self) -> TimeRange {
+        TimeRange::new(
+            Some(self.start_ns),
+            Some(self.start_ns + self.count as i64 * self.step_ns),
+        )
+    }
+}
+
+/// Requests, errors and latency percentiles per bucket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedSeries {
+    /// Requests per second in each bucket.
+    pub rate: Vec<f64>,
+    /// Failed requests per second.
+    pub error_rate: Vec<f64>,
+    /// Latency percentiles in milliseconds; `None` for a bucket without requests.
+    pub p50_ms: Vec<Option<f64>>,
+    pub p95_ms: Vec<Option<f64>>,
+    pub p99_ms: Vec<Option<f64>>,
+}
+
+impl RedSeries {
+    fn empty(count: usize) -> Self {
+        Self {
+            rate: vec![0.0; count],
+            error_rate: vec![0.0; count],
+            p50_ms: vec![None; count],
+            p95_ms: vec![None; count],
+            p99_ms: vec![None; count],
+        }
+    }
+}
+
+fn f64_of(row: &Map<String, Value>, key: &str) -> Option<f64> {
+    row.get(key).and_then(Value::as_f64)
+}
+
+fn str_of(row: &Map<String, Value>, key: &str) -> String {
+    row.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn objects(
+    engine: &QueryEngine,
+    sql: &str,
+    max_rows: usize,
+) -> Result<Vec<Map<String, Value>>, Error> {
+    let (_, batches, _) = engine.collect(sql, max_rows).await?;
+    Ok(batches.iter().flat_map(|b| batch_objects(b, &[])).collect())
+}
+
+/// Requests, errors and latency over time, per service (or for one service).
+pub async fn red_series(
+    engine: &QueryEngine,
+    buckets: Buckets,
+    service: Option<&str>,
+) -> Result<BTreeMap<String, RedSeries>, Error> {
+    let mut conditions = time_conditions("start_time", buckets.range());
+    conditions.push(REQUEST_KINDS.into());
+    if let Some(service) = service {
+        conditions.push(format!("service_name = {}", quote(service)));
+    }
+    let sql = format!(
+        "SELECT service_name, {bucket} AS bucket, count(*) AS requests, \
+         sum(CASE WHEN {FAILED} THEN 1 ELSE 0 END) AS errors, \
+         approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ns) AS p50, \
+         approx_percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ns) AS p95, \
+         approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ns) AS p99 \
+         FROM spans WHERE {filter} GROUP BY service_name, bucket",
+        bucket = buckets.sql("start_time"),
+        filter = conditions.join(" AND "),
+    );
+    let step_s = buckets.step_s();
+    let mut out: BTreeMap<String, RedSeries> = BTreeMap::new();
+    for row in objects(engine, &sql, 1_000_000).await? {
+        let Some(i) = row
+            .get("bucket")
+            .and_then(Value::as_i64)
+            .and_then(|t| buckets.index(t))
+        else {
+            continue;
+        };
+        let series = out
+            .entry(str_of(&row, "service_name"))
+            .or_insert_with(|| RedSeries::empty(buckets.count));
+        series.rate[i] = f64_of(&row, "requests").unwrap_or(0.0) / step_s;
+        series.error_rate[i] = f64_of(&row, "errors").unwrap_or(0.0) / step_s;
+        series.p50_ms[i] = f64_of(&row, "p50").map(|v| v / 1e6);
+        series.p95_ms[i] = f64_of(&row, "p95").map(|v| v / 1e6);
+        series.p99_ms[i] = f64_of(&row, "p99").map(|v| v / 1e6);
+    }
+    Ok(out)
+}
+
+/// One request span, as the lists of slow and failing requests show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestSpan {
+    pub trace_id: String,
+    pub span_id: String,
+    pub name: String,
+    pub start_ns: i64,
+    pub duration_ms: f64,
+    pub status: String,
+    pub http_status_code: Option<i64>,
+    /// The status message or the exception, whichever says why it failed.
+    pub reason: Option<String>,
+    pub service_version: Option<String>,
+}
+
+/// Which requests of a service to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestOrder {
+    /// The slowest first.
+    Slowest,
+    /// Failed requests, the newest first.
+    FailingNewest,
+}
+
+/// The slowest or the newest failing requests of a service in a range.
+pub async fn requests(
+    engine: &QueryEngine,
+    service: &str,
+    range: TimeRange,
+    order: RequestOrder,
+    limit: usize,
+) -> Result<Vec<RequestSpan>, Error> {
+    let mut conditions = time_conditions("start_time", range);
+    conditions.push(REQUEST_KINDS.into());
+    conditions.push(format!("service_name = {}", quote(service)));
+    let order_by = match order {
+        RequestOrder::Slowest => "duration_ns DESC",
+        RequestOrder::FailingNewest => {
+            conditions.push(FAILED.into());
+            "start_time DESC"
+        }
+    };
+    let sql = format!(
+        "SELECT trace_id, span_id, name, CAST(start_time AS BIGINT) AS start_ns, duration_ns, status, \
+         http_status_code, coalesce(status_message, exception_message, exception_type) AS reason, \
+         service_version FROM spans WHERE {} ORDER BY {order_by} LIMIT {limit}",
+        conditions.join(" AND ")
+    );
+    Ok(objects(engine, &sql, limit)
+        .await?
+        .into_iter()
+        .map(|row| RequestSpan {
+            trace_id: str_of(&row, "trace_id"),
+            span_id: str_of(&row, "span_id"),
+            name: str_of(&row, "name"),
+            start_ns: row.get("start_ns").and_then(Value::as_i64).unwrap_or(0),
+            duration_ms: f64_of(&row, "duration_ns").unwrap_or(0.0) / 1e6,
+            status: str_of(&row, "status"),
+            http_status_code: row.get("http_status_code").and_then(Value::as_i64),
+            reason: row
+                .get("reason")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+            service_version: row
+                .get("service_version")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        })
+        .collect())
+}
+
+/// A runtime metric over time: one line per attribute set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricChart {
+    pub name: String,
+    pub unit: Option<String>,
+    /// True when the values are a counter's increase per second rather than the reported value.
+    pub per_second: bool,
+    /// (attributes as text, value per bucket)
+    pub lines: Vec<(String, Vec<Option<f64>>)>,
+}
+
+/// Lines per chart, so a metric with many attribute sets stays readable.
+const MAX_LINES: usize = 6;
+
+/// Names of runtime metrics the service page charts: process and runtime (CPU, memory, GC,
+/// threads) and queue depths.
+const RUNTIME_METRICS: &str = "(name LIKE 'process.%' OR name LIKE '%runtime%' OR name LIKE '%.gc%' \
+     OR name LIKE '%thread%' OR name LIKE '%queue%' OR name LIKE '%cpu%' OR name LIKE '%memory%')";
+
+/// The runtime metrics (gauges and sums) a service sends, averaged per bucket; counters are
+/// shown as their increase per second.
+pub async fn runtime_metrics(
+    engine: &QueryEngine,
+    service: &str,
+    buckets: Buckets,
+) -> Result<Vec<MetricChart>, Error> {
+    let mut conditions = time_conditions("time", buckets.range());
+    conditions.push(format!("service_name = {}", quote(service)));
+    conditions.push("type IN ('gauge', 'sum')".into());
+    conditions.push(RUNTIME_METRICS.into());
+    let sql = format!(
+        "SELECT name, max(unit) AS unit, attributes, {bucket} AS bucket, \
+         bool_or(coalesce(monotonic, false)) AS counter, \
+         avg(value) AS mean, max(value) - min(value) AS increase \
+         FROM metrics WHERE {filter} GROUP BY name, attributes, bucket ORDER BY name, attributes",
+        bucket = buckets.sql("time"),
+        filter = conditions.join(" AND "),
+    );
+    let step_s = buckets.step_s();
+    let mut charts: Vec<MetricChart> = Vec::new();
+    for row in objects(engine, &sql, 1_000_000).await? {
+        let Some(i) = row
+            .get("bucket")
+            .and_then(Value::as_i64)
+            .and_then(|t| buckets.index(t))
+        else {
+            continue;
+        };
+        let name = str_of(&row, "name");
+        let counter = row.get("counter").and_then(Value::as_bool).unwrap_or(false);
+        if charts.last().is_none_or(|c| c.name != name) {
+            charts.push(MetricChart {
+                name: name.clone(),
+                unit: row
+                    .get("unit")
+                    .and_then(Value::as_str)
+                    .filter(|u| !u.is_empty())
+                    .map(str::to_string),
+                per_second: counter,
+                lines: Vec::new(),
+            });
+        }
+        let Some(chart) = charts.last_mut() else {
+            continue;
+        };
+        let label = attributes_label(&str_of(&row, "attributes"));
+        let line = match chart.lines.iter().position(|(l, _)| *l == label) {
+            Some(at) => at,
+            None if chart.lines.len() < MAX_LINES => {
+                chart.lines.push((label, vec![None; buckets.count]));
+                chart.lines.len() - 1
+            }
+            None => continue,
+        };
+        let value = if counter {
+            f64_of(&row, "increase").map(|v| v / step_s)
+        } else {
+            f64_of(&row, "mean")
+        };
+        chart.lines[line].1[i] = value;
+    }
+    Ok(charts)
+}
+
+/// `{"queue":"emails"}` as `queue=emails`; `{}` as `all`.
+fn attributes_label(json: &str) -> String {
+    let Ok(Value::Object(map)) = serde_json::from_str::<Value>(json) else {
+        return json.to_string();
+    };
+    if map.is_empty() {
+        return "all".into();
+    }
+    map.iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => format!("{k}={s}"),
+            other => format!("{k}={other}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Every service that sent anything in a range, with the signals it sent.
+pub async fn service_names(engine: &QueryEngine, range: TimeRange) -> Result<Vec<String>, Error> {
+    let mut names = std::collections::BTreeSet::new();
+    for (table, column) in [("spans", "start_time"), ("logs", "time")] {
+        let conditions = time_conditions(column, range);
+        let filter = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
+        let sql = format!("SELECT DISTINCT service_name FROM {table} {filter}");
+        for row in objects(engine, &sql, 10_000).await? {
+            names.insert(str_of(&row, "service_name"));
+        }
+    }
+    Ok(names.into_iter().collect())
+}
+
+/// A span that links to a span of a trace (a consumer pointing at its producer, say).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncomingLink {
+    /// The linked span, in the trace asked about.
+    pub target_span_id: String,
+    pub trace_id: String,
+    pub span_id: String,
+    pub name: String,
+    pub service_name: String,
+}
+
+/// Spans whose links point into a trace, looked for within `range` (around the trace).
+pub async fn incoming_links(
+    engine: &QueryEngine,
+    trace_id: &str,
+    range: TimeRange,
+) -> Result<Vec<IncomingLink>, Error> {
+    if !crate::views::is_trace_id(trace_id) {
+        return Ok(Vec::new());
+    }
+    let mut conditions = time_conditions("start_time", range);
+    conditions.push("links <> '[]'".into());
+    conditions.push(format!("strpos(links, {}) > 0", quote(trace_id)));
+    let sql = format!(
+        "SELECT trace_id, span_id, name, service_name, links FROM spans WHERE {} LIMIT 1000",
+        conditions.join(" AND ")
+    );
+    let mut out = Vec::new();
+    for row in objects(engine, &sql, 1000).await? {
+        let Ok(Value::Array(links)) = serde_json::from_str::<Value>(&str_of(&row, "links")) else {
+            continue;
+        };
+        for link in links {
+            if link.get("trace_id").and_then(Value::as_str) == Some(trace_id) {
+                out.push(IncomingLink {
+                    target_span_id: link
+                        .get("span_id")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    trace_id: str_of(&row, "trace_id"),
+                    span_id: str_of(&row, "span_id"),
+                    name: str_of(&row, "name"),
+                    service_name: str_of(&row, "service_name"),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_pick_a_nice_step_and_cover_the_window() {
+        let hour = 3600 * NS;
+        let b = Buckets::over(10 * hour + 7 * NS, 11 * hour + 7 * NS);
+        assert_eq!(b.step_ns, 60 * NS, "an hour in one-minute buckets");
+        assert_eq!(b.start_ns, 10 * hour);
+        assert_eq!(b.count, 61);
+        assert_eq!(b.index(10 * hour + 61 * NS), Some(1));
+        assert_eq!(b.index(10 * hour - 1), None);
+        assert_eq!(b.index(12 * hour), None);
+        let week = Buckets::over(0, 7 * 24 * hour);
+        assert_eq!(week.step_ns, 7200 * NS);
+        assert_eq!(week.count, 84);
+        assert_eq!(week.times_s()[1], 7200.0);
+    }
+
+    #[test]
+    fn attribute_labels_read_like_filters() {
+        assert_eq!(attributes_label("{}"), "all");
+        assert_eq!(
+            attributes_label(r#"{"queue":"emails","n":2}"#),
+            "queue=emails, n=2"
+        );
+    }
+}

@@ -1,0 +1,205 @@
+// Sightline's pages: theme switch, time picker, uPlot charts from `data-chart`, the selected
+// span after htmx swaps, Ctrl+Enter in the SQL editor, and the logs page's live tail.
+(function () {
+  'use strict';
+
+  var PALETTE = ['#3b82f6', '#10b981', '#f59e0b', '#8b5cf6', '#ec4899', '#14b8a6', '#f97316', '#6366f1'];
+  var TAIL_MAX_ROWS = 1000;
+
+  function cssVar(name) {
+    return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+  }
+
+  // ---- theme -------------------------------------------------------------------------------
+  function setTheme(theme) {
+    document.documentElement.dataset.theme = theme;
+    try { localStorage.setItem('sightline-theme', theme); } catch (e) { /* private mode */ }
+    drawAll(document);
+  }
+
+  // ---- numbers -----------------------------------------------------------------------------
+  function fmt(unit, v) {
+    if (v == null || isNaN(v)) return '—';
+    var a = Math.abs(v);
+    if (a === 0) return '0';
+    if (unit === 'ms') {
+      if (a >= 1000) return (v / 1000).toFixed(a >= 10000 ? 0 : 1) + ' s';
+      if (a >= 10) return v.toFixed(0) + ' ms';
+      return v.toFixed(a >= 1 ? 1 : 2) + ' ms';
+    }
+    var s;
+    if (a >= 1e9) s = (v / 1e9).toFixed(1) + 'G';
+    else if (a >= 1e6) s = (v / 1e6).toFixed(1) + 'M';
+    else if (a >= 1e4) s = (v / 1e3).toFixed(0) + 'k';
+    else if (a >= 100) s = v.toFixed(0);
+    else if (a >= 1) s = v.toFixed(1);
+    else if (a === 0) s = '0';
+    else s = v.toPrecision(2);
+    if (unit === '/s') return s + '/s';
+    if (unit === 'By') return s + 'B';
+    if (unit === '1' || unit === '') return s;
+    return s + ' ' + unit;
+  }
+
+  // ---- charts ------------------------------------------------------------------------------
+  var charts = new Map();
+
+  function draw(el) {
+    if (typeof uPlot === 'undefined') return;
+    var spec;
+    try { spec = JSON.parse(el.dataset.chart); } catch (e) { return; }
+    var old = charts.get(el);
+    if (old) { old.destroy(); }
+    el.textContent = '';
+    var width = Math.max(el.clientWidth, 120);
+    var axis = { stroke: cssVar('--muted'), grid: { stroke: cssVar('--grid'), width: 1 }, ticks: { show: false } };
+    var opts = {
+      width: width,
+      height: spec.spark ? 34 : 170,
+      legend: { show: !spec.spark, live: true },
+      cursor: spec.spark ? { show: false } : { drag: { x: false, y: false } },
+      padding: spec.spark ? [2, 0, 2, 0] : null,
+      tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1e3), 'Etc/UTC'); },
+      scales: { x: { time: true }, y: { range: function (u, min, max) { return [0, max > 0 ? max * 1.1 : 1]; } } },
+      axes: spec.spark ? [{ show: false }, { show: false }] : [
+        axis,
+        Object.assign({}, axis, { size: 64, values: function (u, vals) { return vals.map(function (v) { return fmt(spec.unit, v); }); } })
+      ],
+      series: [{}].concat(spec.series.map(function (s, i) {
+        var color = s.color || PALETTE[i % PALETTE.length];
+        return {
+          label: s.label,
+          stroke: color,
+          width: spec.spark ? 1.25 : 1.75,
+          fill: spec.spark && i === 0 ? color + '22' : undefined,
+          points: { show: false },
+          value: function (u, v) { return fmt(spec.unit, v); }
+        };
+      }))
+    };
+    var data = [spec.x].concat(spec.series.map(function (s) { return s.values; }));
+    charts.set(el, new uPlot(opts, data, el));
+  }
+
+  function drawAll(root) {
+    root.querySelectorAll('[data-chart]').forEach(draw);
+  }
+
+  var resizeTimer = null;
+  window.addEventListener('resize', function () {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(function () {
+      charts.forEach(function (chart, el) {
+        if (!document.body.contains(el)) { chart.destroy(); charts.delete(el); return; }
+        chart.setSize({ width: Math.max(el.clientWidth, 120), height: chart.height });
+      });
+    }, 150);
+  });
+
+  // ---- trace page: the selected span follows the side panel -------------------------------------
+  function markSelectedSpan() {
+    var panel = document.getElementById('span-panel');
+    if (!panel) return;
+    var id = panel.dataset.spanId;
+    document.querySelectorAll('.span-row').forEach(function (row) {
+      row.classList.toggle('selected', row.dataset.spanId === id);
+    });
+  }
+
+  // ---- logs page: live tail ------------------------------------------------------------------
+  var tail = null;
+
+  function startTail(button) {
+    var tbody = document.querySelector('#log-lines tbody');
+    var status = document.getElementById('tail-status');
+    var pending = [];
+    var frame = 0;
+    var received = 0;
+    var source = new EventSource(button.dataset.stream);
+    tail = { source: source, button: button };
+    button.textContent = 'Stop live tail';
+    button.setAttribute('aria-pressed', 'true');
+    status.textContent = 'Connecting…';
+
+    function flush() {
+      frame = 0;
+      if (!pending.length) return;
+      // Each chunk is newest first; later chunks are newer, so they go on top.
+      tbody.insertAdjacentHTML('afterbegin', pending.reverse().join(''));
+      pending = [];
+      while (tbody.rows.length > TAIL_MAX_ROWS) tbody.deleteRow(-1);
+      var empty = document.querySelector('main p.empty');
+      if (empty) empty.remove();
+      status.textContent = 'Live: ' + received + ' new line' + (received === 1 ? '' : 's') +
+        ' (the newest ' + TAIL_MAX_ROWS + ' are kept on the page).';
+    }
+
+    source.addEventListener('ready', function () {
+      status.textContent = 'Live: new lines appear at the top.';
+    });
+    source.addEventListener('lines', function (event) {
+      received += (event.data.match(/class="log-line/g) || []).length;
+      pending.push(event.data);
+      if (!frame) frame = requestAnimationFrame(flush);
+    });
+    source.onerror = function () {
+      if (tail && tail.source === source) status.textContent = 'Connection lost; reconnecting…';
+    };
+  }
+
+  function stopTail() {
+    if (!tail) return;
+    tail.source.close();
+    tail.button.textContent = 'Live tail';
+    tail.button.setAttribute('aria-pressed', 'false');
+    var status = document.getElementById('tail-status');
+    if (status) status.textContent = 'Live tail stopped.';
+    tail = null;
+  }
+
+  // ---- wiring --------------------------------------------------------------------------------
+  document.addEventListener('click', function (event) {
+    if (event.target.closest('#theme-toggle')) {
+      setTheme(document.documentElement.dataset.theme === 'dark' ? 'light' : 'dark');
+      return;
+    }
+    var live = event.target.closest('#live-tail');
+    if (live) {
+      if (tail) stopTail(); else startTail(live);
+    }
+  });
+
+  document.addEventListener('change', function (event) {
+    var select = event.target.closest('#time-picker select[name=range]');
+    if (!select) return;
+    var custom = select.form.querySelector('.custom');
+    if (select.value === 'custom') {
+      custom.hidden = false;
+      custom.querySelector('input').focus();
+    } else {
+      select.form.requestSubmit();
+    }
+  });
+
+  document.addEventListener('keydown', function (event) {
+    if (event.target.id === 'sql' && event.key === 'Enter' && (event.ctrlKey || event.metaKey)) {
+      event.preventDefault();
+      event.target.form.requestSubmit();
+      return;
+    }
+    // "/" jumps to the page's search box, as in most tools.
+    if (event.key === '/' && !/^(INPUT|TEXTAREA|SELECT)$/.test(event.target.tagName)) {
+      var box = document.querySelector('#log-filters input[name=q], #sql');
+      if (box) { event.preventDefault(); box.focus(); }
+    }
+  });
+
+  document.addEventListener('DOMContentLoaded', function () {
+    drawAll(document);
+    markSelectedSpan();
+  });
+  document.addEventListener('htmx:afterSettle', function (event) {
+    drawAll(event.target);
+    markSelectedSpan();
+  });
+})();

@@ -1,0 +1,158 @@
+//! The web UI on the API port: server-rendered pages (maud) for incidents, with htmx and uPlot
+//! vendored under `assets/` and embedded in the binary.
+//!
+//! Pages: `/` (services), `/services/{name}`, `/traces/{id}`, `/logs` (with a live tail over
+//! server-sent events at `/logs/stream`) and `/query`. Every page keeps its state in the URL.
+
+mod layout;
+mod logs;
+mod query;
+mod service;
+mod services;
+mod trace;
+mod window;
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::extract::Path;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use maud::html;
+use sightline_model::ErrorCode;
+
+use crate::pipeline::LogTail;
+use crate::server::api::ApiState;
+
+/// What the pages share: the API's engine, store and clock, and the live log tail.
+#[derive(Clone)]
+pub struct UiState {
+    pub api: ApiState,
+    pub tail: LogTail,
+}
+
+impl UiState {
+    fn now_ns(&self) -> i64 {
+        self.api.clock.now_ns()
+    }
+}
+
+pub fn router(state: UiState) -> Router {
+    Router::new()
+        .route("/", get(services::page))
+        .route("/services/{name}", get(service::page))
+        .route("/traces/{trace_id}", get(trace::page))
+        .route("/logs", get(logs::page))
+        .route("/logs/stream", get(logs::stream))
+        .route("/query", get(query::page))
+        .route("/static/{version}/{file}", get(asset))
+        .with_state(state)
+}
+
+/// The files the pages load, embedded at build time.
+const ASSETS: &[(&str, &str, &[u8])] = &[
+    (
+        "htmx.min.js",
+        "text/javascript",
+        include_bytes!("../../assets/vendor/htmx-2.0.11.min.js"),
+    ),
+    (
+        "uPlot.iife.min.js",
+        "text/javascript",
+        include_bytes!("../../assets/vendor/uPlot-1.6.32.iife.min.js"),
+    ),
+    (
+        "uPlot.min.css",
+        "text/css",
+        include_bytes!("../../assets/vendor/uPlot-1.6.32.min.css"),
+    ),
+    (
+        "app.js",
+        "text/javascript",
+        include_bytes!("../../assets/app.js"),
+    ),
+    (
+        "app.css",
+        "text/css",
+        include_bytes!("../../assets/app.css"),
+    ),
+];
+
+/// Asset URLs carry the binary's version, so browsers may cache them for good.
+fn asset_url(file: &str) -> String {
+    format!("/static/{}/{file}", env!("CARGO_PKG_VERSION"))
+}
+
+async fn asset(Path((_version, file)): Path<(String, String)>) -> Response {
+    match ASSETS.iter().find(|(name, _, _)| *name == file) {
+        Some((_, content_type, bytes)) => (
+            [
+                (header::CONTENT_TYPE, *content_type),
+                (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+            ],
+            *bytes,
+        )
+            .into_response(),
+        None => {
+            UiError::new(ErrorCode::NotFound, format!("no static file {file:?}")).into_response()
+        }
+    }
+}
+
+/// A page that could not be shown: an HTML page saying why, with the code's status.
+#[derive(Debug)]
+pub struct UiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl UiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+}
+
+impl From<sightline_query::Error> for UiError {
+    fn from(e: sightline_query::Error) -> Self {
+        Self::new(e.code(), e.to_string())
+    }
+}
+
+impl IntoResponse for UiError {
+    fn into_response(self) -> Response {
+        if self.code == ErrorCode::Internal {
+            tracing::error!(message = %self.message, "internal error on a page");
+        }
+        let status = StatusCode::from_u16(self.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let title = if status == StatusCode::NOT_FOUND {
+            "Not found"
+        } else {
+            "Cannot show this page"
+        };
+        let body = layout::page(
+            title,
+            layout::Section::Trace,
+            None,
+            html! {
+                h1 { (title) }
+                p.error role="alert" { (self.message) }
+                p { a href="/" { "Back to services" } }
+            },
+        );
+        (status, Html(body.into_string())).into_response()
+    }
+}
+
+/// Query parameters with empty values dropped.
+fn param<'a>(params: &'a HashMap<String, String>, key: &str) -> Option<&'a str> {
+    params.get(key).map(|v| v.trim()).filter(|v| !v.is_empty())
+}

@@ -1,0 +1,212 @@
+//! `/services/{name}`: one service's rate, errors and latency over time, its routes by impact,
+//! its slowest and failing requests, recent error logs and the runtime metrics it sends.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::response::Html;
+use maud::{Markup, html};
+use sightline_query::overview::{self, Buckets, RequestOrder, RequestSpan};
+use sightline_query::views::{self, LogSearch};
+
+use super::layout::{self, Line, Section};
+use super::logs::log_table;
+use super::window::{Window, encode};
+use super::{UiError, UiState};
+
+/// Rows in each list of requests and of error logs.
+const LIST_ROWS: usize = 10;
+
+pub async fn page(
+    State(state): State<UiState>,
+    Path(name): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Html<String>, UiError> {
+    let window = Window::from_params(&params, state.now_ns(), "1h")?;
+    let engine = &state.api.engine;
+    let buckets = Buckets::over(window.start_ns, window.end_ns);
+    let range = window.time_range();
+    let error_logs = LogSearch {
+        service: Some(name.clone()),
+        severity: Some("error".into()),
+        range,
+        limit: LIST_ROWS,
+        ..Default::default()
+    };
+    let (summary, series, slowest, failing, logs, runtime) = tokio::try_join!(
+        views::services(engine, range, window.seconds(), Some(&name)),
+        overview::red_series(engine, buckets, Some(&name)),
+        overview::requests(engine, &name, range, RequestOrder::Slowest, LIST_ROWS),
+        overview::requests(engine, &name, range, RequestOrder::FailingNewest, LIST_ROWS),
+        views::logs(engine, &error_logs),
+        overview::runtime_metrics(engine, &name, buckets),
+    )?;
+    let summary = summary.into_iter().next();
+    let x = buckets.times_s();
+    let wq = window.query();
+    let series = series.into_values().next();
+
+    let mut routes = summary
+        .as_ref()
+        .map(|s| s.routes.iter().collect::<Vec<_>>())
+        .unwrap_or_default();
+    routes.sort_by(|a, b| b.red.total_ms.total_cmp(&a.red.total_ms));
+    let total_ms: f64 = routes.iter().map(|r| r.red.total_ms).sum();
+
+    let body = html! {
+        p.crumbs { a href=(format!("/?{wq}")) { "Services" } " / " }
+        h1 {
+            span.dot style=(format!("background:{}", layout::service_color(&name))) {}
+            (name)
+        }
+        @if let Some(s) = &summary {
+            dl.stats {
+                div { dt { "Rate" } dd { (layout::rate(s.red.rate_per_s)) } }
+                div { dt { "Requests" } dd { (s.red.requests) } }
+                div { dt { "Errors" } dd.bad[s.red.errors > 0] { (s.red.errors) " (" (layout::percent(s.red.error_rate)) ")" } }
+                div { dt { "p50" } dd { (layout::ms(s.red.p50_ms)) } }
+                div { dt { "p95" } dd { (layout::ms(s.red.p95_ms)) } }
+                div { dt { "p99" } dd { (layout::ms(s.red.p99_ms)) } }
+            }
+        } @else {
+            (layout::empty("No requests from this service in this window: try a longer range."))
+        }
+        @if let Some(series) = &series {
+            div.charts {
+                figure { figcaption { "Requests per second" }
+                    (layout::chart("chart-rate", "Requests per second", &x, &[
+                        Line { label: "requests/s", values: series.rate.iter().map(|v| Some(*v)).collect(), color: Some(layout::BLUE) },
+                    ], "/s", false)) }
+                figure { figcaption { "Errors per second" }
+                    (layout::chart("chart-errors", "Errors per second", &x, &[
+                        Line { label: "errors/s", values: series.error_rate.iter().map(|v| Some(*v)).collect(), color: Some(layout::RED) },
+                    ], "/s", false)) }
+                figure { figcaption { "Latency" }
+                    (layout::chart("chart-latency", "Latency percentiles", &x, &[
+                        Line { label: "p50", values: series.p50_ms.clone(), color: Some("#10b981") },
+                        Line { label: "p95", values: series.p95_ms.clone(), color: Some("#f59e0b") },
+                        Line { label: "p99", values: series.p99_ms.clone(), color: Some(layout::RED) },
+                    ], "ms", false)) }
+            }
+        }
+        section #routes-section {
+            h2 { "Routes by impact" }
+            p.hint { "Sorted by time spent serving them (requests × latency): the routes where slowness costs most." }
+            table #service-routes {
+                thead { tr {
+                    th scope="col" { "Route" }
+                    th.num scope="col" { "Time spent" }
+                    th.num scope="col" { "Rate" }
+                    th.num scope="col" { "Errors" }
+                    th.num scope="col" { "p50" }
+                    th.num scope="col" { "p95" }
+                    th.num scope="col" { "p99" }
+                } }
+                tbody {
+                    @for r in &routes {
+                        tr.route-row {
+                            td.route { @if let Some(m) = &r.http_method { span.method { (m) } " " } (r.http_route) }
+                            td.num { (layout::percent(if total_ms > 0.0 { r.red.total_ms / total_ms } else { 0.0 })) }
+                            td.num { (layout::rate(r.red.rate_per_s)) }
+                            td.num.bad[r.red.errors > 0] { (layout::percent(r.red.error_rate)) }
+                            td.num { (layout::ms(r.red.p50_ms)) }
+                            td.num { (layout::ms(r.red.p95_ms)) }
+                            td.num { (layout::ms(r.red.p99_ms)) }
+                        }
+                    }
+                }
+            }
+        }
+        div.columns {
+            section {
+                h2 { "Slowest requests" }
+                (request_table("slow-traces", &slowest, "No requests in this window."))
+            }
+            section {
+                h2 { "Failing requests" }
+                (request_table("failing-traces", &failing, "No failed requests in this window."))
+            }
+        }
+        section #error-logs {
+            h2 { "Recent error logs" }
+            p.hint { a.logs-link href=(format!("/logs?{}&{wq}", encode(&[("service", name.as_str()), ("severity", "error")]))) { "All of this service's error logs →" } }
+            @if logs.is_empty() {
+                (layout::empty("No error logs in this window."))
+            } @else {
+                (log_table(&logs, false))
+            }
+        }
+        section #runtime-metrics {
+            h2 { "Runtime" }
+            @if runtime.is_empty() {
+                (layout::empty("This service sends no runtime metrics (process.*, GC, threads, queue depth). The OpenTelemetry system-metrics instrumentation adds them."))
+            } @else {
+                div.charts {
+                    @for chart in &runtime {
+                        figure {
+                            figcaption {
+                                (chart.name)
+                                @if chart.per_second { " (per second)" }
+                                @if let Some(unit) = &chart.unit { " · " (unit) }
+                            }
+                            (layout::chart("", &chart.name, &x, &chart.lines.iter().map(|(label, values)| Line {
+                                label, values: values.clone(), color: None,
+                            }).collect::<Vec<_>>(), if chart.per_second { "/s" } else { chart.unit.as_deref().unwrap_or("") }, false))
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(Html(
+        layout::page(
+            &name,
+            Section::Services,
+            Some((
+                &window,
+                layout::service_href(&name, "").trim_end_matches('?'),
+                &[],
+            )),
+            body,
+        )
+        .into_string(),
+    ))
+}
+
+fn request_table(id: &str, rows: &[RequestSpan], empty: &str) -> Markup {
+    if rows.is_empty() {
+        return html! { table id=(id) hidden {} (layout::empty(empty)) };
+    }
+    html! {
+        table id=(id) {
+            thead { tr {
+                th scope="col" { "Started" }
+                th scope="col" { "Request" }
+                th.num scope="col" { "Duration" }
+                th scope="col" { "Status" }
+            } }
+            tbody {
+                @for r in rows {
+                    tr {
+                        td.time { (layout::time(r.start_ns)) }
+                        td {
+                            a.trace-link href=(layout::trace_href(&r.trace_id, Some(&r.span_id))) { (r.name) }
+                            @if let Some(v) = &r.service_version { " " span.version { (v) } }
+                        }
+                        td.num { (layout::ms(r.duration_ms)) }
+                        td {
+                            @if r.status == "error" || r.http_status_code.is_some_and(|c| c >= 500) {
+                                span.badge.error { @if let Some(c) = r.http_status_code { (c) } @else { "error" } }
+                            } @else if let Some(c) = r.http_status_code {
+                                span.badge { (c) }
+                            } @else {
+                                span.badge { (r.status) }
+                            }
+                            @if let Some(reason) = &r.reason { " " span.reason { (reason) } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! `/`: every service with its request rate, errors and latency over the window, a trend of
+//! each, and a table of routes.
+
+use std::collections::HashMap;
+
+use axum::extract::{Query, State};
+use axum::response::Html;
+use maud::{Markup, html};
+use sightline_query::overview::{self, Buckets};
+use sightline_query::views;
+
+use super::layout::{self, Line, Section};
+use super::window::Window;
+use super::{UiError, UiState};
+
+pub async fn page(
+    State(state): State<UiState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Html<String>, UiError> {
+    let window = Window::from_params(&params, state.now_ns(), "1h")?;
+    let engine = &state.api.engine;
+    let buckets = Buckets::over(window.start_ns, window.end_ns);
+    let (summaries, series, names) = tokio::try_join!(
+        views::services(engine, window.time_range(), window.seconds(), None),
+        overview::red_series(engine, buckets, None),
+        overview::service_names(engine, window.time_range()),
+    )?;
+    let quiet: Vec<&String> = names
+        .iter()
+        .filter(|n| !summaries.iter().any(|s| &s.service_name == *n))
+        .collect();
+    let x = buckets.times_s();
+    let wq = window.query();
+
+    let body = html! {
+        h1 { "Services" }
+        p.lede { "Requests (server and consumer spans), errors and latency over the "
+            @if window.range == "custom" { "chosen range" } @else { "last " (window.range) } "." }
+        @if summaries.is_empty() && quiet.is_empty() {
+            (layout::empty("No telemetry in this window. Point a service's OpenTelemetry exporter at this server (see the README), or run `sightline demo`."))
+        } @else {
+            table #services {
+                thead { tr {
+                    th scope="col" { "Service" }
+                    th.num scope="col" { "Rate" }
+                    th.num scope="col" { "Errors" }
+                    th.num scope="col" { "p50" }
+                    th.num scope="col" { "p95" }
+                    th.num scope="col" { "p99" }
+                    th scope="col" { "Trend (requests/s, errors/s)" }
+                } }
+                tbody {
+                    @for s in &summaries {
+                        @let name = &s.service_name;
+                        tr data-service=(name) {
+                            th scope="row" {
+                                span.dot style=(format!("background:{}", layout::service_color(name))) {}
+                                a.service-link href=(layout::service_href(name, &wq)) { (name) }
+                            }
+                            td.num { (layout::rate(s.red.rate_per_s)) }
+                            td.num.bad[s.red.errors > 0] { (layout::percent(s.red.error_rate)) }
+                            td.num { (layout::ms(s.red.p50_ms)) }
+                            td.num { (layout::ms(s.red.p95_ms)) }
+                            td.num { (layout::ms(s.red.p99_ms)) }
+                            td.trend {
+                                @if let Some(series) = series.get(name) {
+                                    (layout::chart("", &format!("{name} requests and errors per second"), &x, &[
+                                        Line { label: "requests/s", values: series.rate.iter().map(|v| Some(*v)).collect(), color: Some(layout::BLUE) },
+                                        Line { label: "errors/s", values: series.error_rate.iter().map(|v| Some(*v)).collect(), color: Some(layout::RED) },
+                                    ], "/s", true))
+                                }
+                            }
+                        }
+                    }
+                    @for name in &quiet {
+                        tr data-service=(name) {
+                            th scope="row" {
+                                span.dot style=(format!("background:{}", layout::service_color(name))) {}
+                                a.service-link href=(layout::service_href(name, &wq)) { (name) }
+                            }
+                            td.muted colspan="6" { "no requests in this window (logs or spans of other kinds only)" }
+                        }
+                    }
+                }
+            }
+            h2 { "Routes" }
+            (routes_table(&summaries, &wq))
+        }
+    };
+    let keep: Vec<(&str, String)> = Vec::new();
+    Ok(Html(
+        layout::page(
+            "Services",
+            Section::Services,
+            Some((&window, "/", &keep)),
+            body,
+        )
+        .into_string(),
+    ))
+}
+
+fn routes_table(summaries: &[views::ServiceSummary], wq: &str) -> Markup {
+    html! {
+        table #routes {
+            thead { tr {
+                th scope="col" { "Service" }
+                th scope="col" { "Route" }
+                th.num scope="col" { "Rate" }
+                th.num scope="col" { "Errors" }
+                th.num scope="col" { "p50" }
+                th.num scope="col" { "p95" }
+                th.num scope="col" { "p99" }
+            } }
+            tbody {
+                @for s in summaries {
+                    @for r in &s.routes {
+                        tr.route-row {
+                            td { a href=(layout::service_href(&s.service_name, wq)) { (s.service_name) } }
+                            td.route { @if let Some(m) = &r.http_method { span.method { (m) } " " } (r.http_route) }
+                            td.num { (layout::rate(r.red.rate_per_s)) }
+                            td.num.bad[r.red.errors > 0] { (layout::percent(r.red.error_rate)) }
+                            td.num { (layout::ms(r.red.p50_ms)) }
+                            td.num { (layout::ms(r.red.p95_ms)) }
+                            td.num { (layout::ms(r.red.p99_ms)) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
