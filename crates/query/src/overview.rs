@@ -437,7 +437,8 @@ mod tests {
         assert_eq!(attributes_label("{}"), "all");
         assert_eq!(
             attributes_label(r#"{"queue":"emails","n":2}"#),
-            "queue=emails, n=2"
+            "n=2, queue=emails",
+            "keys in name order, so a line keeps its label"
         );
     }
 }

@@ -45,6 +45,21 @@ pub enum Command {
 pub enum BenchCommand {
     /// Send the demo's traces and logs from N clients for a bounded time and report the figures.
     Ingest(BenchIngestArgs),
+    /// Time each page of the web UI on the server (its Server-Timing) over repeated loads.
+    Pages(BenchPagesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchPagesArgs {
+    /// The server's UI and API address.
+    #[arg(long, default_value = "http://127.0.0.1:4319")]
+    pub url: String,
+    /// Loads of each page.
+    #[arg(long, default_value_t = 10)]
+    pub runs: usize,
+    /// Time windows the pages are asked for, comma-separated.
+    #[arg(long, default_value = "1h,24h")]
+    pub ranges: String,
 }
 
 #[derive(Debug, Args)]
@@ -207,6 +222,18 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Bench(BenchCommand::Ingest(args)) => {
             runtime().and_then(|rt| rt.block_on(bench_ingest(args)))
         }
+        Command::Bench(BenchCommand::Pages(args)) => runtime().and_then(|rt| {
+            rt.block_on(crate::bench::run_pages(crate::bench::PagesBenchOptions {
+                url: args.url,
+                runs: args.runs,
+                ranges: args
+                    .ranges
+                    .split(',')
+                    .map(|r| r.trim().to_string())
+                    .filter(|r| !r.is_empty())
+                    .collect(),
+            }))
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

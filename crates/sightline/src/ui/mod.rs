@@ -47,7 +47,22 @@ pub fn router(state: UiState) -> Router {
         .route("/logs/stream", get(logs::stream))
         .route("/query", get(query::page))
         .route("/static/{version}/{file}", get(asset))
+        .layer(axum::middleware::from_fn(server_timing))
         .with_state(state)
+}
+
+/// Says how long the server took for a page (`Server-Timing: page;dur=12.3`, milliseconds):
+/// browsers show it in their network panel and `sightline bench pages` reads it.
+async fn server_timing(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let started = std::time::Instant::now();
+    let mut response = next.run(request).await;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if let Ok(value) = header::HeaderValue::from_str(&format!("page;dur={ms:.2}")) {
+        response
+            .headers_mut()
+            .insert(header::HeaderName::from_static("server-timing"), value);
+    }
+    response
 }
 
 /// The files the pages load, embedded at build time.
@@ -150,6 +165,11 @@ impl IntoResponse for UiError {
         );
         (status, Html(body.into_string())).into_response()
     }
+}
+
+/// Text percent-encoded for a URL's path or query.
+pub fn encode_component(text: &str) -> String {
+    window::percent(text)
 }
 
 /// Query parameters with empty values dropped.
