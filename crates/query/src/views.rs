@@ -224,16 +224,20 @@ pub async fn services(
         approx_percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ns) AS p95, \
         approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ns) AS p99"
     );
-    let by_service = format!(
-        "SELECT service_name, {measures} FROM spans WHERE {filter} GROUP BY service_name ORDER BY service_name"
-    );
-    let by_route = format!(
-        "SELECT service_name, http_method, coalesce(http_route, name) AS route, {measures} FROM spans \
-         WHERE {filter} GROUP BY service_name, http_method, coalesce(http_route, name) \
+    // One scan for both levels: the service rows are those without a route (`route` is never
+    // null in a route row, since a span always has a name).
+    let sql = format!(
+        "SELECT service_name, http_method, route, {measures} FROM \
+         (SELECT service_name, http_method, coalesce(http_route, name) AS route, status, \
+          http_status_code, duration_ns FROM spans WHERE {filter}) \
+         GROUP BY GROUPING SETS ((service_name), (service_name, http_method, route)) \
          ORDER BY service_name, requests DESC, route"
     );
-    let (_, service_batches, _) = engine.collect(&by_service, 100_000).await?;
-    let (_, route_batches, _) = engine.collect(&by_route, 100_000).await?;
+    let (_, batches, _) = engine.collect(&sql, 100_000).await?;
+    let (service_rows, route_rows): (Vec<_>, Vec<_>) = batches
+        .iter()
+        .flat_map(|b| batch_objects(b, &[]))
+        .partition(|row| row.get("route").is_none_or(Value::is_null));
     let red = |row: &Map<String, Value>| {
         let requests = row.get("requests").and_then(Value::as_i64).unwrap_or(0);
         let errors = row.get("errors").and_then(Value::as_i64).unwrap_or(0);
@@ -257,9 +261,8 @@ pub async fn services(
             total_ms: ms("total"),
         }
     };
-    let mut services: Vec<ServiceSummary> = service_batches
-        .iter()
-        .flat_map(|b| batch_objects(b, &[]))
+    let mut services: Vec<ServiceSummary> = service_rows
+        .into_iter()
         .map(|row| ServiceSummary {
             service_name: row
                 .get("service_name")
@@ -270,7 +273,8 @@ pub async fn services(
             routes: Vec::new(),
         })
         .collect();
-    for row in route_batches.iter().flat_map(|b| batch_objects(b, &[])) {
+    services.sort_by(|a, b| a.service_name.cmp(&b.service_name));
+    for row in route_rows {
         let service = row
             .get("service_name")
             .and_then(Value::as_str)

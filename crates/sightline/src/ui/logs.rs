@@ -214,7 +214,7 @@ pub async fn page(
     let engine = &state.api.engine;
     let (mut rows, services) = tokio::try_join!(
         views::logs(engine, &search),
-        overview::service_names(engine, window.time_range()),
+        overview::log_service_names(engine, window.time_range()),
     )?;
     let more = rows.len() > PAGE_ROWS;
     rows.truncate(PAGE_ROWS);

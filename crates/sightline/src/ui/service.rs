@@ -35,7 +35,7 @@ pub async fn page(
     };
     let (summary, series, slowest, failing, logs, runtime) = tokio::try_join!(
         views::services(engine, range, window.seconds(), Some(&name)),
-        overview::red_series(engine, buckets, Some(&name)),
+        overview::red_series(engine, buckets, Some(&name), true),
         overview::requests(engine, &name, range, RequestOrder::Slowest, LIST_ROWS),
         overview::requests(engine, &name, range, RequestOrder::FailingNewest, LIST_ROWS),
         views::logs(engine, &error_logs),

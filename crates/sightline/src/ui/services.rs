@@ -22,9 +22,10 @@ pub async fn page(
     let buckets = Buckets::over(window.start_ns, window.end_ns);
     let (summaries, series, names) = tokio::try_join!(
         views::services(engine, window.time_range(), window.seconds(), None),
-        overview::red_series(engine, buckets, None),
-        overview::service_names(engine, window.time_range()),
+        overview::red_series(engine, buckets, None, false),
+        overview::log_service_names(engine, window.time_range()),
     )?;
+    // Services that only sent logs (or spans of other kinds) in the window.
     let quiet: Vec<&String> = names
         .iter()
         .filter(|n| !summaries.iter().any(|s| &s.service_name == *n))
