@@ -610,6 +610,55 @@ def test_live_tail_shows_new_lines_as_they_arrive(page, sightline_factory):
     expect(button).not_to_contain_text("Stop")
 
 
+def test_live_tail_keeps_up_with_a_busy_service(page, sightline_factory):
+    """Tens of thousands of log lines a second from `sightline bench ingest`: the tail sends at most
+    200 lines per 250 ms tick and says how many it left out, the page keeps the newest 1000 live
+    rows, newest on top, and answers clicks all along."""
+    server = sightline_factory(name="ui-busy").start()
+    goto(page, ui(server, "/logs", range="15m"))
+    page.locator("button#live-tail").click()
+    expect(page.locator("#tail-status")).to_contain_text("Live")
+
+    html, toggle = page.locator("html"), page.locator("#theme-toggle")
+    live = page.locator("#log-lines tbody tr.log-line.live")
+
+    def expect_responsive() -> None:
+        """Script runs on the page and a click still switches the theme; at most 1000 live rows."""
+        page.wait_for_function("() => 1 + 1 === 2", timeout=LIVE_TIMEOUT_MS)
+        theme = html.get_attribute("data-theme")
+        toggle.click(timeout=LIVE_TIMEOUT_MS)
+        expect(html).to_have_attribute("data-theme", "dark" if theme == "light" else "light")
+        assert live.count() <= 1000, f"{live.count()} live rows: the page keeps only the newest 1000"
+
+    bench = subprocess.Popen(
+        [sightline_bin(), "bench", "ingest", "--endpoint", server.otlp_http_url, "--clients", "4",
+         "--duration", "4s", "--requests-per-body", "200"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        checks = 0
+        deadline = time.monotonic() + 120
+        while bench.poll() is None and time.monotonic() < deadline:
+            expect_responsive()
+            checks += 1
+            time.sleep(0.5)
+        out, err = bench.communicate(timeout=120)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()
+    assert bench.returncode == 0, f"sightline bench ingest exited with {bench.returncode}\n{err}"
+    assert checks >= 1, f"the page was never checked while the load ran\n{out}"
+
+    expect(live.first, "no live row arrived").to_be_attached(timeout=LIVE_TIMEOUT_MS)
+    expect(page.locator("#log-lines tbody tr.tail-skipped").first).to_contain_text("not shown to keep up")
+    expect_responsive()
+    times = live.locator("td.time")
+    first, last = times.first.inner_text().strip(), times.last.inner_text().strip()
+    for t in (first, last):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}", t), f"not a UTC time of the table: {t!r}"
+    assert first >= last, f"the newest row is not on top: the first live row is at {first}, the last at {last}"
+
+
 # --------------------------------------------------------------------- query
 
 

@@ -36,6 +36,8 @@
     else if (a === 0) s = '0';
     else s = v.toPrecision(2);
     if (unit === '/s') return s + '/s';
+    // UCUM annotations such as {thread} name what is counted; the axis shows plain numbers.
+    if (/^\{.*\}$/.test(unit)) return s;
     if (unit === 'By') return s + 'B';
     if (unit === '1' || unit === '') return s;
     return s + ' ' + unit;

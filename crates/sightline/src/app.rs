@@ -5,9 +5,9 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use sightline_model::Clock;
@@ -55,6 +55,28 @@ pub async fn serve(
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    // The UI and API port answers from the start: while the log is replayed, /healthz says so
+    // and every other route answers 503 with Retry-After; then the real routes take over.
+    let app_slot: Arc<OnceLock<axum::Router>> = Arc::new(OnceLock::new());
+    let replay = Arc::new(ReplayState {
+        started: Instant::now(),
+        wal_files: count_wal_files(&config.data_dir),
+    });
+    let api_addr = listeners.api.local_addr()?;
+    let api_server = tokio::spawn(
+        axum::serve(
+            listeners.api,
+            front_router(app_slot.clone(), replay.clone()),
+        )
+        .with_graceful_shutdown(stopped(stop_rx.clone()))
+        .into_future(),
+    );
+
     let data_dir = config.data_dir.clone();
     let store_options = config.storage.clone();
     let open_clock = clock.clone();
@@ -71,6 +93,7 @@ pub async fn serve(
         wal_files = report.wal_files_replayed,
         records = report.records_replayed,
         torn_tails = report.torn_tails.len(),
+        elapsed_ms = replay.started.elapsed().as_millis() as u64,
         "data folder opened"
     );
     let engine = QueryEngine::new(store.clone(), config.query.clone())?;
@@ -79,15 +102,10 @@ pub async fn serve(
     let pipeline = Pipeline::new(store.clone(), clock.clone(), metrics.clone(), tail.clone());
     let ready = Arc::new(AtomicBool::new(false));
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-
     let addrs = (
         listeners.otlp_grpc.local_addr()?,
         listeners.otlp_http.local_addr()?,
-        listeners.api.local_addr()?,
+        api_addr,
     );
     let grpc_router = OtlpGrpc::router(
         pipeline.clone(),
@@ -105,8 +123,9 @@ pub async fn serve(
         clock: clock.clone(),
         metrics: metrics.clone(),
         ready: ready.clone(),
+        torn_tails_at_start: report.torn_tails.len(),
     };
-    let api_router = ui::router(ui::UiState {
+    let app_router = ui::router(ui::UiState {
         api: api_state.clone(),
         tail,
     })
@@ -122,14 +141,11 @@ pub async fn serve(
                 .with_graceful_shutdown(stopped(stop_rx.clone()))
                 .into_future(),
         ),
-        tokio::spawn(
-            axum::serve(listeners.api, api_router)
-                .with_graceful_shutdown(stopped(stop_rx.clone()))
-                .into_future(),
-        ),
+        api_server,
     ];
     let background = tokio::spawn(run_background(store.clone(), stopped(stop_rx.clone())));
 
+    let _ = app_slot.set(app_router);
     ready.store(true, Ordering::SeqCst);
     if let Some(path) = &config.ready_file {
         write_ready_file(path, addrs.0, addrs.1, addrs.2)?;
@@ -155,6 +171,70 @@ pub async fn serve(
         "buffer flushed; stopped"
     );
     Ok(())
+}
+
+/// What the UI and API port says while the write-ahead log is replayed.
+struct ReplayState {
+    started: Instant,
+    wal_files: usize,
+}
+
+fn count_wal_files(data_dir: &Path) -> usize {
+    std::fs::read_dir(data_dir.join("wal"))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "wal"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Routes to the real UI and API once they are set; until then answers as "replaying".
+fn front_router(slot: Arc<OnceLock<axum::Router>>, replay: Arc<ReplayState>) -> axum::Router {
+    use axum::response::IntoResponse;
+    use tower::ServiceExt;
+    axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let slot = slot.clone();
+        let replay = replay.clone();
+        async move {
+            if let Some(app) = slot.get() {
+                return match app.clone().oneshot(request).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                };
+            }
+            let message = format!(
+                "the server is replaying its write-ahead log ({} file(s), {:.0} s so far); \
+                 it answers once every acknowledged record is back. Retry shortly.",
+                replay.wal_files,
+                replay.started.elapsed().as_secs_f64()
+            );
+            let body = if request.uri().path() == "/healthz" {
+                serde_json::json!({
+                    "status": "replaying",
+                    "ready": false,
+                    "replay": {
+                        "wal_files": replay.wal_files,
+                        "elapsed_seconds": replay.started.elapsed().as_secs_f64(),
+                    },
+                    "checks": [{"name": "replay", "level": "warn", "message": message}],
+                })
+            } else {
+                serde_json::json!({"error": {"code": "unavailable", "message": message}})
+            };
+            let mut response = (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(body),
+            )
+                .into_response();
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(crate::server::RETRY_AFTER_SECONDS),
+            );
+            response
+        }
+    })
 }
 
 /// Flushes when the buffer is due and runs compaction and retention once a minute.

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod health;
 pub mod pipeline;
 pub mod self_metrics;
 pub mod server;

@@ -2,6 +2,7 @@
 //! `logs`), each taking `--url`.
 
 mod client;
+mod doctor;
 mod logs;
 mod query;
 mod trace;
@@ -34,6 +35,8 @@ pub enum Command {
     Trace(trace::TraceArgs),
     /// Search logs, or follow new ones as they arrive.
     Logs(logs::LogsArgs),
+    /// Say what is wrong with a server, in plain words (exit status 1 when something fails).
+    Doctor(doctor::DoctorArgs),
     /// Send a small Python shop's telemetry (traces, logs, metrics, faults) to a server.
     Demo(DemoArgs),
     /// Benchmarks (not tests): load generators that report throughput, latency and cost.
@@ -219,6 +222,11 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Trace(args) => runtime().and_then(|rt| rt.block_on(trace::run(args))),
         Command::Logs(args) => runtime().and_then(|rt| rt.block_on(logs::run(args))),
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo(args))),
+        Command::Doctor(args) => match runtime().and_then(|rt| rt.block_on(doctor::run(args))) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
         Command::Bench(BenchCommand::Ingest(args)) => {
             runtime().and_then(|rt| rt.block_on(bench_ingest(args)))
         }

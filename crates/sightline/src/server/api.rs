@@ -19,6 +19,7 @@ use sightline_query::views::{self, LogSearch};
 use sightline_storage::Store;
 
 use super::ApiError;
+use crate::health::Level;
 use crate::self_metrics::SelfMetrics;
 
 /// What the API handlers share.
@@ -30,6 +31,8 @@ pub struct ApiState {
     pub metrics: Arc<SelfMetrics>,
     /// False until the log replay is done and the receivers listen.
     pub ready: Arc<AtomicBool>,
+    /// Write-ahead log files the last start found cut short.
+    pub torn_tails_at_start: usize,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -182,15 +185,35 @@ async fn services(
     .into_response())
 }
 
+/// Readiness and what is wrong, if anything: `status` is `ok`, `degraded` (a check warns) or
+/// `failing` (a check fails); `checks` say why in words.
 async fn healthz(State(state): State<ApiState>) -> Response {
     let ready = state.ready.load(Ordering::SeqCst);
     let stats = state.store.stats();
+    let checks = crate::health::checks(&state.store, state.torn_tails_at_start);
+    let worst = checks
+        .iter()
+        .map(|c| c.level)
+        .max_by_key(|l| match l {
+            Level::Ok => 0,
+            Level::Warn => 1,
+            Level::Fail => 2,
+        })
+        .unwrap_or(Level::Ok);
     let body = json!({
-        "status": if ready { "ok" } else { "starting" },
+        "status": if !ready { "starting" } else { match worst {
+            Level::Ok => "ok",
+            Level::Warn => "degraded",
+            Level::Fail => "failing",
+        } },
         "ready": ready,
+        "now": sightline_query::json::format_time_ns(state.clock.now_ns()),
+        "version": env!("CARGO_PKG_VERSION"),
+        "data_dir": state.store.data_dir().display().to_string(),
         "buffered_rows": stats.buffered_rows.values().sum::<u64>(),
         "segments": stats.segments.values().map(|s| s.0).sum::<u64>(),
         "wal_write_errors": stats.wal_write_errors,
+        "checks": checks,
     });
     let status = if ready {
         StatusCode::OK
