@@ -61,3 +61,51 @@ def test_a_limit_too_small_is_refused_at_start(tmp_path):
     assert out.returncode != 0
     assert "limits.max_attribute_value_bytes must be at least 16" in out.stderr, out.stderr
     assert str(config) in out.stderr, out.stderr
+
+
+def stamped_span(service: str, start_ns: int) -> dict:
+    return {"traceId": uuid.uuid4().hex, "spanId": uuid.uuid4().hex[:16], "name": "op", "kind": 2,
+            "startTimeUnixNano": str(start_ns), "endTimeUnixNano": str(start_ns + 1000)}
+
+
+def spans_body(service: str, spans: list[dict]) -> dict:
+    return {"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
+        "scopeSpans": [{"spans": spans}]}]}
+
+
+def test_timestamps_far_from_the_server_clock_are_rejected_and_counted(sightline_factory):
+    server = sightline_factory(name="clock").start()
+    now, day = time.time_ns(), 86_400 * 10**9
+    rejected_before = server.metric("sightline_ingest_records_total", signal="spans", outcome="rejected")
+
+    # Every record far off: a precise 400 says which bound and what to check.
+    resp = server.post_otlp("/v1/traces", spans_body("ahead", [stamped_span("ahead", now + 2 * day)]))
+    assert resp.status_code == 400, resp.text
+    message = resp.json()["message"]
+    assert "after the server's clock" in message and "limits.max_timestamp_ahead" in message, message
+    # Seconds sent where nanoseconds belong land in 1970: too old.
+    resp = server.post_otlp("/v1/traces", spans_body("seconds", [stamped_span("seconds", now // 10**9)]))
+    assert resp.status_code == 400 and "before the server's clock" in resp.json()["message"], resp.text
+
+    # Mixed with good records: the good ones are kept, the bad one is a partial success.
+    resp = server.post_otlp("/v1/traces", spans_body("mixed", [
+        stamped_span("mixed", now), stamped_span("mixed", now - 40 * day)]))
+    assert resp.status_code == 200, resp.text
+    partial = resp.json()["partialSuccess"]
+    assert str(partial["rejectedSpans"]) == "1" and "30 days before" in partial["errorMessage"], partial
+    assert server.rows("SELECT service_name, count(*) AS n FROM spans GROUP BY service_name") == [
+        {"service_name": "mixed", "n": 1}]
+    rejected = server.metric("sightline_ingest_records_total", signal="spans", outcome="rejected")
+    assert rejected - rejected_before == 3, rejected
+
+
+def test_timestamp_bounds_are_configurable(sightline_factory, tmp_path):
+    config = tmp_path / "clock.toml"
+    config.write_text('[limits]\nmax_timestamp_age = "forever"\nmax_timestamp_ahead = "10m"\n')
+    server = sightline_factory(extra_args=["--config", str(config)], name="clock-conf").start()
+    now = time.time_ns()
+    old = server.post_otlp("/v1/traces", spans_body("old", [stamped_span("old", now - 400 * 86_400 * 10**9)]))
+    assert old.status_code == 200 and "partialSuccess" not in old.json(), old.text
+    ahead = server.post_otlp("/v1/traces", spans_body("ahead", [stamped_span("ahead", now + 3600 * 10**9)]))
+    assert ahead.status_code == 400 and "600 s after the server's clock" in ahead.json()["message"], ahead.text

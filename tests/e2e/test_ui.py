@@ -22,6 +22,7 @@ from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+import requests
 from playwright.sync_api import Locator, Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
@@ -611,12 +612,13 @@ def test_live_tail_shows_new_lines_as_they_arrive(page, sightline_factory):
 
 
 def test_live_tail_keeps_up_with_a_busy_service(page, sightline_factory):
-    """Tens of thousands of log lines a second from `sightline bench ingest`: the tail sends at most
-    200 lines per 250 ms tick and says how many it left out, the page keeps the newest 1000 live
-    rows, newest on top, and answers clicks all along."""
+    """Thousands of log lines a second from `sightline bench ingest`: the tail sends at most 200
+    lines per 250 ms tick and says how many it left out, the page keeps the newest 1000 live rows,
+    newest on top, and answers clicks all along."""
     server = sightline_factory(name="ui-busy").start()
     goto(page, ui(server, "/logs", range="15m"))
-    page.locator("button#live-tail").click()
+    button = page.locator("button#live-tail")
+    button.click()
     expect(page.locator("#tail-status")).to_contain_text("Live")
 
     html, toggle = page.locator("html"), page.locator("#theme-toggle")
@@ -652,11 +654,21 @@ def test_live_tail_keeps_up_with_a_busy_service(page, sightline_factory):
     expect(live.first, "no live row arrived").to_be_attached(timeout=LIVE_TIMEOUT_MS)
     expect(page.locator("#log-lines tbody tr.tail-skipped").first).to_contain_text("not shown to keep up")
     expect_responsive()
+
+    # The bench's lines are not stamped in the order they arrive (four clients, each body's lines
+    # spread over its requests), so a line sent after the load is the one known to be newest.
+    marker = f"after the load {os.urandom(4).hex()}"
+    post_ok(server, "/v1/logs", log_request(f"ui-busy-{os.urandom(3).hex()}", marker))
+    expect(live.first).to_contain_text(marker, timeout=LIVE_TIMEOUT_MS)
+    expect_responsive()
     times = live.locator("td.time")
     first, last = times.first.inner_text().strip(), times.last.inner_text().strip()
     for t in (first, last):
         assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}", t), f"not a UTC time of the table: {t!r}"
     assert first >= last, f"the newest row is not on top: the first live row is at {first}, the last at {last}"
+
+    button.click()
+    expect(button).not_to_contain_text("Stop")
 
 
 # --------------------------------------------------------------------- query
@@ -751,3 +763,13 @@ def test_journey_from_services_to_a_trace_to_its_logs_and_back(page, demo_server
     lines.first.locator("a.trace-link").click()
     expect(page).to_have_url(re.compile(rf"/traces/{trace_id}(\?|$)"))
     expect(page.locator("#waterfall .span-row").first).to_be_visible()
+
+
+def test_an_open_live_tail_does_not_hold_up_shutdown(sightline_factory):
+    """The stream ends when the server stops, so a browser left tailing cannot delay a restart."""
+    server = sightline_factory(name="tail-stop").start()
+    stream = requests.get(ui(server, "/logs/stream"), stream=True, timeout=30)
+    assert stream.status_code == 200 and stream.headers["content-type"].startswith("text/event-stream")
+    assert next(stream.iter_lines()) == b"event: ready"
+    server.stop(timeout=10)  # exit 0 within 10 s, with the stream still open on this side
+    stream.close()

@@ -110,7 +110,7 @@ fn ingest<R: Message + Default>(
     received_ns: i64,
     limits: Limits,
 ) -> Result<Normalized, Error> {
-    let (mut request, mut rejections) = match encoding {
+    let (request, mut rejections) = match encoding {
         BodyEncoding::Protobuf => (
             R::decode(bytes).map_err(|e| Error::Protobuf {
                 message: codec.message,
@@ -120,12 +120,52 @@ fn ingest<R: Message + Default>(
         ),
         BodyEncoding::Json => (codec.parse_json)(bytes)?,
     };
-    let limited = (codec.enforce)(&mut request, limits);
-    let mut normalized = (codec.normalize)(&request, received_ns);
-    normalized.limited = limited;
+    let mut normalized = prepare(codec, request, received_ns, limits);
     rejections.merge(std::mem::take(&mut normalized.rejections));
     normalized.rejections = rejections;
     Ok(normalized)
+}
+
+/// Applies the per-record limits to a decoded request, normalizes it, and rejects records
+/// stamped too far from the server's clock.
+fn prepare<R>(
+    codec: &SignalCodec<R>,
+    mut request: R,
+    received_ns: i64,
+    limits: Limits,
+) -> Normalized {
+    let limited = (codec.enforce)(&mut request, limits);
+    let mut normalized = (codec.normalize)(&request, received_ns);
+    normalized.limited = limited;
+    limits::enforce_time_bounds(&mut normalized, received_ns, limits);
+    normalized
+}
+
+/// Limits and normalizes a traces request decoded elsewhere (the gRPC receiver).
+pub fn prepare_traces(
+    request: ExportTraceServiceRequest,
+    received_ns: i64,
+    limits: Limits,
+) -> Normalized {
+    prepare(&TRACES, request, received_ns, limits)
+}
+
+/// Limits and normalizes a logs request decoded elsewhere (the gRPC receiver).
+pub fn prepare_logs(
+    request: ExportLogsServiceRequest,
+    received_ns: i64,
+    limits: Limits,
+) -> Normalized {
+    prepare(&LOGS, request, received_ns, limits)
+}
+
+/// Limits and normalizes a metrics request decoded elsewhere (the gRPC receiver).
+pub fn prepare_metrics(
+    request: ExportMetricsServiceRequest,
+    received_ns: i64,
+    limits: Limits,
+) -> Normalized {
+    prepare(&METRICS, request, received_ns, limits)
 }
 
 /// Decodes an OTLP traces export body (already decompressed) and normalizes it.

@@ -15,14 +15,80 @@ pub struct Limits {
     pub max_attributes: usize,
     /// Bytes kept of one string value (attribute values, span names, log bodies).
     pub max_value_bytes: usize,
+    /// A record stamped more than this before the server's clock is rejected (`i64::MAX`: no bound).
+    pub max_timestamp_age_ns: i64,
+    /// A record stamped more than this after the server's clock is rejected.
+    pub max_timestamp_ahead_ns: i64,
 }
+
+const DAY_NS: i64 = 86_400_000_000_000;
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_attributes: 1024,
             max_value_bytes: 64 * 1024,
+            max_timestamp_age_ns: 30 * DAY_NS,
+            max_timestamp_ahead_ns: DAY_NS,
         }
+    }
+}
+
+/// Rejects records whose time is too far from the server's clock (a sender with a broken clock
+/// or a unit mix-up, e.g. seconds sent as nanoseconds): they would land in the wrong hour, be
+/// dropped by retention at once, or sort ahead of everything for days.
+pub fn enforce_time_bounds(normalized: &mut crate::Normalized, received_ns: i64, limits: Limits) {
+    let earliest = received_ns.saturating_sub(limits.max_timestamp_age_ns);
+    let latest = received_ns.saturating_add(limits.max_timestamp_ahead_ns);
+    let reason = |what: &str, t: i64| {
+        let when = chrono::DateTime::from_timestamp_nanos(t).format("%Y-%m-%dT%H:%M:%S%.9fZ");
+        let now = chrono::DateTime::from_timestamp_nanos(received_ns).format("%Y-%m-%dT%H:%M:%SZ");
+        if t < earliest {
+            format!(
+                "{what} rejected: its time {when} is more than {} before the server's clock ({now}); \
+                 check the sender's clock and that times are in nanoseconds (limits.max_timestamp_age)",
+                humanize(limits.max_timestamp_age_ns)
+            )
+        } else {
+            format!(
+                "{what} rejected: its time {when} is more than {} after the server's clock ({now}); \
+                 check the sender's clock (limits.max_timestamp_ahead)",
+                humanize(limits.max_timestamp_ahead_ns)
+            )
+        }
+    };
+    let rejections = &mut normalized.rejections;
+    let in_bounds = |t: i64| (earliest..=latest).contains(&t);
+    normalized.spans.retain(|row| {
+        let ok = in_bounds(row.start_time_ns);
+        if !ok {
+            rejections.reject(|| reason("span", row.start_time_ns));
+        }
+        ok
+    });
+    normalized.logs.retain(|row| {
+        let ok = in_bounds(row.time_ns);
+        if !ok {
+            rejections.reject(|| reason("log record", row.time_ns));
+        }
+        ok
+    });
+    normalized.metrics.retain(|row| {
+        let ok = in_bounds(row.time_ns);
+        if !ok {
+            rejections.reject(|| reason("data point", row.time_ns));
+        }
+        ok
+    });
+}
+
+fn humanize(ns: i64) -> String {
+    if ns % DAY_NS == 0 {
+        format!("{} days", ns / DAY_NS)
+    } else if ns % 3_600_000_000_000 == 0 {
+        format!("{} hours", ns / 3_600_000_000_000)
+    } else {
+        format!("{} s", ns / 1_000_000_000)
     }
 }
 
@@ -221,6 +287,7 @@ mod tests {
             Limits {
                 max_attributes: 4,
                 max_value_bytes: 21,
+                ..Limits::default()
             },
         );
         assert_eq!(
@@ -240,5 +307,45 @@ mod tests {
             panic!("string value")
         };
         assert_eq!(big, &format!("{}…[truncated 180 bytes]", "é".repeat(10)));
+    }
+
+    #[test]
+    fn records_far_from_the_server_clock_are_rejected_with_the_reason() {
+        let day = 86_400_000_000_000i64;
+        let now = 1_800_000_000_000_000_000i64;
+        let body = |t: i64| {
+            format!(
+                r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[
+                  {{"timeUnixNano":"{t}","body":{{"stringValue":"x"}}}},
+                  {{"timeUnixNano":"{}","body":{{"stringValue":"fine"}}}}]}}]}}]}}"#,
+                now - 1000
+            )
+        };
+        for (t, word) in [
+            (now - 31 * day, "before"),
+            (now + 2 * day, "after"),
+            (1_800_000_000, "before"),
+        ] {
+            let out = crate::ingest_logs(
+                body(t).as_bytes(),
+                crate::BodyEncoding::Json,
+                now,
+                Limits::default(),
+            )
+            .expect("decodes");
+            assert_eq!((out.logs.len(), out.rejections.count), (1, 1), "time {t}");
+            let reason = out.rejections.first_reason.expect("a reason");
+            assert!(
+                reason.contains(word) && reason.contains("server's clock"),
+                "{reason}"
+            );
+        }
+        let open = Limits {
+            max_timestamp_age_ns: i64::MAX,
+            ..Limits::default()
+        };
+        let out = crate::ingest_logs(body(1).as_bytes(), crate::BodyEncoding::Json, now, open)
+            .expect("decodes");
+        assert_eq!(out.logs.len(), 2, "no age bound: any past time is kept");
     }
 }

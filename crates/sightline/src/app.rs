@@ -128,6 +128,7 @@ pub async fn serve(
     let app_router = ui::router(ui::UiState {
         api: api_state.clone(),
         tail,
+        shutdown: stop_rx.clone(),
     })
     .merge(api::router(api_state));
     let servers = vec![

@@ -41,6 +41,10 @@ pub struct FileConfig {
 pub struct LimitsSection {
     pub max_attributes_per_record: Option<usize>,
     pub max_attribute_value_bytes: Option<usize>,
+    /// Records stamped further back than this are rejected; "forever" accepts any age.
+    pub max_timestamp_age: Option<String>,
+    /// Records stamped further ahead than this are rejected.
+    pub max_timestamp_ahead: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -207,6 +211,18 @@ impl ServeConfig {
                 bail!("config key limits.max_attribute_value_bytes must be at least 16");
             }
             limits.max_value_bytes = n;
+        }
+        match file.limits.max_timestamp_age.as_deref() {
+            None => {}
+            Some("forever") => limits.max_timestamp_age_ns = i64::MAX,
+            Some(text) => {
+                limits.max_timestamp_age_ns =
+                    duration(text, "limits.max_timestamp_age")?.as_nanos() as i64
+            }
+        }
+        if let Some(text) = &file.limits.max_timestamp_ahead {
+            limits.max_timestamp_ahead_ns =
+                duration(text, "limits.max_timestamp_ahead")?.as_nanos() as i64;
         }
         Ok(Self {
             limits,

@@ -21,6 +21,8 @@ pub enum PipelineError {
     Storage(#[from] sightline_storage::Error),
     #[error("rows could not be converted for storage: {0}")]
     Rows(#[from] arrow::error::ArrowError),
+    #[error("every record of the export was rejected ({count}); the first: {reason}")]
+    AllRejected { count: u64, reason: String },
 }
 
 impl PipelineError {
@@ -28,6 +30,7 @@ impl PipelineError {
         match self {
             Self::Storage(e) => e.code(),
             Self::Rows(_) => ErrorCode::Internal,
+            Self::AllRejected { .. } => ErrorCode::BadRequest,
         }
     }
 }
@@ -117,6 +120,15 @@ impl Pipeline {
         } = normalized;
         self.metrics.record_limited(limited);
         let rows = spans.len() + logs.len() + metrics.len();
+        if rows == 0 && rejections.count > 0 {
+            // Nothing to keep: the sender learns why with a 400, not a 200 it may not read.
+            self.metrics
+                .record_export(signal, 0, rejections.count, Some(ErrorCode::BadRequest));
+            return Err(PipelineError::AllRejected {
+                count: rejections.count,
+                reason: rejections.first_reason.unwrap_or_default(),
+            });
+        }
         let mut batches = Vec::with_capacity(3);
         if !spans.is_empty() {
             batches.push((Signal::Spans, spans_to_batch(&spans)?));

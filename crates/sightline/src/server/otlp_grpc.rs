@@ -94,10 +94,11 @@ impl TraceService for OtlpGrpc {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let mut request = request.into_inner();
-        let limited = sightline_ingest::limits::enforce_traces(&mut request, self.limits);
-        let mut normalized = sightline_ingest::traces::normalize(&request, self.pipeline.now_ns());
-        normalized.limited = limited;
+        let normalized = sightline_ingest::prepare_traces(
+            request.into_inner(),
+            self.pipeline.now_ns(),
+            self.limits,
+        );
         let accepted = self.store(Signal::Spans, normalized).await?;
         Ok(Response::new(ExportTraceServiceResponse {
             partial_success: partial(&accepted).map(|(rejected_spans, error_message)| {
@@ -116,10 +117,11 @@ impl LogsService for OtlpGrpc {
         &self,
         request: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        let mut request = request.into_inner();
-        let limited = sightline_ingest::limits::enforce_logs(&mut request, self.limits);
-        let mut normalized = sightline_ingest::logs::normalize(&request, self.pipeline.now_ns());
-        normalized.limited = limited;
+        let normalized = sightline_ingest::prepare_logs(
+            request.into_inner(),
+            self.pipeline.now_ns(),
+            self.limits,
+        );
         let accepted = self.store(Signal::Logs, normalized).await?;
         Ok(Response::new(ExportLogsServiceResponse {
             partial_success: partial(&accepted).map(|(rejected_log_records, error_message)| {
@@ -138,10 +140,11 @@ impl MetricsService for OtlpGrpc {
         &self,
         request: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        let mut request = request.into_inner();
-        let limited = sightline_ingest::limits::enforce_metrics(&mut request, self.limits);
-        let mut normalized = sightline_ingest::metrics::normalize(&request, self.pipeline.now_ns());
-        normalized.limited = limited;
+        let normalized = sightline_ingest::prepare_metrics(
+            request.into_inner(),
+            self.pipeline.now_ns(),
+            self.limits,
+        );
         let accepted = self.store(Signal::Metrics, normalized).await?;
         Ok(Response::new(ExportMetricsServiceResponse {
             partial_success: partial(&accepted).map(|(rejected_data_points, error_message)| {

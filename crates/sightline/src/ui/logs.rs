@@ -311,6 +311,7 @@ pub async fn stream(
         skipped: 0,
         ticker: tokio::time::interval(TAIL_TICK),
         started: false,
+        shutdown: state.shutdown.clone(),
     };
     let events = futures::stream::unfold(tail, |mut tail| async move {
         tail.next_event().await.map(|event| (Ok(event), tail))
@@ -371,6 +372,8 @@ struct Tail {
     skipped: u64,
     ticker: tokio::time::Interval,
     started: bool,
+    /// Becomes true when the server stops: the stream ends so shutdown need not wait for it.
+    shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Tail {
@@ -380,7 +383,15 @@ impl Tail {
             return Some(Event::default().event("ready").data("tailing"));
         }
         loop {
+            if *self.shutdown.borrow() {
+                return None;
+            }
             tokio::select! {
+                changed = self.shutdown.changed() => {
+                    if changed.is_err() {
+                        return None;
+                    }
+                }
                 _ = self.ticker.tick() => {
                     if let Some(event) = self.flush() {
                         return Some(event);

@@ -30,6 +30,8 @@ use crate::server::api::ApiState;
 pub struct UiState {
     pub api: ApiState,
     pub tail: LogTail,
+    /// True once the server is stopping; long-lived answers (the live tail) end then.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl UiState {
