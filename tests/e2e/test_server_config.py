@@ -408,9 +408,11 @@ def test_full_buffer_refuses_with_503_and_unavailable(sightline_factory, tmp_pat
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE, (info.value.code(), info.value.details())
     assert info.value.details(), "an UNAVAILABLE answer needs a message"
 
-    # The server is up, kept the first request only, and counted the refusals.
+    # The server is up (and says why it refuses), kept the first request only, and counted the refusals.
     health = srv.get("/healthz")
-    assert health.status_code == 200 and health.json()["status"] == "ok", health.text
+    assert health.status_code == 200 and health.json()["status"] == "degraded", health.text
+    buffer = next(c for c in health.json()["checks"] if c["name"] == "buffer")
+    assert buffer["level"] == "warn" and "ingest answers 503" in buffer["message"], buffer
     assert srv.running()
     assert_exactly_once(srv, service, first)
     assert srv.metric("sightline_ingest_requests_total", signal="spans", outcome="refused") >= 3

@@ -13,6 +13,10 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// The request's content type is not one the endpoint accepts.
     UnsupportedMediaType,
+    /// No valid token or session came with the request.
+    Unauthorized,
+    /// The token is valid but lacks the scope the route needs.
+    Forbidden,
     /// The thing asked for does not exist.
     NotFound,
     /// The server is saturated; retry after a pause.
@@ -31,6 +35,8 @@ impl ErrorCode {
             Self::BadRequest => "bad_request",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
             Self::TooManyRequests => "too_many_requests",
             Self::Unavailable => "unavailable",
@@ -44,6 +50,8 @@ impl ErrorCode {
             Self::BadRequest => 400,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
+            Self::Unauthorized => 401,
+            Self::Forbidden => 403,
             Self::NotFound => 404,
             Self::TooManyRequests => 429,
             Self::Unavailable => 503,
@@ -57,6 +65,8 @@ impl ErrorCode {
         match self {
             Self::BadRequest | Self::UnsupportedMediaType => 3, // INVALID_ARGUMENT
             Self::PayloadTooLarge => 8,                         // RESOURCE_EXHAUSTED
+            Self::Unauthorized => 16,                           // UNAUTHENTICATED
+            Self::Forbidden => 7,                               // PERMISSION_DENIED
             Self::NotFound => 5,                                // NOT_FOUND
             Self::TooManyRequests => 8,                         // RESOURCE_EXHAUSTED
             Self::Unavailable => 14,                            // UNAVAILABLE

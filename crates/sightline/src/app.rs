@@ -98,6 +98,11 @@ pub async fn serve(
     );
     let engine = QueryEngine::new(store.clone(), config.query.clone())?;
     let metrics = Arc::new(SelfMetrics::default());
+    let auth = if config.auth_tokens.is_empty() {
+        crate::auth::Auth::open()
+    } else {
+        crate::auth::Auth::new(&config.auth_tokens, false)?
+    };
     let tail = LogTail::default();
     let pipeline = Pipeline::new(store.clone(), clock.clone(), metrics.clone(), tail.clone());
     let ready = Arc::new(AtomicBool::new(false));
@@ -111,12 +116,20 @@ pub async fn serve(
         pipeline.clone(),
         config.max_body_bytes as usize,
         config.limits,
-    );
+    )
+    .layer(axum::middleware::from_fn_with_state(
+        auth.clone(),
+        crate::auth::require_ingest_grpc,
+    ));
     let http_router = otlp_http::router(otlp_http::OtlpHttpState {
         pipeline: pipeline.clone(),
         max_body_bytes: config.max_body_bytes,
         limits: config.limits,
-    });
+    })
+    .layer(axum::middleware::from_fn_with_state(
+        auth.clone(),
+        crate::auth::require_ingest,
+    ));
     let api_state = api::ApiState {
         engine,
         store: store.clone(),
@@ -129,8 +142,13 @@ pub async fn serve(
         api: api_state.clone(),
         tail,
         shutdown: stop_rx.clone(),
+        auth: auth.clone(),
     })
-    .merge(api::router(api_state));
+    .merge(api::router(api_state))
+    .layer(axum::middleware::from_fn_with_state(
+        auth.clone(),
+        crate::auth::require_read,
+    ));
     let servers = vec![
         tokio::spawn(
             axum::serve(listeners.otlp_grpc, grpc_router)

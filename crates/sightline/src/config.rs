@@ -34,6 +34,16 @@ pub struct FileConfig {
     pub query: QuerySection,
     #[serde(default)]
     pub limits: LimitsSection,
+    #[serde(default)]
+    pub auth: AuthSection,
+}
+
+/// `[auth]`: access tokens (`[[auth.tokens]]` with name, token, scopes).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    #[serde(default)]
+    pub tokens: Vec<crate::auth::TokenConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -101,6 +111,8 @@ pub struct ServeConfig {
     pub limits: sightline_ingest::Limits,
     /// Where the file configuration came from, if any.
     pub config_file: Option<PathBuf>,
+    /// Access tokens; none means open access, allowed on loopback addresses only.
+    pub auth_tokens: Vec<crate::auth::TokenConfig>,
 }
 
 fn duration(text: &str, key: &str) -> anyhow::Result<Duration> {
@@ -224,8 +236,9 @@ impl ServeConfig {
             limits.max_timestamp_ahead_ns =
                 duration(text, "limits.max_timestamp_ahead")?.as_nanos() as i64;
         }
-        Ok(Self {
+        let config = Self {
             limits,
+            auth_tokens: file.auth.tokens,
             data_dir: o
                 .data_dir
                 .or(file.data_dir)
@@ -244,7 +257,30 @@ impl ServeConfig {
             storage,
             query,
             config_file,
-        })
+        };
+        config.check_exposure()?;
+        Ok(config)
+    }
+
+    /// Refuses open access on an address others can reach.
+    fn check_exposure(&self) -> anyhow::Result<()> {
+        if !self.auth_tokens.is_empty() {
+            return Ok(());
+        }
+        for (addr, flag) in [
+            (self.otlp_grpc, "--otlp-grpc"),
+            (self.otlp_http, "--otlp-http"),
+            (self.listen, "--listen"),
+        ] {
+            if !addr.ip().is_loopback() {
+                bail!(
+                    "refusing to listen on {addr} ({flag}) without access tokens: anyone who can \
+                     reach it could read and write this telemetry. Add [[auth.tokens]] to \
+                     sightline.toml (see the README), or listen on 127.0.0.1"
+                );
+            }
+        }
+        Ok(())
     }
 }
 

@@ -3,6 +3,7 @@
 //! connected.
 
 pub mod app;
+pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod config;

@@ -42,6 +42,8 @@ fn status(code: ErrorCode, message: String) -> Status {
             Status::resource_exhausted(message)
         }
         ErrorCode::NotFound => Status::not_found(message),
+        ErrorCode::Unauthorized => Status::unauthenticated(message),
+        ErrorCode::Forbidden => Status::permission_denied(message),
         ErrorCode::Unavailable => Status::unavailable(message),
         ErrorCode::Timeout => Status::deadline_exceeded(message),
         ErrorCode::Internal => Status::internal(message),

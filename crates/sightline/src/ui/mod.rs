@@ -5,6 +5,7 @@
 //! server-sent events at `/logs/stream`) and `/query`. Every page keeps its state in the URL.
 
 mod layout;
+mod login;
 mod logs;
 mod query;
 mod service;
@@ -32,6 +33,8 @@ pub struct UiState {
     pub tail: LogTail,
     /// True once the server is stopping; long-lived answers (the live tail) end then.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Tokens and sessions (the login page).
+    pub auth: crate::auth::Auth,
 }
 
 impl UiState {
@@ -48,6 +51,8 @@ pub fn router(state: UiState) -> Router {
         .route("/logs", get(logs::page))
         .route("/logs/stream", get(logs::stream))
         .route("/query", get(query::page))
+        .route("/login", get(login::page).post(login::submit))
+        .route("/logout", get(login::logout))
         .route("/static/{version}/{file}", get(asset))
         .layer(axum::middleware::from_fn(server_timing))
         .with_state(state)

@@ -1,0 +1,435 @@
+//! Access: tokens with scopes (`ingest`, `read`, `admin`), checked on every receiver and on the
+//! UI and API; browser sessions after a login with a token.
+//!
+//! Tokens come from `[[auth.tokens]]` in `sightline.toml`. Only their SHA-256 digests are kept in
+//! memory and compared in constant time. With no token configured, access is open, which `serve`
+//! allows only on loopback addresses. `/healthz`, `/login` and the static files stay open so
+//! probes and the login page work.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use sightline_model::ErrorCode;
+use subtle::ConstantTimeEq;
+
+/// What a token may do. `admin` may do everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Send telemetry to the receivers.
+    Ingest,
+    /// Use the UI and the API (queries, traces, logs, metrics).
+    Read,
+    /// Everything.
+    Admin,
+}
+
+impl Scope {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Ingest => "ingest",
+            Self::Read => "read",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+/// One `[[auth.tokens]]` entry of `sightline.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds it (shown in the server's log on refusals, never the token).
+    pub name: String,
+    pub token: String,
+    pub scopes: Vec<Scope>,
+}
+
+/// Tokens shorter than this are refused at start: they can be guessed.
+pub const MIN_TOKEN_CHARS: usize = 16;
+/// How long a browser session lasts without a new login.
+const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+pub const SESSION_COOKIE: &str = "sightline_session";
+
+struct Token {
+    name: String,
+    digest: [u8; 32],
+    scopes: Vec<Scope>,
+}
+
+/// Who a request comes from.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub name: String,
+    pub scopes: Vec<Scope>,
+}
+
+impl Identity {
+    pub fn allows(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope) || self.scopes.contains(&Scope::Admin)
+    }
+}
+
+struct Session {
+    identity: Identity,
+    expires: Instant,
+}
+
+/// The server's tokens and browser sessions.
+#[derive(Clone)]
+pub struct Auth {
+    tokens: Arc<Vec<Token>>,
+    sessions: Arc<Mutex<HashMap<String, Session>>>,
+    /// Cookies get `Secure` when the UI is served over TLS.
+    secure_cookies: bool,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("tokens", &self.tokens.len())
+            .finish()
+    }
+}
+
+fn digest(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
+}
+
+impl Auth {
+    /// Checks the configured tokens: names and tokens unique, tokens long enough, scopes given.
+    pub fn new(tokens: &[TokenConfig], secure_cookies: bool) -> anyhow::Result<Self> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for t in tokens {
+            if t.token.chars().count() < MIN_TOKEN_CHARS {
+                anyhow::bail!(
+                    "auth token {:?} is shorter than {MIN_TOKEN_CHARS} characters; use a random one, e.g. `openssl rand -hex 24`",
+                    t.name
+                );
+            }
+            if t.scopes.is_empty() {
+                anyhow::bail!(
+                    "auth token {:?} has no scopes: give it some of \"ingest\", \"read\", \"admin\"",
+                    t.name
+                );
+            }
+            if !seen.insert(digest(&t.token)) {
+                anyhow::bail!("auth token {:?} repeats another token", t.name);
+            }
+            out.push(Token {
+                name: t.name.clone(),
+                digest: digest(&t.token),
+                scopes: t.scopes.clone(),
+            });
+        }
+        Ok(Self {
+            tokens: Arc::new(out),
+            sessions: Arc::new(Mutex::new(HashMap::new())),
+            secure_cookies,
+        })
+    }
+
+    /// Open access: no token configured.
+    pub fn open() -> Self {
+        Self {
+            tokens: Arc::new(Vec::new()),
+            sessions: Arc::new(Mutex::new(HashMap::new())),
+            secure_cookies: false,
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        !self.tokens.is_empty()
+    }
+
+    /// The holder of a token, compared in constant time against every configured one.
+    pub fn identify_token(&self, token: &str) -> Option<Identity> {
+        let d = digest(token.trim());
+        let mut found = None;
+        for t in self.tokens.iter() {
+            if bool::from(t.digest.ct_eq(&d)) {
+                found = Some(Identity {
+                    name: t.name.clone(),
+                    scopes: t.scopes.clone(),
+                });
+            }
+        }
+        found
+    }
+
+    /// The identity of `Authorization: Bearer ...`, if present and valid.
+    pub fn identify_bearer(&self, headers: &HeaderMap) -> Option<Identity> {
+        let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))?;
+        self.identify_token(token)
+    }
+
+    /// The identity of the session cookie, if present and not expired.
+    pub fn identify_session(&self, headers: &HeaderMap) -> Option<Identity> {
+        let id = session_cookie(headers)?;
+        let mut sessions = self.sessions.lock().ok()?;
+        let now = Instant::now();
+        sessions.retain(|_, s| s.expires > now);
+        sessions.get(&id).map(|s| s.identity.clone())
+    }
+
+    /// Starts a browser session for a token that may read; the cookie to set.
+    pub fn login(&self, token: &str) -> Option<HeaderValue> {
+        let identity = self
+            .identify_token(token)
+            .filter(|i| i.allows(Scope::Read))?;
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).ok()?;
+        let id = hex::encode(bytes);
+        self.sessions.lock().ok()?.insert(
+            id.clone(),
+            Session {
+                identity,
+                expires: Instant::now() + SESSION_TTL,
+            },
+        );
+        let secure = if self.secure_cookies { "; Secure" } else { "" };
+        HeaderValue::from_str(&format!(
+            "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+            SESSION_TTL.as_secs()
+        ))
+        .ok()
+    }
+
+    /// Ends the session of the request's cookie; the cookie that clears it.
+    pub fn logout(&self, headers: &HeaderMap) -> HeaderValue {
+        if let (Some(id), Ok(mut sessions)) = (session_cookie(headers), self.sessions.lock()) {
+            sessions.remove(&id);
+        }
+        let secure = if self.secure_cookies { "; Secure" } else { "" };
+        HeaderValue::from_str(&format!(
+            "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}"
+        ))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    /// Why a request may not go on, or `None` when it may.
+    fn refusal(&self, identity: Option<&Identity>, scope: Scope) -> Option<(ErrorCode, String)> {
+        match identity {
+            _ if !self.enabled() => None,
+            None => Some((
+                ErrorCode::Unauthorized,
+                format!(
+                    "this server needs a token with the {} scope: send `Authorization: Bearer <token>`",
+                    scope.as_str()
+                ),
+            )),
+            Some(i) if i.allows(scope) => None,
+            Some(i) => Some((
+                ErrorCode::Forbidden,
+                format!(
+                    "token {:?} lacks the {} scope this route needs",
+                    i.name,
+                    scope.as_str()
+                ),
+            )),
+        }
+    }
+}
+
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.to_string())
+}
+
+fn json_refusal(code: ErrorCode, message: String) -> Response {
+    let mut response = crate::server::ApiError::new(code, message).into_response();
+    if code == ErrorCode::Unauthorized {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"sightline\""),
+        );
+    }
+    response
+}
+
+/// Middleware of the OTLP/HTTP receiver: a token with the `ingest` scope.
+pub async fn require_ingest(State(auth): State<Auth>, request: Request, next: Next) -> Response {
+    let identity = auth.identify_bearer(request.headers());
+    match auth.refusal(identity.as_ref(), Scope::Ingest) {
+        None => next.run(request).await,
+        Some((code, message)) => {
+            tracing::info!(path = %request.uri().path(), ?code, "refused an export without a valid token");
+            json_refusal(code, message)
+        }
+    }
+}
+
+/// Middleware of the OTLP/gRPC receiver: a token with the `ingest` scope in the `authorization`
+/// metadata, refused with a gRPC status.
+pub async fn require_ingest_grpc(
+    State(auth): State<Auth>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let identity = auth.identify_bearer(request.headers());
+    match auth.refusal(identity.as_ref(), Scope::Ingest) {
+        None => next.run(request).await,
+        Some((code, message)) => {
+            tracing::info!(path = %request.uri().path(), ?code, "refused a gRPC export without a valid token");
+            let status = match code {
+                ErrorCode::Forbidden => tonic::Status::permission_denied(message),
+                _ => tonic::Status::unauthenticated(message),
+            };
+            status.into_http::<axum::body::Body>()
+        }
+    }
+}
+
+/// Paths anyone may open: health probes, the login page and the files it loads.
+fn is_public(path: &str) -> bool {
+    path == "/healthz" || path == "/login" || path == "/logout" || path.starts_with("/static/")
+}
+
+/// Middleware of the UI and API: a token with the `read` scope (Bearer) or a session. Pages send
+/// a browser to the login page; the API and `/metrics` answer 401 or 403.
+pub async fn require_read(State(auth): State<Auth>, request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_string();
+    if !auth.enabled() || is_public(&path) {
+        return next.run(request).await;
+    }
+    let identity = auth
+        .identify_bearer(request.headers())
+        .or_else(|| auth.identify_session(request.headers()));
+    match auth.refusal(identity.as_ref(), Scope::Read) {
+        None => next.run(request).await,
+        Some((code, message)) => {
+            let is_api = path.starts_with("/api/") || path == "/metrics";
+            if is_api || code == ErrorCode::Forbidden || request.method() != axum::http::Method::GET
+            {
+                json_refusal(code, message)
+            } else {
+                let target = request
+                    .uri()
+                    .path_and_query()
+                    .map(|p| p.as_str().to_string())
+                    .unwrap_or_else(|| "/".into());
+                Redirect::to(&format!(
+                    "/login?next={}",
+                    crate::ui::encode_component(&target)
+                ))
+                .into_response()
+            }
+        }
+    }
+}
+
+/// Where a login may send the browser next: a path on this server only.
+pub fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        _ => "/".to_string(),
+    }
+}
+
+/// The status a login failure answers with.
+pub const LOGIN_REFUSED: StatusCode = StatusCode::UNAUTHORIZED;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens() -> Vec<TokenConfig> {
+        vec![
+            TokenConfig {
+                name: "collector".into(),
+                token: "ingest-token-0123456789".into(),
+                scopes: vec![Scope::Ingest],
+            },
+            TokenConfig {
+                name: "oncall".into(),
+                token: "read-token-0123456789ab".into(),
+                scopes: vec![Scope::Read],
+            },
+            TokenConfig {
+                name: "ops".into(),
+                token: "admin-token-0123456789a".into(),
+                scopes: vec![Scope::Admin],
+            },
+        ]
+    }
+
+    #[test]
+    fn scopes_decide_and_admin_may_do_everything() {
+        let auth = Auth::new(&tokens(), false).expect("valid tokens");
+        let ingest = auth
+            .identify_token("ingest-token-0123456789")
+            .expect("known");
+        assert!(ingest.allows(Scope::Ingest) && !ingest.allows(Scope::Read));
+        let admin = auth
+            .identify_token("admin-token-0123456789a")
+            .expect("known");
+        assert!(admin.allows(Scope::Read) && admin.allows(Scope::Ingest));
+        assert!(auth.identify_token("admin-token-0123456789b").is_none());
+        assert!(matches!(
+            auth.refusal(Some(&ingest), Scope::Read),
+            Some((ErrorCode::Forbidden, _))
+        ));
+        assert!(matches!(
+            auth.refusal(None, Scope::Read),
+            Some((ErrorCode::Unauthorized, _))
+        ));
+        assert!(Auth::open().refusal(None, Scope::Read).is_none());
+    }
+
+    #[test]
+    fn weak_or_repeated_tokens_are_refused_at_start() {
+        let mut weak = tokens();
+        weak[0].token = "short".into();
+        assert!(Auth::new(&weak, false).is_err());
+        let mut twice = tokens();
+        twice[1].token = twice[0].token.clone();
+        assert!(Auth::new(&twice, false).is_err());
+    }
+
+    #[test]
+    fn sessions_need_a_read_token_and_cookies_are_locked_down() {
+        let auth = Auth::new(&tokens(), true).expect("valid tokens");
+        assert!(
+            auth.login("ingest-token-0123456789").is_none(),
+            "an ingest token cannot open the UI"
+        );
+        let cookie = auth.login("read-token-0123456789ab").expect("a session");
+        let text = cookie.to_str().expect("ascii");
+        for part in ["HttpOnly", "SameSite=Lax", "Secure", "Path=/"] {
+            assert!(text.contains(part), "{text}");
+        }
+        let id = text.split(';').next().expect("pair");
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, HeaderValue::from_str(id).expect("ascii"));
+        assert_eq!(
+            auth.identify_session(&headers).map(|i| i.name),
+            Some("oncall".to_string())
+        );
+        auth.logout(&headers);
+        assert!(auth.identify_session(&headers).is_none());
+    }
+
+    #[test]
+    fn login_only_sends_the_browser_to_this_server() {
+        assert_eq!(safe_next(Some("/traces/ab?span=1")), "/traces/ab?span=1");
+        assert_eq!(safe_next(Some("//evil.example/")), "/");
+        assert_eq!(safe_next(Some("https://evil.example/")), "/");
+        assert_eq!(safe_next(None), "/");
+    }
+}
