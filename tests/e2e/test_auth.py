@@ -163,3 +163,65 @@ def test_a_browser_signs_in_and_lands_where_it_was_going(guarded, page):
     expect(page.locator("main h1")).to_have_text("Logs")
     cookie = next(c for c in page.context.cookies() if c["name"] == "sightline_session")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Lax", cookie
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory):
+    """A server with tokens and a self-signed certificate for 127.0.0.1 (made with openssl)."""
+    from conftest import SightlineServer, _cleanup
+    base = tmp_path_factory.mktemp("tls")
+    cert, key = base / "cert.pem", base / "key.pem"
+    made = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=sightline-test",
+         "-addext", "subjectAltName=IP:127.0.0.1"], capture_output=True, text=True, timeout=30)
+    assert made.returncode == 0, made.stderr
+    (base / "auth.toml").write_text(CONFIG + f'\n[tls]\ncert = "{cert}"\nkey = "{key}"\n')
+    server = SightlineServer(base / "data", base / "logs", name="tls",
+                             extra_args=["--config", str(base / "auth.toml")]).start()
+    server.cert = str(cert)
+    yield server
+    _cleanup(server)
+
+
+def test_tls_on_every_listener_with_secure_session_cookies(tls_server):
+    cert = tls_server.cert
+    assert tls_server.ready["tls"] is True
+    api = f"https://{tls_server.ready['listen']}"
+    assert requests.get(f"{api}/healthz", verify=cert, timeout=10).json()["ready"] is True
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://{tls_server.ready['listen']}/healthz", timeout=10)
+
+    # OTLP/HTTP over HTTPS (the body the SDK's exporter sends: protobuf), and the SDK's gRPC
+    # exporter with TLS, trusting the server's certificate.
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+    from opentelemetry.proto.common.v1 import common_pb2
+    from opentelemetry.proto.resource.v1 import resource_pb2
+    from opentelemetry.proto.trace.v1 import trace_pb2
+    now = time.time_ns()
+    export = trace_service_pb2.ExportTraceServiceRequest(resource_spans=[trace_pb2.ResourceSpans(
+        resource=resource_pb2.Resource(attributes=[common_pb2.KeyValue(
+            key="service.name", value=common_pb2.AnyValue(string_value="tls-http"))]),
+        scope_spans=[trace_pb2.ScopeSpans(spans=[trace_pb2.Span(
+            trace_id=uuid.uuid4().bytes, span_id=uuid.uuid4().bytes[:8], name="checkout", kind=2,
+            start_time_unix_nano=now, end_time_unix_nano=now + 1000)])])])
+    sent = requests.post(f"https://{tls_server.ready['otlp_http']}/v1/traces", data=export.SerializeToString(),
+                         headers={**bearer(INGEST), "Content-Type": "application/x-protobuf"}, verify=cert,
+                         timeout=10)
+    assert sent.status_code == 200, sent.content
+    for exporter, service in [
+        (GrpcSpanExporter(endpoint=f"https://{tls_server.ready['otlp_grpc']}",
+                          credentials=grpc.ssl_channel_credentials(open(cert, "rb").read()),
+                          headers=(("authorization", f"Bearer {INGEST}"),)), "tls-grpc"),
+    ]:
+        provider = TracerProvider(resource=Resource.create({"service.name": service}))
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        with provider.get_tracer("tls-test").start_as_current_span("checkout"):
+            pass
+        provider.shutdown()
+    rows = requests.post(f"{api}/api/v1/query", headers=bearer(READ), verify=cert, timeout=10,
+                         json={"sql": "SELECT DISTINCT service_name FROM spans ORDER BY 1"}).json()["rows"]
+    assert [r[0] for r in rows] == ["tls-grpc", "tls-http"], rows
+
+    signed = requests.post(f"{api}/login", data={"token": READ}, allow_redirects=False, verify=cert, timeout=10)
+    assert signed.status_code == 303 and "Secure" in signed.headers["Set-Cookie"], signed.headers

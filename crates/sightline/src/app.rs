@@ -67,14 +67,16 @@ pub async fn serve(
         started: Instant::now(),
         wal_files: count_wal_files(&config.data_dir),
     });
+    let acceptor = match &config.tls {
+        Some((cert, key)) => Some(crate::tls::acceptor(cert, key)?),
+        None => None,
+    };
     let api_addr = listeners.api.local_addr()?;
-    let api_server = tokio::spawn(
-        axum::serve(
-            listeners.api,
-            front_router(app_slot.clone(), replay.clone()),
-        )
-        .with_graceful_shutdown(stopped(stop_rx.clone()))
-        .into_future(),
+    let api_server = spawn_server(
+        listeners.api,
+        front_router(app_slot.clone(), replay.clone()),
+        acceptor.clone(),
+        stopped(stop_rx.clone()),
     );
 
     let data_dir = config.data_dir.clone();
@@ -101,7 +103,7 @@ pub async fn serve(
     let auth = if config.auth_tokens.is_empty() {
         crate::auth::Auth::open()
     } else {
-        crate::auth::Auth::new(&config.auth_tokens, false)?
+        crate::auth::Auth::new(&config.auth_tokens, config.tls.is_some())?
     };
     let tail = LogTail::default();
     let pipeline = Pipeline::new(store.clone(), clock.clone(), metrics.clone(), tail.clone());
@@ -150,15 +152,17 @@ pub async fn serve(
         crate::auth::require_read,
     ));
     let servers = vec![
-        tokio::spawn(
-            axum::serve(listeners.otlp_grpc, grpc_router)
-                .with_graceful_shutdown(stopped(stop_rx.clone()))
-                .into_future(),
+        spawn_server(
+            listeners.otlp_grpc,
+            grpc_router,
+            acceptor.clone(),
+            stopped(stop_rx.clone()),
         ),
-        tokio::spawn(
-            axum::serve(listeners.otlp_http, http_router)
-                .with_graceful_shutdown(stopped(stop_rx.clone()))
-                .into_future(),
+        spawn_server(
+            listeners.otlp_http,
+            http_router,
+            acceptor.clone(),
+            stopped(stop_rx.clone()),
         ),
         api_server,
     ];
@@ -167,7 +171,7 @@ pub async fn serve(
     let _ = app_slot.set(app_router);
     ready.store(true, Ordering::SeqCst);
     if let Some(path) = &config.ready_file {
-        write_ready_file(path, addrs.0, addrs.1, addrs.2)?;
+        write_ready_file(path, addrs.0, addrs.1, addrs.2, config.tls.is_some())?;
     }
     info!(otlp_grpc = %addrs.0, otlp_http = %addrs.1, listen = %addrs.2, "sightline is listening");
 
@@ -190,6 +194,23 @@ pub async fn serve(
         "buffer flushed; stopped"
     );
     Ok(())
+}
+
+/// Serves a router on a listener, over TLS when an acceptor is given, until `stop`.
+fn spawn_server(
+    listener: TcpListener,
+    router: axum::Router,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    match acceptor {
+        Some(acceptor) => tokio::spawn(crate::tls::serve(listener, router, acceptor, stop)),
+        None => tokio::spawn(
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop)
+                .into_future(),
+        ),
+    }
 }
 
 /// What the UI and API port says while the write-ahead log is replayed.
@@ -279,18 +300,20 @@ async fn run_background(store: Store, stop: impl Future<Output = ()>) {
     }
 }
 
-/// Writes `{"otlp_grpc": .., "otlp_http": .., "listen": ..}` atomically, for scripts and tests
+/// Writes `{"otlp_grpc": .., "otlp_http": .., "listen": .., "tls": ..}` atomically, for scripts and tests
 /// that start the server on port 0.
 fn write_ready_file(
     path: &Path,
     grpc: SocketAddr,
     http: SocketAddr,
     api: SocketAddr,
+    tls: bool,
 ) -> anyhow::Result<()> {
     let body = serde_json::json!({
         "otlp_grpc": grpc.to_string(),
         "otlp_http": http.to_string(),
         "listen": api.to_string(),
+        "tls": tls,
     });
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, body.to_string())

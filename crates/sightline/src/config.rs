@@ -36,6 +36,16 @@ pub struct FileConfig {
     pub limits: LimitsSection,
     #[serde(default)]
     pub auth: AuthSection,
+    #[serde(default)]
+    pub tls: TlsSection,
+}
+
+/// `[tls]`: a PEM certificate chain and its private key; every listener then speaks TLS.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
 }
 
 /// `[auth]`: access tokens (`[[auth.tokens]]` with name, token, scopes).
@@ -94,6 +104,8 @@ pub struct Overrides {
     pub max_body_bytes: Option<u64>,
     pub flush_interval: Option<String>,
     pub ready_file: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The configuration `serve` runs with.
@@ -113,6 +125,8 @@ pub struct ServeConfig {
     pub config_file: Option<PathBuf>,
     /// Access tokens; none means open access, allowed on loopback addresses only.
     pub auth_tokens: Vec<crate::auth::TokenConfig>,
+    /// Certificate chain and private key (PEM) when the listeners speak TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 fn duration(text: &str, key: &str) -> anyhow::Result<Duration> {
@@ -236,8 +250,16 @@ impl ServeConfig {
             limits.max_timestamp_ahead_ns =
                 duration(text, "limits.max_timestamp_ahead")?.as_nanos() as i64;
         }
+        let tls = match (o.tls_cert.or(file.tls.cert), o.tls_key.or(file.tls.key)) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => bail!(
+                "TLS needs both a certificate and a key: give --tls-cert and --tls-key (or [tls] cert and key)"
+            ),
+        };
         let config = Self {
             limits,
+            tls,
             auth_tokens: file.auth.tokens,
             data_dir: o
                 .data_dir

@@ -12,4 +12,5 @@ pub mod health;
 pub mod pipeline;
 pub mod self_metrics;
 pub mod server;
+pub mod tls;
 pub mod ui;

@@ -195,6 +195,12 @@ pub struct ServeArgs {
     /// Write the bound addresses as JSON to this file once the server is ready.
     #[arg(long, value_name = "FILE")]
     pub ready_file: Option<PathBuf>,
+    /// PEM certificate chain: with --tls-key, every listener speaks TLS.
+    #[arg(long, env = "SIGHTLINE_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SIGHTLINE_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 }
 
 fn init_logging() {
@@ -263,6 +269,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_bytes,
         flush_interval: args.flush_interval,
         ready_file: args.ready_file,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
     })?;
     runtime()?.block_on(async move {
         let listeners = crate::app::Listeners::bind(&config).await?;
