@@ -65,10 +65,7 @@ pub fn decode_body(
                 reason: e.to_string(),
             })?;
             if out.len() as u64 > limit_bytes {
-                return Err(Error::TooLarge {
-                    size_bytes: out.len() as u64,
-                    limit_bytes,
-                });
+                return Err(Error::InflatesTooLarge { limit_bytes });
             }
             Ok(out)
         }
@@ -105,9 +102,8 @@ mod tests {
         assert!(
             matches!(
                 err,
-                Error::TooLarge {
-                    limit_bytes: 1_000_000,
-                    ..
+                Error::InflatesTooLarge {
+                    limit_bytes: 1_000_000
                 }
             ),
             "{err}"

@@ -14,9 +14,13 @@ pub enum Error {
     )]
     UnsupportedContentEncoding { encoding: String },
     #[error(
-        "request body is {size_bytes} bytes or more, above the limit of {limit_bytes} bytes: send smaller batches (a retry of the same request fails again)"
+        "request body is {size_bytes} bytes or more, above the limit of {limit_bytes} bytes (max_body_bytes): send smaller batches (a retry of the same request fails again)"
     )]
     TooLarge { size_bytes: u64, limit_bytes: u64 },
+    #[error(
+        "request body inflates to more than {limit_bytes} bytes after gzip, the limit (max_body_bytes, applied after decompression): send smaller batches (a retry of the same request fails again)"
+    )]
+    InflatesTooLarge { limit_bytes: u64 },
     #[error(
         "request body is not valid gzip ({reason}): expected a gzip stream because Content-Encoding is gzip; a retry of the same body fails again"
     )]
@@ -36,7 +40,7 @@ impl Error {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::UnsupportedContentType { .. } => ErrorCode::UnsupportedMediaType,
-            Self::TooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Self::TooLarge { .. } | Self::InflatesTooLarge { .. } => ErrorCode::PayloadTooLarge,
             Self::UnsupportedContentEncoding { .. }
             | Self::Gzip { .. }
             | Self::Protobuf { .. }

@@ -105,6 +105,10 @@ impl Pipeline {
         &self.metrics
     }
 
+    pub fn metrics_handle(&self) -> Arc<SelfMetrics> {
+        self.metrics.clone()
+    }
+
     /// Stores the rows durably; returns once they are synced to the log and queryable.
     pub async fn store(
         &self,
@@ -122,8 +126,9 @@ impl Pipeline {
         let rows = spans.len() + logs.len() + metrics.len();
         if rows == 0 && rejections.count > 0 {
             // Nothing to keep: the sender learns why with a 400, not a 200 it may not read.
+            self.metrics.record_rejected(signal, rejections.count);
             self.metrics
-                .record_export(signal, 0, rejections.count, Some(ErrorCode::BadRequest));
+                .record_bad_request(signal, ErrorCode::BadRequest);
             return Err(PipelineError::AllRejected {
                 count: rejections.count,
                 reason: rejections.first_reason.unwrap_or_default(),

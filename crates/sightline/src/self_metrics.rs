@@ -63,6 +63,13 @@ impl SelfMetrics {
         }
     }
 
+    /// Counts records refused one by one (they are also named in the answer).
+    pub fn record_rejected(&self, signal: Signal, records: u64) {
+        self.signals[index(signal)]
+            .records_rejected
+            .fetch_add(records, Ordering::Relaxed);
+    }
+
     /// Counts an export refused before storage (malformed, too large, wrong type).
     pub fn record_bad_request(&self, signal: Signal, code: ErrorCode) {
         self.signals[index(signal)]

@@ -64,6 +64,7 @@ impl OtlpGrpc {
         max_message_bytes: usize,
         limits: sightline_ingest::Limits,
     ) -> axum::Router {
+        let metrics = pipeline.metrics_handle();
         let service = OtlpGrpc { pipeline, limits };
         let traces = TraceServiceServer::new(service.clone())
             .accept_compressed(CompressionEncoding::Gzip)
@@ -71,14 +72,99 @@ impl OtlpGrpc {
         let logs = LogsServiceServer::new(service.clone())
             .accept_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(max_message_bytes);
-        let metrics = MetricsServiceServer::new(service)
+        let metrics_service = MetricsServiceServer::new(service)
             .accept_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(max_message_bytes);
         tonic::service::Routes::new(traces)
             .add_service(logs)
-            .add_service(metrics)
+            .add_service(metrics_service)
             .into_axum_router()
+            .layer(axum::middleware::from_fn_with_state(
+                metrics,
+                classify_decode_errors,
+            ))
     }
+}
+
+/// What tonic answers when a message cannot be read, before any handler runs, as it should be
+/// answered: the code a client reads as "your request is wrong", and counted.
+fn decode_error(code: i32, message: &str) -> Option<ErrorCode> {
+    match code {
+        // tonic reports an unreadable message as INTERNAL.
+        13 if message.starts_with("failed to decode Protobuf message") => {
+            Some(ErrorCode::BadRequest)
+        }
+        // Above the size limit, after or before decompression: OUT_OF_RANGE would be retried
+        // forever by OTLP exporters; RESOURCE_EXHAUSTED with the reason is what OTLP expects.
+        11 if message.contains("message length too large") => Some(ErrorCode::PayloadTooLarge),
+        8 if message.contains("decompressing") => Some(ErrorCode::PayloadTooLarge),
+        _ => None,
+    }
+}
+
+fn signal_of(path: &str) -> Option<Signal> {
+    if path.contains(".trace.") {
+        Some(Signal::Spans)
+    } else if path.contains(".logs.") {
+        Some(Signal::Logs)
+    } else if path.contains(".metrics.") {
+        Some(Signal::Metrics)
+    } else {
+        None
+    }
+}
+
+async fn classify_decode_errors(
+    axum::extract::State(metrics): axum::extract::State<
+        std::sync::Arc<crate::self_metrics::SelfMetrics>,
+    >,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let signal = signal_of(request.uri().path());
+    let mut response = next.run(request).await;
+    let headers = response.headers();
+    let code = headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok());
+    let message = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .map(|m| percent_decode(m))
+        .unwrap_or_default();
+    if let (Some(code), Some(signal)) = (code, signal)
+        && let Some(error) = decode_error(code, &message)
+    {
+        metrics.record_bad_request(signal, error);
+        let status = status(error, message);
+        let headers = response.headers_mut();
+        headers.insert(
+            "grpc-status",
+            axum::http::HeaderValue::from(status.code() as i32),
+        );
+    }
+    response
+}
+
+/// grpc-message is percent-encoded on the wire.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&text[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn partial(accepted: &Accepted) -> Option<(i64, String)> {
