@@ -131,7 +131,7 @@ async fn classify_decode_errors(
     let message = headers
         .get("grpc-message")
         .and_then(|v| v.to_str().ok())
-        .map(|m| percent_decode(m))
+        .map(percent_decode)
         .unwrap_or_default();
     if let (Some(code), Some(signal)) = (code, signal)
         && let Some(error) = decode_error(code, &message)
