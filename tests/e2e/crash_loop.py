@@ -560,6 +560,9 @@ class Config:
     workdir: Path | None = None
     keep: bool = False
     progress: bool = False
+    # Run a private copy of the binary: the loop starts it hundreds of times, and a rebuild in
+    # the middle would otherwise mix two builds in one run (or catch a half-linked file).
+    copy_binary: bool = False
 
 
 def _listing(data_dir: Path) -> dict:
@@ -600,6 +603,48 @@ def _evidence(cfg: Config, cycle: int, check: dict, ledger: Ledger, lives: list[
     return "\n".join(lines)
 
 
+def life_stats(lives: list[dict]) -> dict:
+    """Where the kills landed, from what each life logged and what it left on disk.
+
+    A short life counts as killed inside a flush when its kill left a *.parquet.tmp (a segment
+    being written), segment files that the next start removed as unknown to the catalog (written,
+    not yet committed), or log files that the next start deleted unread (committed, old log files
+    not yet removed). Lives that ran a compaction pass (a check that outlasted the 59.5 s tick) are
+    left out of the second sign: the segments a compaction replaced are removed the same way."""
+    short = [l for l in lives if not l["long"]]
+    long_ = [l for l in lives if l["long"]]
+
+    def uncommitted(l: dict) -> bool:
+        return bool(l.get("orphans_removed_at_restart")) and not l["compactions"]
+
+    def in_flush(l: dict) -> bool:
+        return bool(l["tmp_segment_files"] or uncommitted(l) or l.get("wal_files_below_checkpoint"))
+
+    return {
+        "short_lives": len(short),
+        "short_lives_with_a_completed_flush": sum(1 for l in short if l["flushes"] > 0),
+        "short_lives_that_ran_a_compaction": sum(1 for l in short if l["compactions"]),
+        "flushes_completed": sum(l["flushes"] for l in lives),
+        "kills_inside_a_flush": sum(1 for l in short if in_flush(l)),
+        "kills_leaving_a_tmp_segment": sum(1 for l in short if l["tmp_segment_files"]),
+        "kills_before_a_flush_commit": sum(1 for l in short if uncommitted(l)),
+        "kills_between_commit_and_log_cleanup": sum(1 for l in short if l.get("wal_files_below_checkpoint")),
+        "long_lives": len(long_),
+        # Killed before the compaction tick / after a compaction pass logged its end / in between
+        # (the pass had begun, or the tick was late).
+        "long_lives_killed_before_compaction": sum(1 for l in long_ if not l["compactions"]
+                                                   and l.get("killed_at_s", 0) < COMPACTION_TICK_S),
+        "long_lives_killed_after_a_compaction": sum(1 for l in long_ if l["compactions"]),
+        "long_lives_killed_after_the_tick_before_a_compaction_logged": sum(
+            1 for l in long_ if not l["compactions"] and l.get("killed_at_s", 0) >= COMPACTION_TICK_S),
+        # ... of which the kill left a .tmp or uncommitted segment files (of that compaction, or of
+        # a flush running at the same time: long lives flush every second).
+        "long_lives_killed_with_tmp_or_uncommitted_files": sum(1 for l in long_ if l["tmp_segment_files"]
+                                                               or uncommitted(l)),
+        "compaction_at_s": sorted(t for l in long_ for t in l["compaction_at_s"]),
+    }
+
+
 def run(cfg: Config) -> dict:
     """Run the crash loop; return the summary, or raise CrashLoopFailure with the evidence."""
     import shutil
@@ -613,7 +658,15 @@ def run(cfg: Config) -> dict:
     data_dir, log_dir = workdir / "data", workdir / "logs"
     if (data_dir / "wal").exists():
         raise SetupError(f"{data_dir} is not empty: give a new --workdir")
-    server = Server(cfg.binary, data_dir, log_dir, cfg.flush_interval)
+    binary = cfg.binary
+    binary_info = {"binary_mtime": datetime.datetime.fromtimestamp(os.path.getmtime(cfg.binary), datetime.timezone.utc)
+                   .isoformat(timespec="seconds")}
+    if cfg.copy_binary:
+        (workdir / "bin").mkdir(parents=True, exist_ok=True)
+        binary = str(workdir / "bin" / Path(cfg.binary).name)
+        shutil.copy2(cfg.binary, binary)
+        binary_info["binary_copied_to"] = binary
+    server = Server(binary, data_dir, log_dir, cfg.flush_interval)
     ledger = Ledger()
     load = Load(ledger, cfg.senders, cfg.seed)
     rng = random.Random(cfg.seed)
@@ -724,18 +777,12 @@ def run(cfg: Config) -> dict:
     by_outcome: collections.Counter = collections.Counter()
     for r in reqs:
         by_outcome[r.outcome] += r.size
-    short = [l for l in lives if not l["long"]]
-    long_ = [l for l in lives if l["long"]]
-
-    def in_flush(l: dict) -> bool:
-        return bool(l["tmp_segment_files"] or l.get("orphans_removed_at_restart") or
-                    l.get("wal_files_below_checkpoint"))
-
     summary = {
         "result": "pass",
         "seed": cfg.seed,
         "cycles": cfg.cycles,
         "binary": cfg.binary,
+        **binary_info,
         "config": {"senders": cfg.senders, "kill_delay_s": [cfg.min_delay, cfg.max_delay],
                    "flush_interval": cfg.flush_interval, "check_every": cfg.check_every,
                    "compaction_every": cfg.compaction_every, "compaction_window_s": list(COMPACTION_WINDOW_S)},
@@ -755,27 +802,10 @@ def run(cfg: Config) -> dict:
         "torn_tail_reports": torn_reports,
         "torn_tails_distinct": len(torn_seen),
         "torn_tail_reasons": dict(collections.Counter(t.get("reason", "?") for t in torn_seen.values())),
-        "short_lives": len(short),
-        "short_lives_with_a_completed_flush": sum(1 for l in short if l["flushes"] > 0),
-        "flushes_completed": sum(l["flushes"] for l in lives),
-        "kills_inside_a_flush": sum(1 for l in short if in_flush(l)),
-        "kills_leaving_a_tmp_segment": sum(1 for l in short if l["tmp_segment_files"]),
-        "kills_before_a_flush_commit": sum(1 for l in short if l.get("orphans_removed_at_restart")),
-        "kills_between_commit_and_log_cleanup": sum(1 for l in short if l.get("wal_files_below_checkpoint")),
-        "long_lives": len(long_),
-        # Killed before the compaction tick / after a compaction pass logged its end / in between
-        # (the pass had begun or was about to: a .tmp or uncommitted segment files show it had).
-        "long_lives_killed_before_compaction": sum(1 for l in long_ if not l["compactions"]
-                                                   and l.get("killed_at_s", 0) < COMPACTION_TICK_S),
-        "long_lives_killed_after_a_compaction": sum(1 for l in long_ if l["compactions"]),
-        "long_lives_killed_after_the_tick_before_a_compaction_logged": sum(1 for l in long_ if not l["compactions"]
-                                                   and l.get("killed_at_s", 0) >= COMPACTION_TICK_S),
-        "long_lives_killed_with_tmp_or_uncommitted_files": sum(1 for l in long_ if l["tmp_segment_files"] or (
-            not l["compactions"] and l.get("orphans_removed_at_restart"))),
-        "compaction_at_s": sorted(t for l in long_ for t in l["compaction_at_s"]),
+        **life_stats(lives),
         "warnings": sum(len(l["warnings"]) for l in lives),
         "refusals_sample": sorted({r.detail[:120] for r in reqs if r.outcome == REFUSED})[:5],
-        "unknown_reasons": dict(collections.Counter(r.detail.split(":")[0] for r in reqs if r.outcome == UNKNOWN)),
+        "unknown_requests_by_reason": dict(collections.Counter(r.detail.split(":")[0] for r in reqs if r.outcome == UNKNOWN)),
         "mean_ready_s": round(sum(l["ready_s"] for l in lives) / max(1, len(lives)), 3),
         "max_ready_s": max((l["ready_s"] for l in lives), default=0),
         "final_check_s": final2["seconds"],
@@ -814,12 +844,16 @@ def main(argv: list[str] | None = None) -> int:
                         "(0: never)" % COMPACTION_WINDOW_S)
     p.add_argument("--workdir", type=Path, help="default: a new temporary folder, removed after a pass")
     p.add_argument("--keep", action="store_true", help="keep the work folder after a pass")
+    p.add_argument("--no-copy", action="store_true",
+                   help="run --bin in place instead of a copy taken at the start (a rebuild during the run "
+                        "would then mix builds)")
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
     seed = a.seed if a.seed is not None else int(time.time()) % 1_000_000
     cfg = Config(binary=a.bin, cycles=a.cycles, seed=seed, senders=a.senders, min_delay=a.min_delay,
                  max_delay=a.max_delay, flush_interval=a.flush_interval, check_every=a.check_every,
-                 compaction_every=a.compaction_every, workdir=a.workdir, keep=a.keep, progress=not a.quiet)
+                 compaction_every=a.compaction_every, workdir=a.workdir, keep=a.keep, progress=not a.quiet,
+                 copy_binary=not a.no_copy)
     meta = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "git_commit": _git("rev-parse", "HEAD"), "git_dirty_files": _git("status", "--porcelain").splitlines(),
             "argv": sys.argv[1:]}

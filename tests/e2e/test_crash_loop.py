@@ -64,5 +64,15 @@ def test_the_check_catches_a_loss_and_a_duplicate(tmp_path):
         assert sorted(m["id"] for m in check["missing"]) == sorted(lost.ids()), check["missing"]
         assert check["foreign"] == []
         assert crash_loop.problems_of(check) == ["2 acknowledged records missing", "3 records stored more than once"]
+
+        # The failure report names the seed, the cycle, the ids and the requests they came from.
+        cfg = crash_loop.Config(binary=srv.bin, seed=99)
+        lives = [{"cycle": 1, "delay_s": 0.5, "long": False}]
+        text = crash_loop._evidence(cfg, 1, check, ledger, lives, srv, srv.data_dir, recheck=check)
+        assert text.startswith("CRASH LOOP FAILED: seed=99 cycle=1 (2 acknowledged records missing, "
+                               "3 records stored more than once)"), text
+        for rid in lost.ids() + sent.ids():
+            assert rid in text
+        assert f"request {lost.no}: logs x2, cycle 1" in text and '"delay_s": 0.5' in text
     finally:
         srv.kill()
