@@ -31,3 +31,25 @@ def test_bench_ingest_reports_what_the_server_stored(sightline_factory):
     assert figure(out.stdout, "server peak RSS").endswith("MiB")
     per_span = float(figure(out.stdout, "bytes on disk per span").split()[0])
     assert per_span > 0
+
+
+def test_bench_pages_times_every_page_from_the_server_timing_header(sightline_factory):
+    server = sightline_factory(name="pages").start()
+    demo = subprocess.run(
+        [sightline_bin(), "demo", "--endpoint", server.otlp_http_url, "--backfill", "2m", "--duration", "1s",
+         "--rate", "5"], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert demo.returncode == 0, demo.stderr
+    out = subprocess.run(
+        [sightline_bin(), "bench", "pages", "--url", server.api_url, "--runs", "2", "--ranges", "15m"],
+        capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| `")]
+    pages = [row.split("`")[1] for row in rows]
+    assert "/?range=15m" in pages and "/logs?range=15m" in pages, out.stdout
+    assert {f"/services/{s}?range=15m" for s in ("api-gateway", "orders", "payments", "email-worker")} <= set(pages)
+    assert any(p.startswith("/traces/") for p in pages), out.stdout
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1] == "200", row
+        assert re.fullmatch(r"\d+\.\d ms", cells[2]), f"no server time read from Server-Timing: {row}"
+    assert re.search(r"\d+ of \d+ pages answered under 300 ms", out.stdout), out.stdout
