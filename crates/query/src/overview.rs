@@ -59,6 +59,13 @@ impl Buckets {
         (i < self.count).then_some(i)
     }
 
+    /// The bucket of a result row's `bucket` column (a start in nanoseconds).
+    fn row_index(&self, row: &Map<String, Value>) -> Option<usize> {
+        row.get("bucket")
+            .and_then(Value::as_i64)
+            .and_then(|t| self.index(t))
+    }
+
     /// Each bucket's start in seconds since the epoch (a chart's x axis).
     pub fn times_s(&self) -> Vec<f64> {
         (0..self.count)
@@ -157,11 +164,7 @@ pub async fn red_series(
     let step_s = buckets.step_s();
     let mut out: BTreeMap<String, RedSeries> = BTreeMap::new();
     for row in objects(engine, &sql, 1_000_000).await? {
-        let Some(i) = row
-            .get("bucket")
-            .and_then(Value::as_i64)
-            .and_then(|t| buckets.index(t))
-        else {
+        let Some(i) = buckets.row_index(&row) else {
             continue;
         };
         let series = out
@@ -289,11 +292,7 @@ pub async fn runtime_metrics(
     let step_s = buckets.step_s();
     let mut charts: Vec<MetricChart> = Vec::new();
     for row in objects(engine, &sql, 1_000_000).await? {
-        let Some(i) = row
-            .get("bucket")
-            .and_then(Value::as_i64)
-            .and_then(|t| buckets.index(t))
-        else {
+        let Some(i) = buckets.row_index(&row) else {
             continue;
         };
         let name = str_of(&row, "name");

@@ -222,6 +222,17 @@ pub fn trace_href(trace_id: &str, span_id: Option<&str>) -> String {
     }
 }
 
+/// The rate, error share and p50/p95/p99 cells of a service's or route's row.
+pub fn red_cells(red: &sightline_query::views::Red) -> Markup {
+    html! {
+        td.num { (rate(red.rate_per_s)) }
+        td.num.bad[red.errors > 0] { (percent(red.error_rate)) }
+        td.num { (ms(red.p50_ms)) }
+        td.num { (ms(red.p95_ms)) }
+        td.num { (ms(red.p99_ms)) }
+    }
+}
+
 /// An empty state with a hint of what to do.
 pub fn empty(message: &str) -> Markup {
     html! { p.empty { (message) } }

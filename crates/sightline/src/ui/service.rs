@@ -107,11 +107,7 @@ pub async fn page(
                         tr.route-row {
                             td.route { @if let Some(m) = &r.http_method { span.method { (m) } " " } (r.http_route) }
                             td.num { (layout::percent(if total_ms > 0.0 { r.red.total_ms / total_ms } else { 0.0 })) }
-                            td.num { (layout::rate(r.red.rate_per_s)) }
-                            td.num.bad[r.red.errors > 0] { (layout::percent(r.red.error_rate)) }
-                            td.num { (layout::ms(r.red.p50_ms)) }
-                            td.num { (layout::ms(r.red.p95_ms)) }
-                            td.num { (layout::ms(r.red.p99_ms)) }
+                            (layout::red_cells(&r.red))
                         }
                     }
                 }

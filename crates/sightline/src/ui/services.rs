@@ -58,11 +58,7 @@ pub async fn page(
                                 span.dot style=(format!("background:{}", layout::service_color(name))) {}
                                 a.service-link href=(layout::service_href(name, &wq)) { (name) }
                             }
-                            td.num { (layout::rate(s.red.rate_per_s)) }
-                            td.num.bad[s.red.errors > 0] { (layout::percent(s.red.error_rate)) }
-                            td.num { (layout::ms(s.red.p50_ms)) }
-                            td.num { (layout::ms(s.red.p95_ms)) }
-                            td.num { (layout::ms(s.red.p99_ms)) }
+                            (layout::red_cells(&s.red))
                             td.trend {
                                 @if let Some(series) = series.get(name) {
                                     (layout::chart("", &format!("{name} requests and errors per second"), &x, &[
@@ -118,11 +114,7 @@ fn routes_table(summaries: &[views::ServiceSummary], wq: &str) -> Markup {
                         tr.route-row {
                             td { a href=(layout::service_href(&s.service_name, wq)) { (s.service_name) } }
                             td.route { @if let Some(m) = &r.http_method { span.method { (m) } " " } (r.http_route) }
-                            td.num { (layout::rate(r.red.rate_per_s)) }
-                            td.num.bad[r.red.errors > 0] { (layout::percent(r.red.error_rate)) }
-                            td.num { (layout::ms(r.red.p50_ms)) }
-                            td.num { (layout::ms(r.red.p95_ms)) }
-                            td.num { (layout::ms(r.red.p99_ms)) }
+                            (layout::red_cells(&r.red))
                         }
                     }
                 }
