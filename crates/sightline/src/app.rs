@@ -127,6 +127,7 @@ pub async fn serve(
         pipeline: pipeline.clone(),
         max_body_bytes: config.max_body_bytes,
         limits: config.limits,
+        decoding: Arc::new(tokio::sync::Semaphore::new(otlp_http::decode_permits())),
     })
     .layer(axum::middleware::from_fn_with_state(
         auth.clone(),

@@ -3,6 +3,8 @@
 //! success when some records were rejected, 400 for a malformed body, 413 above the size limit,
 //! 415 for another content type, 429/503 with `Retry-After` when saturated.
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
@@ -22,6 +24,18 @@ pub struct OtlpHttpState {
     pub pipeline: Pipeline,
     pub max_body_bytes: u64,
     pub limits: sightline_ingest::Limits,
+    /// Bodies being inflated and decoded at once. A decoded body can take many times its size in
+    /// memory (a 15 MB JSON export peaks near 500 MB), so memory stays bounded by this many
+    /// bodies; further requests wait their turn rather than fail.
+    pub decoding: Arc<tokio::sync::Semaphore>,
+}
+
+/// How many bodies are decoded at once: one per core, at least two.
+pub fn decode_permits() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .max(2)
 }
 
 pub fn router(state: OtlpHttpState) -> Router {
@@ -177,7 +191,14 @@ async fn export(
     let received_ns = state.pipeline.now_ns();
     let limit = state.max_body_bytes;
     let limits = state.limits;
-    // Inflating and decoding a large body is CPU work: keep it off the async workers.
+    // Inflating and decoding a large body is CPU work: keep it off the async workers, and do
+    // only a few at once.
+    let Ok(_permit) = state.decoding.clone().acquire_owned().await else {
+        return fail(ApiError::new(
+            ErrorCode::Unavailable,
+            "the server is shutting down; retry against the restarted server",
+        ));
+    };
     let decoded = tokio::task::spawn_blocking(move || {
         let bytes = sightline_ingest::decode_body(&raw, content_encoding.as_deref(), limit)?;
         ingest(&bytes, encoding, received_ns, limits)
