@@ -94,7 +94,10 @@ fn parse<T: DeserializeOwned>(
     id_fields: &[IdField],
 ) -> Result<(T, Rejections), Error> {
     let mut value: Value = serde_json::from_slice(bytes).map_err(|e| Error::Json {
-        reason: format!("expected a JSON object such as {{\"{top_key}\": [...]}} ({e})"),
+        // What is wrong and where first (bad UTF-8, nesting too deep, a cut body), then the shape.
+        reason: format!(
+            "the body is not valid JSON: {e}; an OTLP/JSON export looks like {{\"{top_key}\": [...]}}"
+        ),
     })?;
     if !value.is_object() {
         return Err(Error::Json {
