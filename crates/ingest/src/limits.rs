@@ -58,28 +58,22 @@ pub fn enforce_time_bounds(normalized: &mut crate::Normalized, received_ns: i64,
         }
     };
     let rejections = &mut normalized.rejections;
-    let in_bounds = |t: i64| (earliest..=latest).contains(&t);
-    normalized.spans.retain(|row| {
-        let ok = in_bounds(row.start_time_ns);
+    let mut keep = |what: &str, t: i64| {
+        let ok = (earliest..=latest).contains(&t);
         if !ok {
-            rejections.reject(|| reason("span", row.start_time_ns));
+            rejections.reject(|| reason(what, t));
         }
         ok
-    });
-    normalized.logs.retain(|row| {
-        let ok = in_bounds(row.time_ns);
-        if !ok {
-            rejections.reject(|| reason("log record", row.time_ns));
-        }
-        ok
-    });
-    normalized.metrics.retain(|row| {
-        let ok = in_bounds(row.time_ns);
-        if !ok {
-            rejections.reject(|| reason("data point", row.time_ns));
-        }
-        ok
-    });
+    };
+    normalized
+        .spans
+        .retain(|row| keep("span", row.start_time_ns));
+    normalized
+        .logs
+        .retain(|row| keep("log record", row.time_ns));
+    normalized
+        .metrics
+        .retain(|row| keep("data point", row.time_ns));
 }
 
 fn humanize(ns: i64) -> String {

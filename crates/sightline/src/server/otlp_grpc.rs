@@ -131,7 +131,12 @@ async fn classify_decode_errors(
     let message = headers
         .get("grpc-message")
         .and_then(|v| v.to_str().ok())
-        .map(percent_decode)
+        // grpc-message is percent-encoded on the wire.
+        .map(|m| {
+            percent_encoding::percent_decode_str(m)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
         .unwrap_or_default();
     if let (Some(code), Some(signal)) = (code, signal)
         && let Some(error) = decode_error(code, &message)
@@ -145,26 +150,6 @@ async fn classify_decode_errors(
         );
     }
     response
-}
-
-/// grpc-message is percent-encoded on the wire.
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(&text[i + 1..i + 3], 16)
-        {
-            out.push(b);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn partial(accepted: &Accepted) -> Option<(i64, String)> {

@@ -211,7 +211,12 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
 
 /// The link to a service's page, keeping the window (`wq`, a query string).
 pub fn service_href(name: &str, wq: &str) -> String {
-    format!("/services/{}?{wq}", super::window::percent(name))
+    format!("{}?{wq}", service_path(name))
+}
+
+/// A service page's path.
+pub fn service_path(name: &str) -> String {
+    format!("/services/{}", super::window::percent(name))
 }
 
 /// The link to a trace, optionally with a span selected.
@@ -219,6 +224,24 @@ pub fn trace_href(trace_id: &str, span_id: Option<&str>) -> String {
     match span_id {
         Some(span) if !span.is_empty() => format!("/traces/{trace_id}?span={span}"),
         _ => format!("/traces/{trace_id}"),
+    }
+}
+
+/// The headers of the cells [`red_cells`] writes.
+pub fn red_headers() -> Markup {
+    html! {
+        th.num scope="col" { "Rate" }
+        th.num scope="col" { "Errors" }
+        th.num scope="col" { "p50" }
+        th.num scope="col" { "p95" }
+        th.num scope="col" { "p99" }
+    }
+}
+
+/// A route's cell: its method, if any, then its route.
+pub fn route_cell(method: Option<&str>, route: &str) -> Markup {
+    html! {
+        td.route { @if let Some(m) = method { span.method { (m) } " " } (route) }
     }
 }
 

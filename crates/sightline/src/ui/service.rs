@@ -96,16 +96,12 @@ pub async fn page(
                 thead { tr {
                     th scope="col" { "Route" }
                     th.num scope="col" { "Time spent" }
-                    th.num scope="col" { "Rate" }
-                    th.num scope="col" { "Errors" }
-                    th.num scope="col" { "p50" }
-                    th.num scope="col" { "p95" }
-                    th.num scope="col" { "p99" }
+                    (layout::red_headers())
                 } }
                 tbody {
                     @for r in &routes {
                         tr.route-row {
-                            td.route { @if let Some(m) = &r.http_method { span.method { (m) } " " } (r.http_route) }
+                            (layout::route_cell(r.http_method.as_deref(), &r.http_route))
                             td.num { (layout::percent(if total_ms > 0.0 { r.red.total_ms / total_ms } else { 0.0 })) }
                             (layout::red_cells(&r.red))
                         }
@@ -158,11 +154,7 @@ pub async fn page(
         layout::page(
             &name,
             Section::Services,
-            Some((
-                &window,
-                layout::service_href(&name, "").trim_end_matches('?'),
-                &[],
-            )),
+            Some((&window, &layout::service_path(&name), &[])),
             body,
         )
         .into_string(),

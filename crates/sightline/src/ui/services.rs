@@ -43,11 +43,7 @@ pub async fn page(
             table #services {
                 thead { tr {
                     th scope="col" { "Service" }
-                    th.num scope="col" { "Rate" }
-                    th.num scope="col" { "Errors" }
-                    th.num scope="col" { "p50" }
-                    th.num scope="col" { "p95" }
-                    th.num scope="col" { "p99" }
+                    (layout::red_headers())
                     th scope="col" { "Trend (requests/s, errors/s)" }
                 } }
                 tbody {
@@ -102,18 +98,14 @@ fn routes_table(summaries: &[views::ServiceSummary], wq: &str) -> Markup {
             thead { tr {
                 th scope="col" { "Service" }
                 th scope="col" { "Route" }
-                th.num scope="col" { "Rate" }
-                th.num scope="col" { "Errors" }
-                th.num scope="col" { "p50" }
-                th.num scope="col" { "p95" }
-                th.num scope="col" { "p99" }
+                (layout::red_headers())
             } }
             tbody {
                 @for s in summaries {
                     @for r in &s.routes {
                         tr.route-row {
                             td { a href=(layout::service_href(&s.service_name, wq)) { (s.service_name) } }
-                            td.route { @if let Some(m) = &r.http_method { span.method { (m) } " " } (r.http_route) }
+                            (layout::route_cell(r.http_method.as_deref(), &r.http_route))
                             (layout::red_cells(&r.red))
                         }
                     }

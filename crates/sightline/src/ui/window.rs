@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, NaiveDateTime};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use sightline_model::{TimeRange, parse_duration_ns};
 
 use super::UiError;
@@ -99,17 +100,15 @@ pub fn encode<K: AsRef<str>, V: AsRef<str>>(pairs: &[(K, V)]) -> String {
 }
 
 pub fn percent(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(byte as char)
-            }
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    out
+    utf8_percent_encode(text, COMPONENT).to_string()
 }
+
+/// Everything but the unreserved characters of RFC 3986 is escaped.
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// A time as a `datetime-local` input shows it (UTC, seconds).
 pub fn input_time(ns: i64) -> String {
