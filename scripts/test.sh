@@ -39,5 +39,8 @@ cargo build --locked -p sightline
 echo "==> Rust tests"
 cargo test --locked --workspace
 
+echo "==> criterion benches, once each as a smoke run (cargo bench measures)"
+cargo test --locked -p sightline --benches
+
 echo "==> end-to-end tests"
 SIGHTLINE_BIN="$CARGO_TARGET_DIR/debug/sightline" .venv/bin/python -m pytest tests/e2e -q -p no:cacheprovider "$@"

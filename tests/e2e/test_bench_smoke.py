@@ -4,8 +4,12 @@ compared with a speed.)"""
 
 import re
 import subprocess
+import sys
+from pathlib import Path
 
 from conftest import sightline_bin
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def figure(out: str, name: str) -> str:
@@ -53,3 +57,32 @@ def test_bench_pages_times_every_page_from_the_server_timing_header(sightline_fa
         assert cells[1] == "200", row
         assert re.fullmatch(r"\d+\.\d ms", cells[2]), f"no server time read from Server-Timing: {row}"
     assert re.search(r"\d+ of \d+ pages answered under 300 ms", out.stdout), out.stdout
+
+
+def test_bench_queries_asks_sightline_and_duckdb_the_same_questions(tmp_path):
+    """A small dataset through the whole query benchmark: generation into a data folder, a server
+    on it, DuckDB over the same Parquet files; the engines must agree on every answer's size."""
+    data = tmp_path / "data"
+    dataset = subprocess.run(
+        [sightline_bin(), "bench", "dataset", "--data-dir", str(data), "--spans", "30k", "--logs", "20k",
+         "--days", "1"], capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert dataset.returncode == 0, dataset.stderr
+    assert re.search(r"wrote 30000 spans and 20000 logs", dataset.stdout), dataset.stdout
+    assert re.search(r"\d+\.\d bytes per span", dataset.stdout), dataset.stdout
+    again = subprocess.run(
+        [sightline_bin(), "bench", "dataset", "--data-dir", str(data), "--spans", "1k"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert again.returncode == 1 and "already holds" in again.stderr, again.stderr
+    out = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "queries.py"), "--sightline", sightline_bin(), "--data-dir", str(data),
+         "--runs", "1"], capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "30,000 spans and 20,000 logs" in out.stdout, out.stdout
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == 7, out.stdout
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert re.fullmatch(r"\d+(\.\d+)? (ms|s)", cells[3]) and re.fullmatch(r"\d+\.\d\dx", cells[6]), row
+    counts = {cells[0]: int(cells[2]) for cells in ([c.strip() for c in r.strip("|").split("|")] for r in rows)}
+    assert counts["spans per service, everything"] == 4, counts
+    assert counts["trace by id (spans and logs)"] > 1, counts

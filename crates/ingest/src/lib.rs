@@ -10,6 +10,7 @@
 pub mod attributes;
 pub mod body;
 pub mod error;
+pub mod fuzzing;
 pub mod limits;
 pub mod logs;
 pub mod metrics;

@@ -42,11 +42,11 @@ impl Dice {
     }
 
     /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
+    pub fn unit(&mut self) -> f64 {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    fn chance(&mut self, p: f64) -> bool {
+    pub fn chance(&mut self, p: f64) -> bool {
         self.unit() < p
     }
 
@@ -719,6 +719,21 @@ impl Batch {
         }
         (traces, logs)
     }
+}
+
+/// `requests` requests through the shop started in the second before `now_ns`, as one traces
+/// and one logs export request (what one batch of a busy service's exporter carries).
+pub fn export_requests(
+    dice: &mut Dice,
+    requests: usize,
+    now_ns: i64,
+) -> (ExportTraceServiceRequest, ExportLogsServiceRequest) {
+    let conditions = conditions_at(now_ns);
+    let mut batch = Batch::default();
+    for i in 0..requests {
+        batch.request(dice, now_ns - 1_000_000_000 + i as i64 * 1_000, &conditions);
+    }
+    batch.into_requests(&conditions)
 }
 
 /// Runtime and business metrics of every service at `now_ns`.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use prost::Message;
 
-use crate::demo::{Batch, Dice, conditions_at};
+use crate::demo::{Dice, export_requests};
 
 /// What one benchmark run does.
 #[derive(Debug, Clone)]
@@ -40,12 +40,7 @@ struct Body {
 fn next_bodies(dice: &mut Dice, requests: usize) -> [Body; 2] {
     use sightline_model::Clock;
     let now = sightline_model::SystemClock.now_ns();
-    let conditions = conditions_at(now);
-    let mut batch = Batch::default();
-    for i in 0..requests {
-        batch.request(dice, now - 1_000_000_000 + i as i64 * 1_000, &conditions);
-    }
-    let (traces, logs) = batch.into_requests(&conditions);
+    let (traces, logs) = export_requests(dice, requests, now);
     let spans = traces
         .resource_spans
         .iter()

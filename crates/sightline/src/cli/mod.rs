@@ -50,6 +50,68 @@ pub enum BenchCommand {
     Ingest(BenchIngestArgs),
     /// Time each page of the web UI on the server (its Server-Timing) over repeated loads.
     Pages(BenchPagesArgs),
+    /// Write days of the demo's traces and logs straight into an empty data folder.
+    Dataset(BenchDatasetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchDatasetArgs {
+    /// The data folder to fill; it must be empty or new, and no server may be using it.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Spans to write (accepts k and M: 10M).
+    #[arg(long, default_value = "10M", value_parser = parse_count)]
+    pub spans: u64,
+    /// Log lines to write (accepts k and M).
+    #[arg(long, default_value = "10M", value_parser = parse_count)]
+    pub logs: u64,
+    /// Days of traffic, ending now.
+    #[arg(long, default_value_t = 7.0)]
+    pub days: f64,
+    /// Seed of the generated data.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// A count such as `10000`, `250k` or `10M`.
+fn parse_count(text: &str) -> Result<u64, String> {
+    let text = text.trim().replace('_', "");
+    let (digits, factor) = match text.chars().last() {
+        Some('k' | 'K') => (&text[..text.len() - 1], 1_000.0),
+        Some('m' | 'M') => (&text[..text.len() - 1], 1_000_000.0),
+        _ => (text.as_str(), 1.0),
+    };
+    digits
+        .parse::<f64>()
+        .ok()
+        .filter(|n| n.is_finite() && *n >= 0.0)
+        .map(|n| (n * factor).round() as u64)
+        .ok_or_else(|| format!("{text:?} is not a count: expected a number like 20000, 250k or 10M"))
+}
+
+async fn bench_dataset(args: BenchDatasetArgs) -> anyhow::Result<()> {
+    if !(args.days.is_finite() && args.days > 0.0) {
+        anyhow::bail!("--days must be a positive number of days, e.g. 7 or 0.5");
+    }
+    use sightline_model::Clock;
+    eprintln!(
+        "writing {} spans and {} logs over {} days into {}",
+        args.spans,
+        args.logs,
+        args.days,
+        args.data_dir.display()
+    );
+    let report = crate::bench::run_dataset(crate::bench::DatasetOptions {
+        data_dir: args.data_dir,
+        spans: args.spans,
+        logs: args.logs,
+        span_of_time: std::time::Duration::from_secs_f64(args.days * 86_400.0),
+        end_ns: sightline_model::SystemClock.now_ns(),
+        seed: args.seed,
+    })
+    .await?;
+    print!("{}", report.render());
+    Ok(())
 }
 
 #[derive(Debug, Args)]
@@ -235,6 +297,9 @@ pub fn run(cli: Cli) -> ExitCode {
         },
         Command::Bench(BenchCommand::Ingest(args)) => {
             runtime().and_then(|rt| rt.block_on(bench_ingest(args)))
+        }
+        Command::Bench(BenchCommand::Dataset(args)) => {
+            runtime().and_then(|rt| rt.block_on(bench_dataset(args)))
         }
         Command::Bench(BenchCommand::Pages(args)) => runtime().and_then(|rt| {
             rt.block_on(crate::bench::run_pages(crate::bench::PagesBenchOptions {

@@ -1,0 +1,76 @@
+//! Number to watch: `segment/write` throughput in spans per second — a flush sorts the buffer
+//! and writes it as zstd Parquet with statistics and a trace-id bloom filter, and it must keep up
+//! with ingest on one core. `segment/scan` is the other side: reading a whole segment back
+//! into Arrow, what a query that cannot prune pays per segment.
+//!
+//! The input is 64k spans of the demo shop (one row group), sorted and written exactly as a
+//! flush writes them.
+//!
+//! Run: `cargo bench -p sightline --bench segment`.
+
+use std::time::Duration;
+
+use arrow::compute::concat_batches;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use prost::Message;
+use sightline::demo::{Dice, export_requests};
+use sightline_ingest::{BodyEncoding, Limits, ingest_traces};
+use sightline_model::Signal;
+use sightline_model::schema::{spans_schema, spans_to_batch};
+use sightline_storage::segment::{read_segment, sort_for_segment, write_segment};
+
+const NOW_NS: i64 = 1_800_000_000_000_000_000;
+const ROWS: usize = 64 * 1024;
+
+fn bench(c: &mut Criterion) {
+    let mut dice = Dice::new(42);
+    let mut batches = Vec::new();
+    let mut rows = 0;
+    while rows < ROWS {
+        let (traces, _) = export_requests(&mut dice, 50, NOW_NS);
+        let spans = ingest_traces(
+            &traces.encode_to_vec(),
+            BodyEncoding::Protobuf,
+            NOW_NS,
+            Limits::default(),
+        )
+        .expect("demo traces decode")
+        .spans;
+        rows += spans.len();
+        batches.push(spans_to_batch(&spans).expect("batch"));
+    }
+    let batch = concat_batches(&spans_schema(), &batches).expect("concat");
+    let batch = batch.slice(0, ROWS);
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+    let path = dir.path().join("segment.parquet");
+
+    let mut group = c.benchmark_group("segment");
+    group.throughput(Throughput::Elements(ROWS as u64));
+    group.bench_function("write", |b| {
+        b.iter(|| {
+            let sorted = sort_for_segment(Signal::Spans, &batch).expect("sort");
+            write_segment(&path, Signal::Spans, &sorted).expect("write")
+        })
+    });
+    let bytes = write_segment(
+        &path,
+        Signal::Spans,
+        &sort_for_segment(Signal::Spans, &batch).expect("sort"),
+    )
+    .expect("write");
+    eprintln!(
+        "segment of {ROWS} demo spans: {bytes} bytes, {:.1} bytes per span",
+        bytes as f64 / ROWS as f64
+    );
+    group.bench_function("scan", |b| {
+        b.iter(|| read_segment(&path, Signal::Spans).expect("scan"))
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(10));
+    targets = bench
+}
+criterion_main!(benches);
