@@ -17,8 +17,13 @@ Both engines get the same questions with absolute time bounds (the last hour and
 the data, whenever the benchmark runs) and must agree on the answers' row counts; the counts per
 service must match exactly, as a check that both read the same rows.
 
+With `--baseline OTHER_BIN`, the same questions are also asked of a second Sightline build on
+the same folder (one server at a time), and a before/after column compares the two: how an
+optimization is measured in one run.
+
     bench/queries.sh                        # the release build, 10M + 10M (a few minutes to fill)
     bench/queries.py --sightline BIN --data-dir DIR --spans 1M --logs 1M --runs 3
+    bench/queries.sh --baseline /tmp/sightline-before
 """
 
 from __future__ import annotations
@@ -108,6 +113,7 @@ class Server:
 
     def __init__(self, binary: str, data_dir: Path, work: Path):
         self.ready = work / "ready.json"
+        self.ready.unlink(missing_ok=True)  # left by a server before this one
         self.log = open(work / "serve.log", "wb")
         self.proc = subprocess.Popen(
             [binary, "serve", "--data-dir", str(data_dir), "--otlp-grpc", "127.0.0.1:0",
@@ -150,6 +156,13 @@ class Server:
         self.log.close()
 
 
+def ask_of(server: Server, q: Question, trace_id: str):
+    """The call that asks one question of a server, returning (engine ms, wall ms, rows)."""
+    if q.sightline.startswith("trace:"):
+        return lambda: server.trace(trace_id)
+    return lambda: server.query(q.sightline)
+
+
 def fmt_ms(ms: float) -> str:
     return f"{ms:.1f} ms" if ms < 1000 else f"{ms / 1000:.2f} s"
 
@@ -165,9 +178,10 @@ def main() -> int:
     parser.add_argument("--logs", default="10M")
     parser.add_argument("--days", default="7")
     parser.add_argument("--runs", type=int, default=5, help="timed runs per question (after one warm-up)")
-    parser.add_argument("--phrase", default="timeout")
+    parser.add_argument("--phrase", default="timed out")
     parser.add_argument("--threads", type=int, default=os.cpu_count(),
                         help="DuckDB threads (Sightline uses every core)")
+    parser.add_argument("--baseline", help="another sightline binary to compare with (before/after)")
     args = parser.parse_args()
 
     try:
@@ -200,15 +214,23 @@ def main() -> int:
     size = sum(p.stat().st_size for p in segments.rglob("*.parquet"))
 
     work = Path(tempfile.mkdtemp(prefix="sightline-bench-"))
+    asked = questions(end, trace_id, args.phrase)
+    before: dict[str, float] = {}
+    if args.baseline:
+        server = Server(args.baseline, args.data_dir, work)
+        try:
+            for q in asked:
+                ask = ask_of(server, q, trace_id)
+                ask()
+                before[q.name] = statistics.median(ask()[0] for _ in range(args.runs))
+        finally:
+            server.stop()
     server = Server(args.sightline, args.data_dir, work)
     rows_out = []
     mismatches = []
     try:
-        for q in questions(end, trace_id, args.phrase):
-            if q.sightline.startswith("trace:"):
-                ask = lambda: server.trace(trace_id)  # noqa: E731
-            else:
-                ask = lambda: server.query(q.sightline)  # noqa: E731
+        for q in asked:
+            ask = ask_of(server, q, trace_id)
             ask()  # warm-up: file metadata and page cache, for both engines alike
             ours = [ask() for _ in range(args.runs)]
             con.execute(q.duckdb).fetchall()
@@ -246,11 +268,15 @@ def main() -> int:
     print(f"{span_count:,} spans and {log_count:,} logs in {files} Parquet files ({size / 2**20:.0f} MiB), "
           f"up to {end:%Y-%m-%d %H:%M} UTC; median of {args.runs} runs after a warm-up; "
           f"DuckDB {duckdb.__version__} with {args.threads} threads\n")
-    print("| question | kind | rows | Sightline | (API wall) | DuckDB | Sightline / DuckDB |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    extra = " baseline | baseline / Sightline |" if before else ""
+    print("| question | kind | rows | Sightline | (API wall) | DuckDB | Sightline / DuckDB |" + extra)
+    print("| --- | --- | --- | --- | --- | --- | --- |" + (" --- | --- |" if before else ""))
     for q, engine, wall, duck, n in rows_out:
         ratio = engine / duck if duck > 0 else float("inf")
-        print(f"| {q.name} | {q.kind} | {n} | {fmt_ms(engine)} | {fmt_ms(wall)} | {fmt_ms(duck)} | {ratio:.2f}x |")
+        line = f"| {q.name} | {q.kind} | {n} | {fmt_ms(engine)} | {fmt_ms(wall)} | {fmt_ms(duck)} | {ratio:.2f}x |"
+        if before:
+            line += f" {fmt_ms(before[q.name])} | {before[q.name] / engine:.2f}x |"
+        print(line)
     if mismatches:
         print("\nthe engines disagree:\n  " + "\n  ".join(mismatches), file=sys.stderr)
         return 1

@@ -68,7 +68,19 @@ impl TableProvider for SignalTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let range = time_range_from_filters(filters, self.signal.time_column());
-        let snapshot = self.store.snapshot(self.signal, range);
+        let mut snapshot = self.store.snapshot(self.signal, range);
+        if let Some(trace_id) = trace_id_from_filters(filters)
+            && self.schema.index_of("trace_id").is_ok()
+        {
+            // Only segments whose trace-id filters may hold the trace are opened.
+            let store = self.store.clone();
+            let segments = std::mem::take(&mut snapshot.segments);
+            snapshot.segments = tokio::task::spawn_blocking(move || {
+                store.segments_with_trace(segments, &trace_id)
+            })
+            .await
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        }
         let partitions = state.config().target_partitions().max(1);
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
 
@@ -177,6 +189,45 @@ fn is_column(expr: &Expr, column: &str) -> bool {
         Expr::Cast(cast) => is_column(&cast.expr, column),
         Expr::TryCast(cast) => is_column(&cast.expr, column),
         _ => false,
+    }
+}
+
+/// The trace id a conjunction of filters pins (`trace_id = 'literal'`), lower-cased as stored.
+pub fn trace_id_from_filters(filters: &[Expr]) -> Option<String> {
+    filters.iter().find_map(trace_id_of)
+}
+
+fn trace_id_of(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Eq,
+            right,
+        }) => {
+            let (column, value) = if is_column(left, "trace_id") {
+                (left, right)
+            } else {
+                (right, left)
+            };
+            if !is_column(column, "trace_id") {
+                return None;
+            }
+            match value.as_ref() {
+                Expr::Literal(
+                    ScalarValue::Utf8(Some(v))
+                    | ScalarValue::Utf8View(Some(v))
+                    | ScalarValue::LargeUtf8(Some(v)),
+                    _,
+                ) => Some(v.clone()),
+                _ => None,
+            }
+        }
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::And,
+            right,
+        }) => trace_id_of(left).or_else(|| trace_id_of(right)),
+        _ => None,
     }
 }
 

@@ -59,8 +59,10 @@ pub async fn trace(engine: &QueryEngine, trace_id: &str) -> Result<TraceView, Er
     let spans_sql =
         format!("SELECT * FROM spans WHERE trace_id = {id} ORDER BY start_time, span_id");
     let logs_sql = format!("SELECT * FROM logs WHERE trace_id = {id} ORDER BY time");
-    let (_, span_batches, spans_cut) = engine.collect(&spans_sql, MAX_TRACE_ROWS).await?;
-    let (_, log_batches, logs_cut) = engine.collect(&logs_sql, MAX_TRACE_ROWS).await?;
+    let ((_, span_batches, spans_cut), (_, log_batches, logs_cut)) = tokio::try_join!(
+        engine.collect(&spans_sql, MAX_TRACE_ROWS),
+        engine.collect(&logs_sql, MAX_TRACE_ROWS)
+    )?;
     let spans: Vec<_> = span_batches
         .iter()
         .flat_map(|b| batch_objects(b, SPAN_JSON_COLUMNS))

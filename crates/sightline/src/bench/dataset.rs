@@ -354,6 +354,8 @@ pub async fn run_dataset(options: DatasetOptions) -> anyhow::Result<DatasetRepor
     let mut hour_index = start_ns.div_euclid(NS_PER_HOUR);
     let mut minute_ns = start_ns;
     let mut days_reported = 0;
+    let mut rate = shape.requests_per_s;
+    let (mut requests_made, mut spans_made) = (0u64, 0u64);
     loop {
         let done = report.spans + hour.spans.len() as u64 >= options.spans
             && report.logs + hour.logs.len() as u64 >= options.logs;
@@ -367,15 +369,25 @@ pub async fn run_dataset(options: DatasetOptions) -> anyhow::Result<DatasetRepor
             (end_ns - NS_PER_MINUTE, NS_PER_MINUTE)
         };
         if from_ns.div_euclid(NS_PER_HOUR) != hour_index {
-            write_hour(&store, &mut hour, &mut report).await?;
+            write_hour(&store, &mut hour, from_ns, &mut report).await?;
             hour_index = from_ns.div_euclid(NS_PER_HOUR);
+            // Steer the rate by what the shop actually produced, so the counts are reached
+            // at the end of the span of time, not before or after it.
+            let left_s = (end_ns - from_ns) as f64 / NS_PER_S as f64;
+            let spans_left = options.spans.saturating_sub(report.spans + hour.spans.len() as u64);
+            if spans_made > 0 && left_s > 0.0 {
+                let per_request = spans_made as f64 / requests_made as f64;
+                rate = spans_left as f64 / per_request / left_s;
+            }
         }
-        let expected = shape.requests_per_s * 60.0 * daily_curve(from_ns);
+        let expected = rate * 60.0 * daily_curve(from_ns);
         let mut requests = expected.floor() as u64;
         if dice.chance(expected.fract()) {
             requests += 1;
         }
         let (mut spans, mut logs) = generate(&mut dice, shape, requests, from_ns, width_ns);
+        requests_made += requests;
+        spans_made += spans.len() as u64;
         let room = |wanted: u64, written: u64, held: usize| {
             wanted.saturating_sub(written + held as u64) as usize
         };
@@ -397,16 +409,29 @@ pub async fn run_dataset(options: DatasetOptions) -> anyhow::Result<DatasetRepor
             }
         }
     }
-    write_hour(&store, &mut hour, &mut report).await?;
+    write_hour(&store, &mut hour, i64::MAX, &mut report).await?;
     bar.finish_and_clear();
     store.close().await?;
     report.elapsed = started.elapsed();
     Ok(report)
 }
 
-async fn write_hour(store: &Store, hour: &mut Hour, report: &mut DatasetReport) -> anyhow::Result<()> {
-    let spans = std::mem::take(&mut hour.spans);
-    let logs = std::mem::take(&mut hour.logs);
+/// Writes the held rows stamped before `before_ns`; later ones (spans of requests that started
+/// just before the hour ended) wait for their own hour, so each hour is one segment per signal.
+async fn write_hour(
+    store: &Store,
+    hour: &mut Hour,
+    before_ns: i64,
+    report: &mut DatasetReport,
+) -> anyhow::Result<()> {
+    let (spans, later): (Vec<_>, Vec<_>) = std::mem::take(&mut hour.spans)
+        .into_iter()
+        .partition(|r| r.start_time_ns < before_ns);
+    hour.spans = later;
+    let (logs, later): (Vec<_>, Vec<_>) = std::mem::take(&mut hour.logs)
+        .into_iter()
+        .partition(|r| r.time_ns < before_ns);
+    hour.logs = later;
     for row in &spans {
         report.start_ns = report.start_ns.min(row.start_time_ns);
         report.end_ns = report.end_ns.max(row.start_time_ns);
