@@ -11,6 +11,7 @@ use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
@@ -106,7 +107,17 @@ impl TableProvider for SignalTable {
                     meta.size_bytes as u64,
                 ));
             }
-            let mut source = ParquetSource::new(self.schema.clone());
+            // Footers and page indexes stay in DataFusion's metadata cache between queries
+            // (segments never change once written), so a query pays for opening only the
+            // segments it has not read before.
+            let runtime = state.runtime_env();
+            let files = runtime.object_store(ObjectStoreUrl::local_filesystem())?;
+            let reader_factory = CachedParquetFileReaderFactory::new(
+                files,
+                runtime.cache_manager.get_file_metadata_cache(),
+            );
+            let mut source = ParquetSource::new(self.schema.clone())
+                .with_parquet_file_reader_factory(Arc::new(reader_factory));
             if let Some(predicate) = conjunction(filters.iter().cloned()) {
                 let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
                 let predicate = state.create_physical_expr(predicate, &df_schema)?;
