@@ -231,7 +231,7 @@ def assert_refused(resp, status: int, code: str, phrases: tuple[str, ...], proto
 
 INGEST_COUNTERS = ("sightline_ingest_requests_total", "sightline_ingest_records_total",
                    "sightline_ingest_bad_requests_total", "sightline_ingest_attributes_dropped_total",
-                   "sightline_ingest_values_truncated_total")
+                   "sightline_ingest_values_truncated_total", "sightline_ingest_values_too_deep_total")
 
 
 def sample(name: str, **labels: str) -> str:
@@ -525,7 +525,7 @@ def test_values_nested_deeper_than_the_limit_are_replaced_by_a_marker(srv, chann
         content_type = "application/x-protobuf"
     before = srv.metrics()
     send_ok(srv, channel, transport, body, content_type)
-    assert_counted(srv, before, stored("spans"))
+    assert_counted(srv, before, stored("spans", **{sample("sightline_ingest_values_too_deep_total"): 1}))
     kept = span_attributes(srv, service)["deep"]
     assert unwrap(kept, MAX_DEPTH, list if shape == "array" else dict) == DEPTH_MARKER
 

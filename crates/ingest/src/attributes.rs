@@ -26,6 +26,11 @@ pub fn any_to_json(value: &AnyValue) -> Value {
     any_to_json_at(value, 0)
 }
 
+/// What replaces an array or map nested deeper than `limit` levels.
+pub fn depth_marker(limit: usize) -> String {
+    format!("[nested deeper than {limit} levels: dropped]")
+}
+
 fn any_to_json_at(value: &AnyValue, depth: usize) -> Value {
     match &value.value {
         None => Value::Null,
@@ -37,7 +42,7 @@ fn any_to_json_at(value: &AnyValue, depth: usize) -> Value {
             .unwrap_or_else(|| Value::String(d.to_string())),
         Some(Any::BytesValue(b)) => Value::String(hex::encode(b)),
         Some(Any::ArrayValue(_) | Any::KvlistValue(_)) if depth >= MAX_DEPTH => {
-            Value::String(format!("[nested deeper than {MAX_DEPTH} levels: dropped]"))
+            Value::String(depth_marker(MAX_DEPTH))
         }
         Some(Any::ArrayValue(array)) => Value::Array(
             array

@@ -19,6 +19,9 @@ pub struct Limits {
     pub max_timestamp_age_ns: i64,
     /// A record stamped more than this after the server's clock is rejected.
     pub max_timestamp_ahead_ns: i64,
+    /// Levels of arrays and maps inside one value; deeper ones are replaced by a marker.
+    /// At most [`crate::attributes::MAX_DEPTH`].
+    pub max_nesting_depth: usize,
 }
 
 const DAY_NS: i64 = 86_400_000_000_000;
@@ -30,6 +33,7 @@ impl Default for Limits {
             max_value_bytes: 64 * 1024,
             max_timestamp_age_ns: 30 * DAY_NS,
             max_timestamp_ahead_ns: DAY_NS,
+            max_nesting_depth: crate::attributes::MAX_DEPTH,
         }
     }
 }
@@ -91,6 +95,8 @@ fn humanize(ns: i64) -> String {
 pub struct Limited {
     pub attributes_dropped: u64,
     pub values_truncated: u64,
+    /// Arrays and maps nested deeper than the limit, replaced by a marker.
+    pub values_too_deep: u64,
 }
 
 struct Enforcer {
@@ -113,7 +119,15 @@ impl Enforcer {
         self.limited.values_truncated += 1;
     }
 
-    fn value(&mut self, value: &mut AnyValue) {
+    fn value(&mut self, value: &mut AnyValue, depth: usize) {
+        let nested = matches!(value.value, Some(Any::ArrayValue(_) | Any::KvlistValue(_)));
+        if nested && depth >= self.limits.max_nesting_depth {
+            value.value = Some(Any::StringValue(
+                crate::attributes::depth_marker(self.limits.max_nesting_depth),
+            ));
+            self.limited.values_too_deep += 1;
+            return;
+        }
         match &mut value.value {
             Some(Any::StringValue(s)) => self.text(s),
             Some(Any::BytesValue(b)) if b.len() > self.limits.max_value_bytes => {
@@ -126,14 +140,18 @@ impl Enforcer {
                         (array.values.len() - self.limits.max_attributes) as u64;
                     array.values.truncate(self.limits.max_attributes);
                 }
-                array.values.iter_mut().for_each(|v| self.value(v));
+                array.values.iter_mut().for_each(|v| self.value(v, depth + 1));
             }
-            Some(Any::KvlistValue(list)) => self.attributes(&mut list.values),
+            Some(Any::KvlistValue(list)) => self.attributes_at(&mut list.values, depth + 1),
             _ => {}
         }
     }
 
     fn attributes(&mut self, attributes: &mut Vec<KeyValue>) {
+        self.attributes_at(attributes, 0);
+    }
+
+    fn attributes_at(&mut self, attributes: &mut Vec<KeyValue>, depth: usize) {
         if attributes.len() > self.limits.max_attributes {
             self.limited.attributes_dropped +=
                 (attributes.len() - self.limits.max_attributes) as u64;
@@ -142,7 +160,7 @@ impl Enforcer {
         for kv in attributes.iter_mut() {
             self.text(&mut kv.key);
             if let Some(value) = &mut kv.value {
-                self.value(value);
+                self.value(value, depth);
             }
         }
     }
@@ -191,7 +209,7 @@ pub fn enforce_logs(request: &mut ExportLogsServiceRequest, limits: Limits) -> L
         for scope_logs in &mut resource_logs.scope_logs {
             for record in &mut scope_logs.log_records {
                 if let Some(body) = &mut record.body {
-                    e.value(body);
+                    e.value(body, 0);
                 }
                 e.attributes(&mut record.attributes);
             }
@@ -288,7 +306,8 @@ mod tests {
             limited,
             Limited {
                 attributes_dropped: 6,
-                values_truncated: 2
+                values_truncated: 2,
+                values_too_deep: 0,
             }
         );
         let record = &request.resource_logs[0].scope_logs[0].log_records[0];
@@ -301,6 +320,55 @@ mod tests {
             panic!("string value")
         };
         assert_eq!(big, &format!("{}…[truncated 180 bytes]", "é".repeat(10)));
+    }
+
+    #[test]
+    fn values_nested_deeper_than_the_configured_depth_become_a_marker_and_are_counted() {
+        use opentelemetry_proto::tonic::common::v1::ArrayValue;
+        // A log body of arrays nested 5 deep around a string.
+        let mut body = AnyValue {
+            value: Some(Any::StringValue("leaf".into())),
+        };
+        for _ in 0..5 {
+            body = AnyValue {
+                value: Some(Any::ArrayValue(ArrayValue { values: vec![body] })),
+            };
+        }
+        let mut request = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord {
+                        body: Some(body.clone()),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let mut shallow = request.clone();
+        let limits = Limits {
+            max_nesting_depth: 2,
+            ..Limits::default()
+        };
+        assert_eq!(enforce_logs(&mut request, limits).values_too_deep, 1);
+        let mut value = request.resource_logs[0].scope_logs[0].log_records[0]
+            .body
+            .clone()
+            .expect("body");
+        for _ in 0..2 {
+            let Some(Any::ArrayValue(array)) = value.value else {
+                panic!("two levels kept")
+            };
+            value = array.values[0].clone();
+        }
+        assert_eq!(
+            value.value,
+            Some(Any::StringValue(crate::attributes::depth_marker(2)))
+        );
+        // Within the default depth nothing changes.
+        assert_eq!(enforce_logs(&mut shallow, Limits::default()), Limited::default());
+        assert_eq!(shallow.resource_logs[0].scope_logs[0].log_records[0].body, Some(body));
     }
 
     #[test]

@@ -61,6 +61,8 @@ pub struct AuthSection {
 pub struct LimitsSection {
     pub max_attributes_per_record: Option<usize>,
     pub max_attribute_value_bytes: Option<usize>,
+    /// Levels of arrays and maps inside one attribute value or log body (1 to 16).
+    pub max_nesting_depth: Option<usize>,
     /// Records stamped further back than this are rejected; "forever" accepts any age.
     pub max_timestamp_age: Option<String>,
     /// Records stamped further ahead than this are rejected.
@@ -237,6 +239,13 @@ impl ServeConfig {
                 bail!("config key limits.max_attribute_value_bytes must be at least 16");
             }
             limits.max_value_bytes = n;
+        }
+        if let Some(n) = file.limits.max_nesting_depth {
+            let most = sightline_ingest::attributes::MAX_DEPTH;
+            if !(1..=most).contains(&n) {
+                bail!("config key limits.max_nesting_depth must be between 1 and {most}, not {n}");
+            }
+            limits.max_nesting_depth = n;
         }
         match file.limits.max_timestamp_age.as_deref() {
             None => {}

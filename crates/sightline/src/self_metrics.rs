@@ -26,6 +26,7 @@ pub struct SelfMetrics {
     query_ns_total: AtomicU64,
     attributes_dropped: AtomicU64,
     values_truncated: AtomicU64,
+    values_too_deep: AtomicU64,
     /// Bad requests by error code, e.g. `payload_too_large`.
     bad_requests: Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
@@ -85,6 +86,8 @@ impl SelfMetrics {
             .fetch_add(limited.attributes_dropped, Ordering::Relaxed);
         self.values_truncated
             .fetch_add(limited.values_truncated, Ordering::Relaxed);
+        self.values_too_deep
+            .fetch_add(limited.values_too_deep, Ordering::Relaxed);
     }
 
     pub fn record_query(&self, elapsed_ns: u64, ok: bool) {
@@ -167,6 +170,16 @@ impl SelfMetrics {
             format!(
                 "sightline_ingest_values_truncated_total {}",
                 load(&self.values_truncated)
+            ),
+        );
+        section(
+            &mut out,
+            "sightline_ingest_values_too_deep_total",
+            "counter",
+            "Arrays and maps nested deeper than the limit, replaced by a marker.",
+            format!(
+                "sightline_ingest_values_too_deep_total {}",
+                load(&self.values_too_deep)
             ),
         );
         section(

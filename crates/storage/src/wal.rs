@@ -194,7 +194,16 @@ fn decode_payload_unchecked(payload: &[u8]) -> std::result::Result<WalRecord, St
     }
     let schema = sightline_model::schema::schema_for(signal);
     // A record from an older version may lack columns added since: they are filled with
-    // nulls (where the column allows them), as for segments.
+    // nulls (where the column allows them), as for segments. Every row the log holds takes
+    // bytes (its time alone takes eight), so a batch that claims more rows than the record
+    // has bytes is corrupt, and filling its columns would allocate what the claim says.
+    if let Some(b) = batches.iter().find(|b| b.num_rows() > ipc.len()) {
+        return Err(format!(
+            "a batch claims {} rows in a record of {} bytes",
+            b.num_rows(),
+            ipc.len()
+        ));
+    }
     let batches = batches
         .iter()
         .map(|b| crate::segment::align_to_schema(b, &schema).map_err(|e| e.to_string()))
