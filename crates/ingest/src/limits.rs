@@ -122,9 +122,9 @@ impl Enforcer {
     fn value(&mut self, value: &mut AnyValue, depth: usize) {
         let nested = matches!(value.value, Some(Any::ArrayValue(_) | Any::KvlistValue(_)));
         if nested && depth >= self.limits.max_nesting_depth {
-            value.value = Some(Any::StringValue(
-                crate::attributes::depth_marker(self.limits.max_nesting_depth),
-            ));
+            value.value = Some(Any::StringValue(crate::attributes::depth_marker(
+                self.limits.max_nesting_depth,
+            )));
             self.limited.values_too_deep += 1;
             return;
         }
@@ -140,7 +140,10 @@ impl Enforcer {
                         (array.values.len() - self.limits.max_attributes) as u64;
                     array.values.truncate(self.limits.max_attributes);
                 }
-                array.values.iter_mut().for_each(|v| self.value(v, depth + 1));
+                array
+                    .values
+                    .iter_mut()
+                    .for_each(|v| self.value(v, depth + 1));
             }
             Some(Any::KvlistValue(list)) => self.attributes_at(&mut list.values, depth + 1),
             _ => {}
@@ -367,8 +370,14 @@ mod tests {
             Some(Any::StringValue(crate::attributes::depth_marker(2)))
         );
         // Within the default depth nothing changes.
-        assert_eq!(enforce_logs(&mut shallow, Limits::default()), Limited::default());
-        assert_eq!(shallow.resource_logs[0].scope_logs[0].log_records[0].body, Some(body));
+        assert_eq!(
+            enforce_logs(&mut shallow, Limits::default()),
+            Limited::default()
+        );
+        assert_eq!(
+            shallow.resource_logs[0].scope_logs[0].log_records[0].body,
+            Some(body)
+        );
     }
 
     #[test]

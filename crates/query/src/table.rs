@@ -76,11 +76,10 @@ impl TableProvider for SignalTable {
             // Only segments whose trace-id filters may hold the trace are opened.
             let store = self.store.clone();
             let segments = std::mem::take(&mut snapshot.segments);
-            snapshot.segments = tokio::task::spawn_blocking(move || {
-                store.segments_with_trace(segments, &trace_id)
-            })
-            .await
-            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+            snapshot.segments =
+                tokio::task::spawn_blocking(move || store.segments_with_trace(segments, &trace_id))
+                    .await
+                    .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
         }
         let partitions = state.config().target_partitions().max(1);
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();

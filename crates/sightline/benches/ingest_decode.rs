@@ -21,9 +21,14 @@ fn bench(c: &mut Criterion) {
     let traces_pb = traces.encode_to_vec();
     let logs_pb = logs.encode_to_vec();
     let traces_json = serde_json::to_vec(&traces).expect("OTLP/JSON");
-    let spans = ingest_traces(&traces_pb, BodyEncoding::Protobuf, NOW_NS, Limits::default())
-        .expect("demo traces decode")
-        .spans;
+    let spans = ingest_traces(
+        &traces_pb,
+        BodyEncoding::Protobuf,
+        NOW_NS,
+        Limits::default(),
+    )
+    .expect("demo traces decode")
+    .spans;
     let log_rows = ingest_logs(&logs_pb, BodyEncoding::Protobuf, NOW_NS, Limits::default())
         .expect("demo logs decode")
         .logs;
@@ -32,8 +37,13 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(spans.len() as u64));
     group.bench_function("traces-protobuf", |b| {
         b.iter(|| {
-            ingest_traces(&traces_pb, BodyEncoding::Protobuf, NOW_NS, Limits::default())
-                .expect("decode")
+            ingest_traces(
+                &traces_pb,
+                BodyEncoding::Protobuf,
+                NOW_NS,
+                Limits::default(),
+            )
+            .expect("decode")
         })
     });
     group.bench_function("traces-json", |b| {

@@ -14,8 +14,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::catalog::{Catalog, SegmentMeta};
-use crate::trace_index::TraceIndex;
 use crate::error::{Error, Result};
+use crate::trace_index::TraceIndex;
 use crate::{segment, wal};
 
 const NS_PER_HOUR: i64 = 3_600_000_000_000;
@@ -1056,7 +1056,10 @@ mod tests {
                     .len()
             })
             .sum();
-        assert!(wal_bytes < 64, "imported rows are not written to the log ({wal_bytes} bytes)");
+        assert!(
+            wal_bytes < 64,
+            "imported rows are not written to the log ({wal_bytes} bytes)"
+        );
         drop(store);
         let (store, report) = open(dir.path(), &clock);
         assert_eq!(report.segments, 2);

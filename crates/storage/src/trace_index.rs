@@ -158,12 +158,18 @@ mod tests {
         let index = TraceIndex::default();
         let wanted = format!("aaaa{:028x}", 1234);
         assert!(index.may_contain(&a, &wanted));
-        assert!(!index.may_contain(&b, &wanted), "a 1 % filter rules this one out");
+        assert!(
+            !index.may_contain(&b, &wanted),
+            "a 1 % filter rules this one out"
+        );
         let false_positives = ids("cccc")
             .iter()
             .filter(|id| index.may_contain(&a, id))
             .count();
-        assert!(false_positives < 100, "{false_positives} of 2000 absent ids pass");
+        assert!(
+            false_positives < 100,
+            "{false_positives} of 2000 absent ids pass"
+        );
         assert!(index.memory_bytes() > 0);
         index.forget(&[a.clone(), b.clone()]);
         assert_eq!(index.memory_bytes(), 0);

@@ -545,7 +545,9 @@ mod tests {
     fn a_record_without_columns_added_since_reads_back_with_nulls() {
         let full = batch(3);
         // As an older version wrote it: without the last (nullable) column.
-        let older = full.project(&(0..full.num_columns() - 1).collect::<Vec<_>>()).expect("project");
+        let older = full
+            .project(&(0..full.num_columns() - 1).collect::<Vec<_>>())
+            .expect("project");
         let framed = encode_record(Signal::Logs, &older).expect("encode");
         let record = decode_record(&framed[8..]).expect("an older record decodes");
         assert_eq!(record.batch.schema(), full.schema());

@@ -59,7 +59,8 @@ pub struct DatasetReport {
 impl DatasetReport {
     pub fn render(&self) -> String {
         let per = |bytes: u64, rows: u64| bytes as f64 / rows.max(1) as f64;
-        let time = |ns: i64| chrono::DateTime::from_timestamp_nanos(ns).format("%Y-%m-%d %H:%M UTC");
+        let time =
+            |ns: i64| chrono::DateTime::from_timestamp_nanos(ns).format("%Y-%m-%d %H:%M UTC");
         format!(
             "wrote {} spans and {} logs from {} to {} in {:.1} s ({:.0} records/s)\n\
              {} segments: spans {:.1} MiB ({:.1} bytes per span), logs {:.1} MiB ({:.1} bytes per log line)\n",
@@ -132,7 +133,10 @@ fn attr_text(span: &Span, key: &str) -> Option<String> {
 /// The line a Python service writes for one finished span, as (logger, severity number,
 /// severity text, body).
 fn line_for(span: &Span) -> (&'static str, i32, &'static str, String) {
-    let ms = (span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano)) as f64 / 1e6;
+    let ms = (span
+        .end_time_unix_nano
+        .saturating_sub(span.start_time_unix_nano)) as f64
+        / 1e6;
     let failed = span
         .status
         .as_ref()
@@ -234,10 +238,12 @@ fn shape_logs(
             scope_logs: by_logger
                 .into_iter()
                 .map(|(logger, log_records)| ScopeLogs {
-                    scope: Some(opentelemetry_proto::tonic::common::v1::InstrumentationScope {
-                        name: logger.into(),
-                        ..Default::default()
-                    }),
+                    scope: Some(
+                        opentelemetry_proto::tonic::common::v1::InstrumentationScope {
+                            name: logger.into(),
+                            ..Default::default()
+                        },
+                    ),
                     log_records,
                     ..Default::default()
                 })
@@ -299,8 +305,8 @@ fn calibrate(dice: &mut Dice, options: &DatasetOptions) -> Shape {
     let wanted_logs_per_request =
         spans_per_request * options.logs as f64 / options.spans.max(1) as f64;
     let demo_log_chance = (wanted_logs_per_request / logs_per_request.max(1e-9)).min(1.0);
-    let span_log_chance = ((wanted_logs_per_request - logs_per_request) / spans_per_request)
-        .clamp(0.0, 1.0);
+    let span_log_chance =
+        ((wanted_logs_per_request - logs_per_request) / spans_per_request).clamp(0.0, 1.0);
     let seconds = options.span_of_time.as_secs_f64().max(1.0);
     Shape {
         requests_per_s: options.spans as f64 / spans_per_request / seconds,
@@ -374,7 +380,9 @@ pub async fn run_dataset(options: DatasetOptions) -> anyhow::Result<DatasetRepor
             // Steer the rate by what the shop actually produced, so the counts are reached
             // at the end of the span of time, not before or after it.
             let left_s = (end_ns - from_ns) as f64 / NS_PER_S as f64;
-            let spans_left = options.spans.saturating_sub(report.spans + hour.spans.len() as u64);
+            let spans_left = options
+                .spans
+                .saturating_sub(report.spans + hour.spans.len() as u64);
             if spans_made > 0 && left_s > 0.0 {
                 let per_request = spans_made as f64 / requests_made as f64;
                 rate = spans_left as f64 / per_request / left_s;
@@ -484,9 +492,17 @@ mod tests {
         .await
         .expect("dataset");
         assert_eq!((report.spans, report.logs), (6_000, 5_000));
-        assert!(report.start_ns < end_ns - 5 * NS_PER_HOUR, "starts {}", report.start_ns);
+        assert!(
+            report.start_ns < end_ns - 5 * NS_PER_HOUR,
+            "starts {}",
+            report.start_ns
+        );
         assert!(report.end_ns <= end_ns + NS_PER_MINUTE);
-        assert!(report.segments >= 12, "hourly segments, got {}", report.segments);
+        assert!(
+            report.segments >= 12,
+            "hourly segments, got {}",
+            report.segments
+        );
         // The folder now serves like any other: reopened, every row is there.
         let (store, _) =
             Store::open(dir.path(), StoreOptions::default(), Arc::new(SystemClock)).expect("open");
@@ -539,7 +555,11 @@ mod tests {
             .flat_map(|r| &r.scope_logs)
             .flat_map(|s| &s.log_records)
             .collect();
-        assert_eq!(records.len(), spans, "one line per span, none of the demo's");
+        assert_eq!(
+            records.len(),
+            spans,
+            "one line per span, none of the demo's"
+        );
         assert!(records.iter().all(|r| r.trace_id.len() == 16));
         assert!(
             records.iter().any(|r| {

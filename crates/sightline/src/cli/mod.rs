@@ -86,7 +86,9 @@ fn parse_count(text: &str) -> Result<u64, String> {
         .ok()
         .filter(|n| n.is_finite() && *n >= 0.0)
         .map(|n| (n * factor).round() as u64)
-        .ok_or_else(|| format!("{text:?} is not a count: expected a number like 20000, 250k or 10M"))
+        .ok_or_else(|| {
+            format!("{text:?} is not a count: expected a number like 20000, 250k or 10M")
+        })
 }
 
 async fn bench_dataset(args: BenchDatasetArgs) -> anyhow::Result<()> {
