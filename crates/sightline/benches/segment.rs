@@ -12,14 +12,13 @@ use std::time::Duration;
 
 use arrow::compute::concat_batches;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use prost::Message;
-use sightline::demo::{Dice, export_requests};
-use sightline_ingest::{BodyEncoding, Limits, ingest_traces};
+use sightline::demo::Dice;
 use sightline_model::Signal;
 use sightline_model::schema::{spans_schema, spans_to_batch};
 use sightline_storage::segment::{read_segment, sort_for_segment, write_segment};
 
-const NOW_NS: i64 = 1_800_000_000_000_000_000;
+mod common;
+
 const ROWS: usize = 64 * 1024;
 
 fn bench(c: &mut Criterion) {
@@ -27,15 +26,7 @@ fn bench(c: &mut Criterion) {
     let mut batches = Vec::new();
     let mut rows = 0;
     while rows < ROWS {
-        let (traces, _) = export_requests(&mut dice, 50, NOW_NS);
-        let spans = ingest_traces(
-            &traces.encode_to_vec(),
-            BodyEncoding::Protobuf,
-            NOW_NS,
-            Limits::default(),
-        )
-        .expect("demo traces decode")
-        .spans;
+        let spans = common::demo_spans(&mut dice);
         rows += spans.len();
         batches.push(spans_to_batch(&spans).expect("batch"));
     }

@@ -11,25 +11,15 @@
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use prost::Message;
-use sightline::demo::{Dice, export_requests};
-use sightline_ingest::{BodyEncoding, Limits, ingest_traces};
+use sightline::demo::Dice;
 use sightline_model::Signal;
 use sightline_model::schema::spans_to_batch;
 use sightline_storage::wal::{WalWriter, encode_record};
 
-const NOW_NS: i64 = 1_800_000_000_000_000_000;
+mod common;
 
 fn bench(c: &mut Criterion) {
-    let (traces, _) = export_requests(&mut Dice::new(42), 50, NOW_NS);
-    let spans = ingest_traces(
-        &traces.encode_to_vec(),
-        BodyEncoding::Protobuf,
-        NOW_NS,
-        Limits::default(),
-    )
-    .expect("demo traces decode")
-    .spans;
+    let spans = common::demo_spans(&mut Dice::new(42));
     let batch = spans_to_batch(&spans).expect("batch");
     let record = encode_record(Signal::Spans, &batch).expect("encode");
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");

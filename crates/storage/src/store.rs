@@ -754,15 +754,7 @@ fn write_flushing(inner: &Inner, checkpoint: u64) -> Result<FlushReport> {
         }
         lock(&inner.catalog).commit(std::mem::take(&mut metas), &[], Some(checkpoint))
     })();
-    let committed = match result {
-        Ok(committed) => committed,
-        Err(e) => {
-            for path in written {
-                let _ = std::fs::remove_file(path);
-            }
-            return Err(e);
-        }
-    };
+    let committed = discard_on_error(result, written)?;
     report.segments_written = committed.len();
     report.bytes = committed.iter().map(|m| m.size_bytes as u64).sum();
     {
@@ -783,19 +775,22 @@ fn write_flushing(inner: &Inner, checkpoint: u64) -> Result<FlushReport> {
     Ok(report)
 }
 
+/// Passes `result` on; when it failed, first removes the segment files written on the way
+/// (the catalog never listed them).
+fn discard_on_error<T>(result: Result<T>, written: Vec<PathBuf>) -> Result<T> {
+    if result.is_err() {
+        for path in written {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    result
+}
+
 fn import_blocking(inner: &Inner, signal: Signal, batch: &RecordBatch) -> Result<FlushReport> {
     let mut written = Vec::new();
     let committed = write_rows_as_segments(inner, signal, batch, 0, &mut written)
         .and_then(|metas| lock(&inner.catalog).commit(metas, &[], None));
-    let committed = match committed {
-        Ok(committed) => committed,
-        Err(e) => {
-            for path in written {
-                let _ = std::fs::remove_file(path);
-            }
-            return Err(e);
-        }
-    };
+    let committed = discard_on_error(committed, written)?;
     let report = FlushReport {
         segments_written: committed.len(),
         rows: committed.iter().map(|m| m.row_count as usize).sum(),
@@ -850,15 +845,8 @@ fn maintain_blocking(inner: &Inner) -> Result<MaintenanceReport> {
         }
         let merged = concat_batches(&schema_for(signal), &batches)?;
         let mut written = Vec::new();
-        let outputs = match write_rows_as_segments(inner, signal, &merged, level, &mut written) {
-            Ok(outputs) => outputs,
-            Err(e) => {
-                for path in written {
-                    let _ = std::fs::remove_file(path);
-                }
-                return Err(e);
-            }
-        };
+        let outputs = write_rows_as_segments(inner, signal, &merged, level, &mut written);
+        let outputs = discard_on_error(outputs, written)?;
         let ids: Vec<i64> = inputs.iter().map(|s| s.id).collect();
         let committed = lock(&inner.catalog).commit(outputs, &ids, None)?;
         replace_segments(inner, &ids, committed);

@@ -61,19 +61,16 @@ pub struct TraceIndex {
 }
 
 impl TraceIndex {
-    fn cached(&self, path: &Path) -> Option<Option<Arc<SegmentFilters>>> {
-        self.segments
+    /// A segment's filters, read from the file unless they are in memory already. A segment
+    /// whose filters cannot be read is remembered as such (`None`) and always scanned.
+    fn filters(&self, path: &Path) -> Option<Arc<SegmentFilters>> {
+        if let Some(cached) = self
+            .segments
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(path)
-            .cloned()
-    }
-
-    /// Reads a segment's filters unless they are in memory already. A segment whose filters
-    /// cannot be read is remembered as such and always scanned.
-    pub fn load(&self, path: &Path) {
-        if self.cached(path).is_some() {
-            return;
+        {
+            return cached.clone();
         }
         let filters = SegmentFilters::load(path).map(Arc::new);
         let added = filters.as_ref().map_or(0, |f| f.bytes);
@@ -81,20 +78,23 @@ impl TraceIndex {
             .segments
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(path.to_path_buf(), filters);
+            .insert(path.to_path_buf(), filters.clone());
         let removed = previous.flatten().map_or(0, |f| f.bytes);
         self.bytes.fetch_add(added, Ordering::Relaxed);
         self.bytes.fetch_sub(removed, Ordering::Relaxed);
+        filters
+    }
+
+    /// Reads a segment's filters into memory unless they are there already. Blocking.
+    pub fn load(&self, path: &Path) {
+        let _ = self.filters(path);
     }
 
     /// Whether the segment at `path` may hold rows of `trace_id` (lower-case hex). Reads the
     /// segment's filters first when they are not in memory. Blocking.
     pub fn may_contain(&self, path: &Path, trace_id: &str) -> bool {
-        self.load(path);
-        match self.cached(path) {
-            Some(Some(filters)) => filters.may_contain(trace_id),
-            _ => true,
-        }
+        self.filters(path)
+            .is_none_or(|filters| filters.may_contain(trace_id))
     }
 
     /// Drops the filters of segments that no longer exist.
