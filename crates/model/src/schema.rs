@@ -1,4 +1,4 @@
-//! Arrow schemas of the `spans`, `logs` and `metrics` tables, and the row types that ingest
+//! Arrow schemas of the `spans`, `logs`, `metrics` and `span_rollups` tables, and the row types that ingest
 //! produces. Column names are a public contract (DESIGN.md): add columns, rename none.
 
 use std::sync::{Arc, OnceLock};
@@ -127,12 +127,42 @@ pub fn metrics_schema() -> SchemaRef {
         .clone()
 }
 
+/// Schema of the `span_rollups` table: per minute and per service, version, environment, kind
+/// and route, the requests (server and consumer spans), the failed ones, their durations and a
+/// latency sketch (DDSketch's logarithmic buckets at 1% relative accuracy: `latency_bins[i]`
+/// holds `latency_counts[i]` durations).
+pub fn span_rollups_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            let list = |item: DataType| DataType::List(Arc::new(Field::new("item", item, true)));
+            Arc::new(Schema::new(vec![
+                Field::new("time", ts(), false),
+                text("service_name", false),
+                text("service_version", true),
+                text("environment", true),
+                text("kind", false),
+                text("http_method", true),
+                text("route", false),
+                Field::new("requests", DataType::Int64, false),
+                Field::new("errors", DataType::Int64, false),
+                Field::new("duration_sum_ns", DataType::Int64, false),
+                Field::new("duration_min_ns", DataType::Int64, false),
+                Field::new("duration_max_ns", DataType::Int64, false),
+                Field::new("latency_bins", list(DataType::Int32), false),
+                Field::new("latency_counts", list(DataType::Int64), false),
+            ]))
+        })
+        .clone()
+}
+
 /// The schema of a signal's table.
 pub fn schema_for(signal: Signal) -> SchemaRef {
     match signal {
         Signal::Spans => spans_schema(),
         Signal::Logs => logs_schema(),
         Signal::Metrics => metrics_schema(),
+        Signal::SpanRollups => span_rollups_schema(),
     }
 }
 

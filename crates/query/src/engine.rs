@@ -65,6 +65,7 @@ pub struct QueryResult {
 pub struct QueryEngine {
     ctx: SessionContext,
     limits: QueryLimits,
+    store: Store,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -93,14 +94,20 @@ impl QueryEngine {
             .set_bool("datafusion.execution.parquet.reorder_filters", true);
         let mut ctx = SessionContext::new_with_config_rt(config, runtime);
         datafusion_functions_json::register_all(&mut ctx).map_err(internal)?;
-        for signal in Signal::ALL {
+        for signal in Signal::TABLES {
             ctx.register_table(
                 signal.table_name(),
                 Arc::new(SignalTable::new(signal, store.clone())),
             )
             .map_err(internal)?;
         }
-        Ok(Self { ctx, limits })
+        Ok(Self { ctx, limits, store })
+    }
+
+    /// Whether `span_rollups` counts every stored span (see [`Store::rollups_complete`]);
+    /// until then the pages read `spans`.
+    pub fn rollups_complete(&self) -> bool {
+        self.store.rollups_complete()
     }
 
     pub fn limits(&self) -> &QueryLimits {

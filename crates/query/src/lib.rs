@@ -5,12 +5,14 @@
 //! the query's time filters, and reads both (buffer from memory, segments as Parquet with the
 //! filters pushed into row-group, page and bloom-filter pruning). [`engine::QueryEngine`] runs
 //! read-only SQL under a memory limit and a timeout; [`views`] answers the API's fixed questions
-//! (a trace, a log search, per-service rates) through the same engine.
+//! (a trace, a log search, per-service rates) through the same engine; windows of half an hour
+//! or more take their rates from the per-minute `span_rollups` ([`red`]).
 
 pub mod engine;
 pub mod error;
 pub mod json;
 pub mod overview;
+pub mod red;
 pub mod table;
 pub mod views;
 

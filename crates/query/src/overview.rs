@@ -142,6 +142,9 @@ pub async fn red_series(
     service: Option<&str>,
     latency: bool,
 ) -> Result<BTreeMap<String, RedSeries>, Error> {
+    if buckets.step_ns % (60 * NS) == 0 && crate::red::use_rollups(engine, buckets.range()) {
+        return red_series_from_rollups(engine, buckets, service, latency).await;
+    }
     let mut conditions = time_conditions("start_time", buckets.range());
     conditions.push(REQUEST_KINDS.into());
     if let Some(service) = service {
@@ -175,6 +178,36 @@ pub async fn red_series(
         series.p50_ms[i] = f64_of(&row, "p50").map(|v| v / 1e6);
         series.p95_ms[i] = f64_of(&row, "p95").map(|v| v / 1e6);
         series.p99_ms[i] = f64_of(&row, "p99").map(|v| v / 1e6);
+    }
+    Ok(out)
+}
+
+/// [`red_series`] from the per-minute rollups (buckets of whole minutes, so no edges).
+async fn red_series_from_rollups(
+    engine: &QueryEngine,
+    buckets: Buckets,
+    service: Option<&str>,
+    latency: bool,
+) -> Result<BTreeMap<String, RedSeries>, Error> {
+    let totals = crate::red::totals_by(engine, buckets.range(), service, |g| {
+        buckets
+            .index(g.minute_ns)
+            .map(|i| (g.service_name.to_string(), i))
+    })
+    .await?;
+    let step_s = buckets.step_s();
+    let mut out: BTreeMap<String, RedSeries> = BTreeMap::new();
+    for ((service_name, i), t) in totals {
+        let series = out
+            .entry(service_name)
+            .or_insert_with(|| RedSeries::empty(buckets.count));
+        series.rate[i] = t.requests as f64 / step_s;
+        series.error_rate[i] = t.errors as f64 / step_s;
+        if latency {
+            series.p50_ms[i] = t.percentile_ms(0.5);
+            series.p95_ms[i] = t.percentile_ms(0.95);
+            series.p99_ms[i] = t.percentile_ms(0.99);
+        }
     }
     Ok(out)
 }

@@ -212,6 +212,9 @@ pub async fn services(
     window_s: f64,
     service: Option<&str>,
 ) -> Result<Vec<ServiceSummary>, Error> {
+    if crate::red::use_rollups(engine, range) {
+        return services_from_rollups(engine, range, window_s, service).await;
+    }
     let mut conditions = time_conditions("start_time", range);
     conditions.push(REQUEST_KINDS.into());
     if let Some(service) = service {
@@ -297,6 +300,77 @@ pub async fn services(
         }
     }
     Ok(services)
+}
+
+impl Red {
+    fn from_totals(totals: &crate::red::Totals, window_s: f64) -> Self {
+        let ms = |q| totals.percentile_ms(q).unwrap_or(0.0);
+        Red {
+            requests: totals.requests,
+            errors: totals.errors,
+            error_rate: if totals.requests > 0 {
+                totals.errors as f64 / totals.requests as f64
+            } else {
+                0.0
+            },
+            rate_per_s: if window_s > 0.0 {
+                totals.requests as f64 / window_s
+            } else {
+                0.0
+            },
+            p50_ms: ms(0.5),
+            p95_ms: ms(0.95),
+            p99_ms: ms(0.99),
+            total_ms: totals.duration_sum_ns as f64 / 1e6,
+        }
+    }
+}
+
+/// [`services`] from the per-minute rollups: the same summaries, in the same order (services by
+/// name, routes by requests then name), percentiles from merged sketches.
+async fn services_from_rollups(
+    engine: &QueryEngine,
+    range: TimeRange,
+    window_s: f64,
+    service: Option<&str>,
+) -> Result<Vec<ServiceSummary>, Error> {
+    let routes = crate::red::totals_by(engine, range, service, |g| {
+        Some((
+            g.service_name.to_string(),
+            g.http_method.map(str::to_string),
+            g.route.to_string(),
+        ))
+    })
+    .await?;
+    let mut by_service: std::collections::BTreeMap<
+        String,
+        (crate::red::Totals, Vec<RouteSummary>),
+    > = std::collections::BTreeMap::new();
+    for ((service_name, http_method, http_route), totals) in routes {
+        let entry = by_service.entry(service_name).or_default();
+        entry.0.merge(&totals);
+        entry.1.push(RouteSummary {
+            http_method,
+            http_route,
+            red: Red::from_totals(&totals, window_s),
+        });
+    }
+    Ok(by_service
+        .into_iter()
+        .map(|(service_name, (totals, mut routes))| {
+            routes.sort_by(|a, b| {
+                b.red
+                    .requests
+                    .cmp(&a.red.requests)
+                    .then_with(|| a.http_route.cmp(&b.http_route))
+            });
+            ServiceSummary {
+                service_name,
+                red: Red::from_totals(&totals, window_s),
+                routes,
+            }
+        })
+        .collect())
 }
 
 /// Formats a time for messages and views.

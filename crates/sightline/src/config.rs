@@ -85,6 +85,9 @@ pub struct RetentionSection {
     pub spans: Option<String>,
     pub logs: Option<String>,
     pub metrics: Option<String>,
+    /// Per-minute request, error and latency rollups of spans: small, so by default kept
+    /// forever, for trends longer than the spans' own retention.
+    pub span_rollups: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -209,6 +212,7 @@ impl ServeConfig {
             (Signal::Spans, &file.retention.spans),
             (Signal::Logs, &file.retention.logs),
             (Signal::Metrics, &file.retention.metrics),
+            (Signal::SpanRollups, &file.retention.span_rollups),
         ] {
             let keep = match text.as_deref() {
                 None | Some("forever") => None,

@@ -20,7 +20,7 @@ struct SignalCounters {
 /// Counters updated on the request path (atomics only) and gauges read from the store.
 #[derive(Debug, Default)]
 pub struct SelfMetrics {
-    signals: [SignalCounters; 3],
+    signals: [SignalCounters; 4],
     queries_ok: AtomicU64,
     queries_failed: AtomicU64,
     query_ns_total: AtomicU64,
@@ -36,6 +36,8 @@ fn index(signal: Signal) -> usize {
         Signal::Spans => 0,
         Signal::Logs => 1,
         Signal::Metrics => 2,
+        // Never received; its counters stay at zero and are not rendered.
+        Signal::SpanRollups => 3,
     }
 }
 

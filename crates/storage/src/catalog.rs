@@ -134,6 +134,35 @@ impl Catalog {
         removed: &[i64],
         wal_checkpoint: Option<u64>,
     ) -> Result<Vec<SegmentMeta>> {
+        let state: Vec<(&str, i64)> = wal_checkpoint
+            .map(|seq| ("wal_checkpoint", seq as i64))
+            .into_iter()
+            .collect();
+        self.commit_with_state(added, removed, &state)
+    }
+
+    /// A value of the `state` table (the log checkpoint, which derived tables are complete).
+    pub fn state(&self, key: &str) -> Result<Option<i64>> {
+        self.conn
+            .query_row(
+                "SELECT value FROM state WHERE key = ?1",
+                params![key],
+                |r| r.get(0),
+            )
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                other => Err(other),
+            })
+            .map_err(self.err())
+    }
+
+    /// Like [`Catalog::commit`], setting keys of the `state` table in the same transaction.
+    pub fn commit_with_state(
+        &mut self,
+        added: Vec<SegmentMeta>,
+        removed: &[i64],
+        state: &[(&str, i64)],
+    ) -> Result<Vec<SegmentMeta>> {
         let path = self.path.clone();
         let err = |source| Error::Catalog {
             path: path.clone(),
@@ -164,11 +193,11 @@ impl Catalog {
             tx.execute("DELETE FROM segments WHERE id = ?1", params![id])
                 .map_err(err)?;
         }
-        if let Some(seq) = wal_checkpoint {
+        for (key, value) in state {
             tx.execute(
-                "INSERT INTO state (key, value) VALUES ('wal_checkpoint', ?1)
+                "INSERT INTO state (key, value) VALUES (?1, ?2)
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                params![seq as i64],
+                params![key, value],
             )
             .map_err(err)?;
         }

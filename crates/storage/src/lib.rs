@@ -10,6 +10,7 @@
 
 pub mod catalog;
 pub mod error;
+pub mod rollup;
 pub mod segment;
 mod store;
 pub mod trace_index;

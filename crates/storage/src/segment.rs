@@ -50,7 +50,7 @@ fn column_encodings(signal: Signal) -> &'static [(&'static str, Option<Encoding>
             ("time", Some(Encoding::DELTA_BINARY_PACKED)),
             ("observed_time", Some(Encoding::DELTA_BINARY_PACKED)),
         ],
-        Signal::Metrics => &[],
+        Signal::Metrics | Signal::SpanRollups => &[],
     }
 }
 

@@ -16,9 +16,11 @@ use tracing::{debug, info, warn};
 use crate::catalog::{Catalog, SegmentMeta};
 use crate::error::{Error, Result};
 use crate::trace_index::TraceIndex;
-use crate::{segment, wal};
+use crate::{rollup, segment, wal};
 
 const NS_PER_HOUR: i64 = 3_600_000_000_000;
+/// The catalog's `state` key set once every span segment has its rollups.
+const ROLLUPS_COMPLETE: &str = "span_rollups_complete";
 
 /// How the store buffers, flushes, compacts and forgets.
 #[derive(Debug, Clone)]
@@ -70,6 +72,8 @@ pub struct OpenReport {
     pub torn_tails: Vec<TornTail>,
     pub segments: usize,
     pub orphan_files_removed: usize,
+    /// Span segments written before rollups existed; the first maintenance pass rolls them up.
+    pub segments_without_rollups: usize,
 }
 
 /// The bytes a buffered batch holds. Batches read back from the log share one buffer per record
@@ -89,7 +93,9 @@ fn batch_bytes(batch: &RecordBatch) -> u64 {
 /// What one flush wrote.
 #[derive(Debug, Default, Clone)]
 pub struct FlushReport {
+    /// Segments of every table, the span rollups' included.
     pub segments_written: usize,
+    /// Rows of spans, logs and metrics (rollup rows are derived from them).
     pub rows: usize,
     pub bytes: u64,
 }
@@ -97,6 +103,8 @@ pub struct FlushReport {
 /// What one maintenance pass did.
 #[derive(Debug, Default, Clone)]
 pub struct MaintenanceReport {
+    /// Span segments rolled up for the first time (written before rollups existed).
+    pub segments_rolled_up: usize,
     pub segments_compacted: usize,
     pub segments_expired: usize,
     pub files_deleted: usize,
@@ -159,7 +167,7 @@ enum WalCommand {
 
 #[derive(Debug, Default)]
 struct Counters {
-    rows_appended: [AtomicU64; 3],
+    rows_appended: [AtomicU64; 4],
     wal_syncs: AtomicU64,
     wal_sync_ns: AtomicU64,
     wal_write_errors: AtomicU64,
@@ -172,6 +180,7 @@ fn signal_index(signal: Signal) -> usize {
         Signal::Spans => 0,
         Signal::Logs => 1,
         Signal::Metrics => 2,
+        Signal::SpanRollups => 3,
     }
 }
 
@@ -188,6 +197,9 @@ struct Inner {
     closed: AtomicBool,
     counters: Counters,
     trace_index: TraceIndex,
+    /// Span segments listed before rollups existed, still to be rolled up; `None` once every
+    /// span segment has rollups.
+    rollups_pending: Mutex<Option<Vec<SegmentMeta>>>,
 }
 
 /// The storage engine; cheap to clone and share.
@@ -235,11 +247,28 @@ impl Store {
         let wal_dir = data_dir.join("wal");
         std::fs::create_dir_all(&wal_dir).map_err(dir_err)?;
         std::fs::create_dir_all(data_dir.join("segments")).map_err(dir_err)?;
-        let catalog = Catalog::open(&data_dir.join("catalog.db"))?;
+        let mut catalog = Catalog::open(&data_dir.join("catalog.db"))?;
         let checkpoint = catalog.wal_checkpoint()?;
         let segments = catalog.segments()?;
+        let rollups_pending = if catalog.state(ROLLUPS_COMPLETE)? == Some(1) {
+            None
+        } else {
+            let without: Vec<SegmentMeta> = segments
+                .iter()
+                .filter(|s| s.signal == Signal::Spans)
+                .cloned()
+                .collect();
+            if without.is_empty() {
+                // A new folder (or one without spans): every span from now on is rolled up.
+                catalog.commit_with_state(Vec::new(), &[], &[(ROLLUPS_COMPLETE, 1)])?;
+                None
+            } else {
+                Some(without)
+            }
+        };
         let mut report = OpenReport {
             segments: segments.len(),
+            segments_without_rollups: rollups_pending.as_ref().map_or(0, Vec::len),
             ..Default::default()
         };
         report.orphan_files_removed = remove_orphan_segment_files(data_dir, &segments);
@@ -270,11 +299,15 @@ impl Store {
             }
             for record in replay.records {
                 *report.rows_replayed.entry(record.signal).or_default() += record.batch.num_rows();
-                let buffer = state.buffers.entry(record.signal).or_default();
-                buffer.active_rows += record.batch.num_rows();
-                buffer.bytes += batch_bytes(&record.batch);
-                buffer.oldest_active.get_or_insert_with(Instant::now);
-                buffer.active.push(record.batch);
+                // Rollups are not logged: they are derived again from the replayed spans.
+                let rollups = match record.signal {
+                    Signal::Spans => Some(rollup::from_spans(&record.batch)?),
+                    _ => None,
+                };
+                buffer_batch(&mut state, record.signal, record.batch);
+                if let Some(rollups) = rollups.filter(|b| b.num_rows() > 0) {
+                    buffer_batch(&mut state, Signal::SpanRollups, rollups);
+                }
             }
         }
         let writer = wal::WalWriter::create(&wal_dir, last_seq + 1)?;
@@ -292,6 +325,7 @@ impl Store {
             closed: AtomicBool::new(false),
             counters: Counters::default(),
             trace_index: TraceIndex::default(),
+            rollups_pending: Mutex::new(rollups_pending),
         });
         let thread_inner = inner.clone();
         let handle = std::thread::Builder::new()
@@ -334,10 +368,24 @@ impl Store {
                 limit_bytes: self.inner.options.max_buffer_bytes,
             });
         }
-        let mut records = Vec::with_capacity(batches.len());
+        let mut records = Vec::with_capacity(batches.len() + 1);
         for (signal, batch) in batches {
+            // Span rollups are derived here, before the log, and enter the buffer with their
+            // spans; they are not logged themselves (a replay derives them again).
+            let rollups = match signal {
+                Signal::Spans => Some(rollup::from_spans(&batch)?),
+                Signal::SpanRollups => {
+                    return Err(Error::WriteFailed {
+                        reason: "span rollups are derived from spans and cannot be appended".into(),
+                    });
+                }
+                _ => None,
+            };
             let framed = wal::encode_record(signal, &batch)?;
             records.push((signal, batch, framed));
+            if let Some(rollups) = rollups.filter(|b| b.num_rows() > 0) {
+                records.push((Signal::SpanRollups, rollups, Vec::new()));
+            }
         }
         let (done, answer) = oneshot::channel();
         let sender = lock(&self.inner.sender)
@@ -407,6 +455,12 @@ impl Store {
             self.inner.trace_index.load(path);
         }
         paths.len()
+    }
+
+    /// Whether every stored span is counted in `span_rollups`: false while segments written
+    /// before rollups existed wait for their first maintenance pass.
+    pub fn rollups_complete(&self) -> bool {
+        lock(&self.inner.rollups_pending).is_none()
     }
 
     /// All segments the catalog lists.
@@ -524,7 +578,7 @@ impl Store {
                 .unwrap_or(0),
             ..Default::default()
         };
-        for signal in Signal::ALL {
+        for signal in Signal::TABLES {
             stats.rows_appended.insert(
                 signal,
                 counters.rows_appended[signal_index(signal)].load(Ordering::Relaxed),
@@ -591,6 +645,7 @@ fn commit_group(inner: &Inner, writer: &mut wal::WalWriter, group: Vec<PendingAp
     let framed: Vec<&[u8]> = group
         .iter()
         .flat_map(|(records, _)| records.iter().map(|r| r.2.as_slice()))
+        .filter(|framed| !framed.is_empty())
         .collect();
     let started = Instant::now();
     let result = writer.append_and_sync(&framed);
@@ -605,11 +660,7 @@ fn commit_group(inner: &Inner, writer: &mut wal::WalWriter, group: Vec<PendingAp
                 let mut state = write_state(&inner.state);
                 for (records, _) in &group {
                     for (signal, batch, _) in records {
-                        let buffer = state.buffers.entry(*signal).or_default();
-                        buffer.active_rows += batch.num_rows();
-                        buffer.bytes += batch_bytes(batch);
-                        buffer.oldest_active.get_or_insert_with(Instant::now);
-                        buffer.active.push(batch.clone());
+                        buffer_batch(&mut state, *signal, batch.clone());
                         inner.counters.rows_appended[signal_index(*signal)]
                             .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
                     }
@@ -636,6 +687,15 @@ fn commit_group(inner: &Inner, writer: &mut wal::WalWriter, group: Vec<PendingAp
             }
         }
     }
+}
+
+/// Puts a durable batch into its table's buffer.
+fn buffer_batch(state: &mut State, signal: Signal, batch: RecordBatch) {
+    let buffer = state.buffers.entry(signal).or_default();
+    buffer.active_rows += batch.num_rows();
+    buffer.bytes += batch_bytes(&batch);
+    buffer.oldest_active.get_or_insert_with(Instant::now);
+    buffer.active.push(batch);
 }
 
 /// Starts a new log file and moves the buffer's rows to the flushing set; returns the new
@@ -743,7 +803,9 @@ fn write_flushing(inner: &Inner, checkpoint: u64) -> Result<FlushReport> {
                 continue;
             }
             let batch = concat_batches(&schema_for(*signal), batches)?;
-            report.rows += batch.num_rows();
+            if *signal != Signal::SpanRollups {
+                report.rows += batch.num_rows();
+            }
             metas.extend(write_rows_as_segments(
                 inner,
                 *signal,
@@ -788,12 +850,36 @@ fn discard_on_error<T>(result: Result<T>, written: Vec<PathBuf>) -> Result<T> {
 
 fn import_blocking(inner: &Inner, signal: Signal, batch: &RecordBatch) -> Result<FlushReport> {
     let mut written = Vec::new();
-    let committed = write_rows_as_segments(inner, signal, batch, 0, &mut written)
-        .and_then(|metas| lock(&inner.catalog).commit(metas, &[], None));
+    let committed = (|| {
+        let mut metas = write_rows_as_segments(inner, signal, batch, 0, &mut written)?;
+        let rollups = match signal {
+            Signal::Spans => Some(rollup::from_spans(batch)?),
+            Signal::SpanRollups => {
+                return Err(Error::WriteFailed {
+                    reason: "span rollups are derived from spans and cannot be imported".into(),
+                });
+            }
+            _ => None,
+        };
+        if let Some(rollups) = rollups {
+            metas.extend(write_rows_as_segments(
+                inner,
+                Signal::SpanRollups,
+                &rollups,
+                0,
+                &mut written,
+            )?);
+        }
+        lock(&inner.catalog).commit(metas, &[], None)
+    })();
     let committed = discard_on_error(committed, written)?;
     let report = FlushReport {
         segments_written: committed.len(),
-        rows: committed.iter().map(|m| m.row_count as usize).sum(),
+        rows: committed
+            .iter()
+            .filter(|m| m.signal == signal)
+            .map(|m| m.row_count as usize)
+            .sum(),
         bytes: committed.iter().map(|m| m.size_bytes as u64).sum(),
     };
     write_state(&inner.state).segments.extend(committed);
@@ -802,6 +888,7 @@ fn import_blocking(inner: &Inner, signal: Signal, batch: &RecordBatch) -> Result
 
 fn maintain_blocking(inner: &Inner) -> Result<MaintenanceReport> {
     let mut report = MaintenanceReport::default();
+    report.segments_rolled_up = roll_up_older_segments(inner)?;
     // Retention: segments entirely older than each signal's limit.
     let now_ns = inner.clock.now_ns();
     let expired: Vec<SegmentMeta> = {
@@ -843,7 +930,11 @@ fn maintain_blocking(inner: &Inner) -> Result<MaintenanceReport> {
                 signal,
             )?);
         }
-        let merged = concat_batches(&schema_for(signal), &batches)?;
+        let merged = match signal {
+            // Rows of the same minute and grouping become one.
+            Signal::SpanRollups => rollup::merge(&batches)?,
+            _ => concat_batches(&schema_for(signal), &batches)?,
+        };
         let mut written = Vec::new();
         let outputs = write_rows_as_segments(inner, signal, &merged, level, &mut written);
         let outputs = discard_on_error(outputs, written)?;
@@ -868,6 +959,51 @@ fn maintain_blocking(inner: &Inner) -> Result<MaintenanceReport> {
         }
     }
     Ok(report)
+}
+
+/// Rolls up the span segments written before rollups existed (listed at open), all in one
+/// catalog transaction that also marks rollups complete: a crash on the way leaves only files
+/// the next open removes, and the next pass starts over. Runs under the flush lock, before
+/// compaction or retention may replace those segments. Returns the segments rolled up.
+fn roll_up_older_segments(inner: &Inner) -> Result<usize> {
+    let Some(pending) = lock(&inner.rollups_pending).clone() else {
+        return Ok(0);
+    };
+    let rows: i64 = pending.iter().map(|s| s.row_count).sum();
+    info!(
+        segments = pending.len(),
+        spans = rows,
+        "rolling up spans stored before span rollups existed"
+    );
+    let started = Instant::now();
+    let mut rollups = Vec::with_capacity(pending.len());
+    for (done, meta) in pending.iter().enumerate() {
+        let spans = segment::read_segment(&inner.data_dir.join(&meta.path), Signal::Spans)?;
+        rollups.push(rollup::from_spans(&spans)?);
+        if (done + 1) % 100 == 0 {
+            info!(
+                done = done + 1,
+                of = pending.len(),
+                "rolling up older spans"
+            );
+        }
+    }
+    let merged = rollup::merge(&rollups)?;
+    let mut written = Vec::new();
+    let committed = (|| {
+        let metas = write_rows_as_segments(inner, Signal::SpanRollups, &merged, 1, &mut written)?;
+        lock(&inner.catalog).commit_with_state(metas, &[], &[(ROLLUPS_COMPLETE, 1)])
+    })();
+    let committed = discard_on_error(committed, written)?;
+    write_state(&inner.state).segments.extend(committed);
+    *lock(&inner.rollups_pending) = None;
+    info!(
+        segments = pending.len(),
+        rollup_rows = merged.num_rows(),
+        seconds = started.elapsed().as_secs_f64(),
+        "span rollups complete"
+    );
+    Ok(pending.len())
 }
 
 /// Removes segments from the live list, adds their replacements, and schedules the old files'
@@ -1030,7 +1166,11 @@ mod tests {
             .import(Signal::Spans, spans(120, NS_PER_HOUR, 60_000_000_000, "i"))
             .await
             .expect("import");
-        assert_eq!((report.segments_written, report.rows), (2, 120));
+        assert_eq!(
+            (report.segments_written, report.rows),
+            (4, 120),
+            "two hours of spans, and of their rollups"
+        );
         assert!(report.bytes > 0);
         assert_eq!(snapshot_rows(&store, Signal::Spans), 120);
         let second_hour = TimeRange::new(Some(2 * NS_PER_HOUR), Some(3 * NS_PER_HOUR));
@@ -1050,8 +1190,13 @@ mod tests {
         );
         drop(store);
         let (store, report) = open(dir.path(), &clock);
-        assert_eq!(report.segments, 2);
+        assert_eq!(report.segments, 4);
         assert!(report.rows_replayed.is_empty());
+        assert_eq!(
+            snapshot_rows(&store, Signal::SpanRollups),
+            120,
+            "a minute apart"
+        );
         assert_eq!(snapshot_rows(&store, Signal::Spans), 120);
     }
 
@@ -1093,7 +1238,11 @@ mod tests {
             .await
             .expect("append");
         let report = store.flush().await.expect("flush");
-        assert_eq!((report.segments_written, report.rows), (3, 6));
+        assert_eq!(
+            (report.segments_written, report.rows),
+            (6, 6),
+            "three hours of spans, and of their rollups"
+        );
         assert_eq!(
             store.snapshot(Signal::Spans, TimeRange::ALL).segments.len(),
             3
@@ -1131,21 +1280,142 @@ mod tests {
             .await
             .expect("append");
         store.flush().await.expect("flush");
-        assert_eq!(store.segments().len(), 4);
+        assert_eq!(
+            store.segments().len(),
+            8,
+            "four of spans, four of their rollups"
+        );
         let report = store.maintain().await.expect("maintain");
-        assert_eq!(report.segments_expired, 1);
-        assert_eq!(report.segments_compacted, 3);
-        let segments = store.segments();
+        assert_eq!(
+            report.segments_expired, 1,
+            "rollups outlive spans by default"
+        );
+        assert_eq!(report.segments_compacted, 6);
+        let of = |signal| -> Vec<SegmentMeta> {
+            store
+                .segments()
+                .into_iter()
+                .filter(|s| s.signal == signal)
+                .collect()
+        };
+        let segments = of(Signal::Spans);
         assert_eq!(segments.len(), 1);
         assert_eq!(segments[0].row_count, 12);
         assert_eq!(segments[0].level, 1);
-        assert_eq!(report.files_deleted, 4);
+        let mut rollups = of(Signal::SpanRollups);
+        rollups.sort_by_key(|s| s.min_time_ns);
+        assert_eq!(rollups.len(), 2, "hour 1 kept, hour 8 merged");
+        assert_eq!(
+            (rollups[1].row_count, rollups[1].level),
+            (1, 1),
+            "three flushes of one minute's requests merge into one row"
+        );
+        let merged = segment::read_segment(
+            &store.data_dir().join(&rollups[1].path),
+            Signal::SpanRollups,
+        )
+        .expect("read rollups");
+        let cols = rollup::RollupColumns::of(&merged).expect("rollup columns");
+        assert_eq!(cols.requests.value(0), 12);
+        assert_eq!(report.files_deleted, 7);
         drop(store);
         let (store, report) =
             Store::open(dir.path(), StoreOptions::default(), Arc::new(clock)).expect("reopen");
-        assert_eq!(report.segments, 1);
+        assert_eq!(report.segments, 3);
         assert_eq!(report.orphan_files_removed, 0);
         assert_eq!(snapshot_rows(&store, Signal::Spans), 12);
+    }
+
+    fn rollup_requests(store: &Store) -> i64 {
+        let snap = store.snapshot(Signal::SpanRollups, TimeRange::ALL);
+        let mut batches = snap.batches;
+        for (_, path) in &snap.segments {
+            batches.push(segment::read_segment(path, Signal::SpanRollups).expect("read rollups"));
+        }
+        batches
+            .iter()
+            .map(|b| {
+                let cols = rollup::RollupColumns::of(b).expect("rollup columns");
+                cols.requests.values().iter().sum::<i64>()
+            })
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn rollups_follow_spans_through_the_buffer_a_crash_and_a_flush() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let clock = ManualClock::new(10 * NS_PER_HOUR);
+        let (store, report) = open(dir.path(), &clock);
+        assert_eq!(report.segments_without_rollups, 0);
+        assert!(store.rollups_complete(), "a new folder starts complete");
+        store
+            .append(vec![(
+                Signal::Spans,
+                spans(90, NS_PER_HOUR, 1_000_000_000, "a"),
+            )])
+            .await
+            .expect("append");
+        assert_eq!(rollup_requests(&store), 90, "visible with the spans");
+        drop(store); // a crash: rollups are not logged, the replay derives them again
+        let (store, report) = open(dir.path(), &clock);
+        assert_eq!(report.rows_replayed.get(&Signal::SpanRollups), None);
+        assert_eq!(rollup_requests(&store), 90);
+        store.flush().await.expect("flush");
+        assert_eq!(rollup_requests(&store), 90, "flushed with the spans");
+        let err = store
+            .append(vec![(Signal::SpanRollups, spans(1, 0, 1, "x"))])
+            .await
+            .expect_err("rollups are derived");
+        assert!(err.to_string().contains("derived"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn spans_stored_before_rollups_existed_are_rolled_up_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let clock = ManualClock::new(10 * NS_PER_HOUR);
+        let (store, _) = open(dir.path(), &clock);
+        for hour in 1..4 {
+            store
+                .append(vec![(
+                    Signal::Spans,
+                    spans(50, hour * NS_PER_HOUR, 1_000_000, "o"),
+                )])
+                .await
+                .expect("append");
+            store.flush().await.expect("flush");
+        }
+        store.close().await.expect("close");
+        // Make it a folder of an older version: no rollup segments, rollups not complete.
+        {
+            let mut catalog = Catalog::open(&dir.path().join("catalog.db")).expect("catalog");
+            let rollup_ids: Vec<i64> = catalog
+                .segments()
+                .expect("segments")
+                .iter()
+                .filter(|s| s.signal == Signal::SpanRollups)
+                .map(|s| s.id)
+                .collect();
+            assert_eq!(rollup_ids.len(), 3);
+            catalog
+                .commit_with_state(Vec::new(), &rollup_ids, &[(ROLLUPS_COMPLETE, 0)])
+                .expect("forget rollups");
+        }
+        let (store, report) = open(dir.path(), &clock);
+        assert_eq!(report.segments_without_rollups, 3);
+        assert_eq!(report.orphan_files_removed, 3, "the forgotten rollup files");
+        assert!(!store.rollups_complete());
+        assert_eq!(rollup_requests(&store), 0);
+        let done = store.maintain().await.expect("maintain");
+        assert_eq!(done.segments_rolled_up, 3);
+        assert!(store.rollups_complete());
+        assert_eq!(rollup_requests(&store), 150);
+        let again = store.maintain().await.expect("maintain");
+        assert_eq!(again.segments_rolled_up, 0, "only once");
+        drop(store);
+        let (store, report) = open(dir.path(), &clock);
+        assert_eq!(report.segments_without_rollups, 0);
+        assert!(store.rollups_complete());
+        assert_eq!(rollup_requests(&store), 150);
     }
 
     #[tokio::test]
@@ -1198,6 +1468,6 @@ mod tests {
         assert!(matches!(err, Error::ShuttingDown));
         let (_, report) = open(dir.path(), &clock);
         assert_eq!(report.records_replayed, 0);
-        assert_eq!(report.segments, 1);
+        assert_eq!(report.segments, 2, "the spans and their rollups");
     }
 }

@@ -237,7 +237,8 @@ fn success(signal: Signal, encoding: BodyEncoding, accepted: &Accepted) -> Respo
             let field = match signal {
                 Signal::Spans => "rejectedSpans",
                 Signal::Logs => "rejectedLogRecords",
-                Signal::Metrics => "rejectedDataPoints",
+                // Rollups are derived, never received: only the three routes above lead here.
+                Signal::Metrics | Signal::SpanRollups => "rejectedDataPoints",
             };
             let body = if partial {
                 serde_json::json!({"partialSuccess": {field: rejected.to_string(), "errorMessage": message}})
@@ -262,7 +263,7 @@ fn success(signal: Signal, encoding: BodyEncoding, accepted: &Accepted) -> Respo
                     }),
                 }
                 .encode_to_vec(),
-                Signal::Metrics => ExportMetricsServiceResponse {
+                Signal::Metrics | Signal::SpanRollups => ExportMetricsServiceResponse {
                     partial_success: partial.then_some(ExportMetricsPartialSuccess {
                         rejected_data_points: rejected,
                         error_message: message,
