@@ -244,7 +244,29 @@ pub async fn requests(
     order: RequestOrder,
     limit: usize,
 ) -> Result<Vec<RequestSpan>, Error> {
-    let mut conditions = time_conditions("start_time", range);
+    // Over a long window the rollups say where to look: the minutes holding the slowest
+    // requests, or the stretch before the end holding the newest failures.
+    let rollups = crate::red::use_rollups(engine, range);
+    let mut conditions = match order {
+        RequestOrder::FailingNewest if rollups => time_conditions(
+            "start_time",
+            crate::red::newest_failures_window(engine, range, service, limit).await?,
+        ),
+        _ => time_conditions("start_time", range),
+    };
+    if rollups && order == RequestOrder::Slowest {
+        let windows = crate::red::slowest_windows(engine, range, service, limit).await?;
+        let any = windows
+            .into_iter()
+            .map(|w| format!("({})", time_conditions("start_time", w).join(" AND ")))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        conditions.push(if any.is_empty() {
+            "false".into()
+        } else {
+            format!("({any})")
+        });
+    }
     conditions.push(REQUEST_KINDS.into());
     conditions.push(format!("service_name = {}", quote(service)));
     let order_by = match order {

@@ -81,33 +81,11 @@ where
     K: Eq + Hash,
     F: FnMut(&Group<'_>) -> Option<K>,
 {
-    // Whole minutes from rollups; what lies before the first and after the last from spans.
-    let whole = TimeRange::new(
-        range.start_ns.map(ceil_minute),
-        range.end_ns.map(floor_minute),
-    );
-    let mut edges = Vec::new();
-    if let (Some(start), Some(first)) = (range.start_ns, whole.start_ns)
-        && start < first
-    {
-        edges.push(TimeRange::new(
-            Some(start),
-            Some(first.min(range.end_ns.unwrap_or(first))),
-        ));
-    }
-    if let (Some(end), Some(last)) = (range.end_ns, whole.end_ns)
-        && last < end
-    {
-        let from = last.max(range.start_ns.unwrap_or(last));
-        if edges.last().is_none_or(|e| e.end_ns != Some(end)) && from < end {
-            edges.push(TimeRange::new(Some(from), Some(end)));
-        }
-    }
+    let (whole, edges) = split_minutes(range);
     let service_condition = service.map(|s| format!("service_name = {}", quote(s)));
 
     let mut out: HashMap<K, Totals> = HashMap::new();
-    let whole_is_empty = matches!((whole.start_ns, whole.end_ns), (Some(a), Some(b)) if a >= b);
-    if !whole_is_empty {
+    if let Some(whole) = whole {
         let mut conditions = time_conditions("time", whole);
         conditions.extend(service_condition.clone());
         let filter = if conditions.is_empty() {
@@ -139,6 +117,123 @@ where
         for batch in &batches {
             fold_edge(batch, &mut key, &mut out)?;
         }
+    }
+    Ok(out)
+}
+
+/// A window as the whole minutes inside it (rollup rows; `None` when there are none) and the
+/// partial minutes at its edges (read from `spans`).
+pub fn split_minutes(range: TimeRange) -> (Option<TimeRange>, Vec<TimeRange>) {
+    let whole = TimeRange::new(
+        range.start_ns.map(ceil_minute),
+        range.end_ns.map(floor_minute),
+    );
+    let mut edges = Vec::new();
+    if let (Some(start), Some(first)) = (range.start_ns, whole.start_ns)
+        && start < first
+    {
+        edges.push(TimeRange::new(
+            Some(start),
+            Some(first.min(range.end_ns.unwrap_or(first))),
+        ));
+    }
+    if let (Some(end), Some(last)) = (range.end_ns, whole.end_ns)
+        && last < end
+    {
+        let from = last.max(range.start_ns.unwrap_or(last));
+        if edges.last().is_none_or(|e| e.end_ns != Some(end)) && from < end {
+            edges.push(TimeRange::new(Some(from), Some(end)));
+        }
+    }
+    let empty = matches!((whole.start_ns, whole.end_ns), (Some(a), Some(b)) if a >= b);
+    ((!empty).then_some(whole), edges)
+}
+
+/// The windows in which the `limit` slowest requests of a service lie: the minutes of the
+/// `limit` rollup groups with the longest single request, and the edge minutes. (Any request
+/// outside them is beaten by the slowest request of each of those groups.)
+pub async fn slowest_windows(
+    engine: &QueryEngine,
+    range: TimeRange,
+    service: &str,
+    limit: usize,
+) -> Result<Vec<TimeRange>, Error> {
+    let (whole, mut windows) = split_minutes(range);
+    if let Some(whole) = whole {
+        let mut conditions = time_conditions("time", whole);
+        conditions.push(format!("service_name = {}", quote(service)));
+        let sql = format!(
+            "SELECT CAST(time AS BIGINT) AS minute FROM span_rollups WHERE {} \
+             ORDER BY duration_max_ns DESC LIMIT {limit}",
+            conditions.join(" AND ")
+        );
+        let (_, batches, _) = engine.collect(&sql, limit).await?;
+        let mut minutes: Vec<i64> = minutes_of(&batches)?;
+        minutes.sort_unstable();
+        minutes.dedup();
+        windows.extend(
+            minutes
+                .into_iter()
+                .map(|m| TimeRange::new(Some(m), Some(m + NS_PER_MINUTE))),
+        );
+    }
+    Ok(windows)
+}
+
+/// Where the `limit` newest failed requests of a service lie: from the newest minute whose
+/// rollups, counted back from the window's end, hold `limit` failures, to the end (the whole
+/// window when they hold fewer).
+pub async fn newest_failures_window(
+    engine: &QueryEngine,
+    range: TimeRange,
+    service: &str,
+    limit: usize,
+) -> Result<TimeRange, Error> {
+    let (Some(whole), _) = split_minutes(range) else {
+        return Ok(range);
+    };
+    let mut conditions = time_conditions("time", whole);
+    conditions.push(format!("service_name = {}", quote(service)));
+    conditions.push("errors > 0".into());
+    let sql = format!(
+        "SELECT CAST(time AS BIGINT) AS minute, sum(errors) AS errors FROM span_rollups WHERE {} \
+         GROUP BY 1 ORDER BY 1 DESC LIMIT {limit}",
+        conditions.join(" AND ")
+    );
+    let (_, batches, _) = engine.collect(&sql, limit).await?;
+    let mut seen = 0i64;
+    for batch in &batches {
+        let minutes = batch.column(0).as_primitive_opt::<Int64Type>();
+        let errors = batch.column(1).as_primitive_opt::<Int64Type>();
+        let (Some(minutes), Some(errors)) = (minutes, errors) else {
+            return Err(Error::Internal {
+                message: "rollup failure counts are not integers".into(),
+            });
+        };
+        for row in 0..batch.num_rows() {
+            seen += errors.value(row);
+            if seen >= limit as i64 {
+                let from = minutes.value(row);
+                return Ok(TimeRange::new(
+                    Some(range.start_ns.map_or(from, |s| s.max(from))),
+                    range.end_ns,
+                ));
+            }
+        }
+    }
+    Ok(range)
+}
+
+fn minutes_of(batches: &[RecordBatch]) -> Result<Vec<i64>, Error> {
+    let mut out = Vec::new();
+    for batch in batches {
+        let minutes = batch
+            .column(0)
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(|| Error::Internal {
+                message: "rollup minutes are not integers".into(),
+            })?;
+        out.extend(minutes.values().iter().copied());
     }
     Ok(out)
 }
@@ -231,6 +326,39 @@ fn internal(e: sightline_storage::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_window_splits_into_whole_minutes_and_its_edges() {
+        let m = NS_PER_MINUTE;
+        let (whole, edges) = split_minutes(TimeRange::new(Some(10 * m + 5), Some(20 * m + 7)));
+        assert_eq!(whole, Some(TimeRange::new(Some(11 * m), Some(20 * m))));
+        assert_eq!(
+            edges,
+            vec![
+                TimeRange::new(Some(10 * m + 5), Some(11 * m)),
+                TimeRange::new(Some(20 * m), Some(20 * m + 7)),
+            ]
+        );
+        let (whole, edges) = split_minutes(TimeRange::new(Some(10 * m), Some(20 * m)));
+        assert_eq!(
+            (whole.is_some(), edges.len()),
+            (true, 0),
+            "aligned: no edges"
+        );
+        let inside = TimeRange::new(Some(10 * m + 5), Some(10 * m + 9));
+        assert_eq!(
+            split_minutes(inside),
+            (None, vec![inside]),
+            "within one minute"
+        );
+        let across = TimeRange::new(Some(10 * m + 5), Some(11 * m + 9));
+        let (whole, edges) = split_minutes(across);
+        assert_eq!(whole, None);
+        assert_eq!(edges.len(), 2);
+        let (whole, edges) = split_minutes(TimeRange::new(Some(10 * m + 5), None));
+        assert_eq!(whole, Some(TimeRange::new(Some(11 * m), None)));
+        assert_eq!(edges, vec![TimeRange::new(Some(10 * m + 5), Some(11 * m))]);
+    }
 
     #[test]
     fn minutes_round_toward_the_inside_of_a_window() {

@@ -68,8 +68,15 @@ impl TableProvider for SignalTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let range = time_range_from_filters(filters, self.signal.time_column());
-        let mut snapshot = self.store.snapshot(self.signal, range);
+        let ranges = time_ranges_from_filters(filters, self.signal.time_column());
+        let mut snapshot = self.store.snapshot(self.signal, hull(&ranges));
+        // A disjunction of windows (`t >= a AND t < b OR t >= c AND t < d`) opens only the
+        // segments that overlap one of them.
+        snapshot.segments.retain(|(meta, _)| {
+            ranges
+                .iter()
+                .any(|r| r.overlaps(meta.min_time_ns, meta.max_time_ns))
+        });
         if let Some(trace_id) = trace_id_from_filters(filters)
             && self.schema.index_of("trace_id").is_ok()
         {
@@ -149,6 +156,70 @@ pub fn time_range_from_filters(filters: &[Expr], column: &str) -> TimeRange {
     filters.iter().fold(TimeRange::ALL, |range, f| {
         range.intersect(&range_of(f, column))
     })
+}
+
+/// Most windows a disjunction is read as before it counts as one window spanning them all.
+const MAX_RANGES: usize = 64;
+
+/// The time windows that can hold matching rows: a union (filters combined with OR become
+/// several windows; AND intersects them). Never empty: a filter that says nothing of time is
+/// [`TimeRange::ALL`]; a contradiction is an empty window.
+pub fn time_ranges_from_filters(filters: &[Expr], column: &str) -> Vec<TimeRange> {
+    filters.iter().fold(vec![TimeRange::ALL], |ranges, f| {
+        intersect_all(&ranges, &ranges_of(f, column))
+    })
+}
+
+/// The smallest window holding every window of a union.
+pub fn hull(ranges: &[TimeRange]) -> TimeRange {
+    let mut out: Option<TimeRange> = None;
+    for r in ranges {
+        out = Some(match out {
+            None => *r,
+            Some(o) => TimeRange::new(
+                o.start_ns.zip(r.start_ns).map(|(a, b)| a.min(b)),
+                o.end_ns.zip(r.end_ns).map(|(a, b)| a.max(b)),
+            ),
+        });
+    }
+    out.unwrap_or(TimeRange::ALL)
+}
+
+fn intersect_all(left: &[TimeRange], right: &[TimeRange]) -> Vec<TimeRange> {
+    let mut out: Vec<TimeRange> = left
+        .iter()
+        .flat_map(|l| right.iter().map(move |r| l.intersect(r)))
+        .collect();
+    if out.len() > MAX_RANGES {
+        out = vec![hull(&out)];
+    }
+    out
+}
+
+fn ranges_of(expr: &Expr, column: &str) -> Vec<TimeRange> {
+    match expr {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::And,
+            right,
+        }) => intersect_all(&ranges_of(left, column), &ranges_of(right, column)),
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Or,
+            right,
+        }) => {
+            let mut out = ranges_of(left, column);
+            out.extend(ranges_of(right, column));
+            if out.contains(&TimeRange::ALL) {
+                return vec![TimeRange::ALL];
+            }
+            if out.len() > MAX_RANGES {
+                out = vec![hull(&out)];
+            }
+            out
+        }
+        other => vec![range_of(other, column)],
+    }
 }
 
 fn range_of(expr: &Expr, column: &str) -> TimeRange {
@@ -302,5 +373,33 @@ mod tests {
             TimeRange::ALL
         );
         assert_eq!(time_range_from_filters(&[either], "time"), TimeRange::ALL);
+    }
+
+    #[test]
+    fn time_ranges_read_a_disjunction_of_windows() {
+        let window = |a, b| col("time").gt_eq(ts(a)).and(col("time").lt(ts(b)));
+        let filters = vec![
+            col("time").gt_eq(ts(0)),
+            window(10, 20).or(window(50, 60)).or(window(90, 95)),
+        ];
+        let ranges = time_ranges_from_filters(&filters, "time");
+        assert_eq!(
+            ranges,
+            vec![
+                TimeRange::new(Some(10), Some(20)),
+                TimeRange::new(Some(50), Some(60)),
+                TimeRange::new(Some(90), Some(95)),
+            ]
+        );
+        assert_eq!(hull(&ranges), TimeRange::new(Some(10), Some(95)));
+        let open = window(10, 20).or(col("service_name").eq(lit("x")));
+        assert_eq!(
+            time_ranges_from_filters(&[open], "time"),
+            vec![TimeRange::ALL]
+        );
+        assert_eq!(
+            time_ranges_from_filters(&[col("service_name").eq(lit("x"))], "time"),
+            vec![TimeRange::ALL]
+        );
     }
 }

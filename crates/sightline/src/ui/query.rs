@@ -43,6 +43,10 @@ const EXAMPLES: &[(&str, &str)] = &[
         "SELECT service_name, service_version, count(*) AS requests,\n       approx_percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ns) / 1e6 AS p95_ms\nFROM spans\nWHERE kind = 'server' AND {spans}\nGROUP BY service_name, service_version ORDER BY service_name, service_version",
     ),
     (
+        "Busiest routes over a long window (per-minute rollups)",
+        "SELECT service_name, http_method, route,\n       sum(requests) AS requests, sum(errors) AS errors,\n       sum(duration_sum_ns) / sum(requests) / 1e6 AS mean_ms\nFROM span_rollups\nWHERE {time}\nGROUP BY service_name, http_method, route\nORDER BY requests DESC LIMIT 20",
+    ),
+    (
         "Memory of each service over time",
         "SELECT date_bin(INTERVAL '1 minute', time, TIMESTAMP '1970-01-01T00:00:00Z') AS minute,\n       service_name, avg(value) / 1048576 AS memory_mib\nFROM metrics\nWHERE name = 'process.memory.usage' AND {time}\nGROUP BY minute, service_name ORDER BY minute",
     ),
