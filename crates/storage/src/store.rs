@@ -19,6 +19,16 @@ use crate::trace_index::TraceIndex;
 use crate::{rollup, segment, wal};
 
 const NS_PER_HOUR: i64 = 3_600_000_000_000;
+const NS_PER_DAY: i64 = 24 * NS_PER_HOUR;
+
+/// The stretch of time one segment covers at most: an hour, and a day for the rollups (a day of
+/// them is a few tens of thousands of rows, so that a day's pages open one file, not 24).
+fn partition_ns(signal: Signal) -> i64 {
+    match signal {
+        Signal::SpanRollups => NS_PER_DAY,
+        _ => NS_PER_HOUR,
+    }
+}
 /// The catalog's `state` key set once every span segment has its rollups.
 const ROLLUPS_COMPLETE: &str = "span_rollups_complete";
 
@@ -716,7 +726,12 @@ fn rotate(inner: &Inner, writer: &mut wal::WalWriter) -> Result<u64> {
 static SEGMENT_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 fn segment_relative_path(signal: Signal, hour_start_ns: i64, created_ns: i64) -> String {
-    let hour = chrono::DateTime::from_timestamp_nanos(hour_start_ns).format("%Y-%m-%d/%H");
+    let format = if partition_ns(signal) == NS_PER_DAY {
+        "%Y-%m-%d"
+    } else {
+        "%Y-%m-%d/%H"
+    };
+    let hour = chrono::DateTime::from_timestamp_nanos(hour_start_ns).format(format);
     let n = SEGMENT_COUNTER.fetch_add(1, Ordering::Relaxed);
     format!(
         "segments/{}/{hour}/{created_ns}-{n}.parquet",
@@ -724,8 +739,10 @@ fn segment_relative_path(signal: Signal, hour_start_ns: i64, created_ns: i64) ->
     )
 }
 
-/// Splits rows by the hour of their time column (segments never straddle an hour).
+/// Splits rows by the hour (the day, for rollups) of their time column: segments never straddle
+/// one.
 fn split_by_hour(signal: Signal, batch: &RecordBatch) -> Result<Vec<(i64, RecordBatch)>> {
+    let partition = partition_ns(signal);
     let Some(times) = batch
         .column_by_name(signal.time_column())
         .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
@@ -735,19 +752,19 @@ fn split_by_hour(signal: Signal, batch: &RecordBatch) -> Result<Vec<(i64, Record
     let mut groups: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
     for (i, t) in times.values().iter().enumerate() {
         groups
-            .entry(t.div_euclid(NS_PER_HOUR))
+            .entry(t.div_euclid(partition))
             .or_default()
             .push(i as u32);
     }
     if groups.len() == 1 {
         let hour = groups.keys().next().copied().unwrap_or_default();
-        return Ok(vec![(hour * NS_PER_HOUR, batch.clone())]);
+        return Ok(vec![(hour * partition, batch.clone())]);
     }
     groups
         .into_iter()
         .map(|(hour, indices)| {
             let indices = UInt32Array::from(indices);
-            Ok((hour * NS_PER_HOUR, take_record_batch(batch, &indices)?))
+            Ok((hour * partition, take_record_batch(batch, &indices)?))
         })
         .collect()
 }
@@ -1034,13 +1051,13 @@ fn compaction_candidates(inner: &Inner, now_ns: i64) -> Vec<(Signal, Vec<Segment
     let mut groups: BTreeMap<(Signal, i64), Vec<SegmentMeta>> = BTreeMap::new();
     for s in state.segments.iter().filter(|s| s.row_count < target) {
         groups
-            .entry((s.signal, s.min_time_ns.div_euclid(NS_PER_HOUR)))
+            .entry((s.signal, s.min_time_ns.div_euclid(partition_ns(s.signal))))
             .or_default()
             .push(s.clone());
     }
     let mut out = Vec::new();
     for ((signal, hour), mut small) in groups {
-        let hour_over = (hour + 1) * NS_PER_HOUR + 5 * 60 * 1_000_000_000 < now_ns;
+        let hour_over = (hour + 1) * partition_ns(signal) + 5 * 60 * 1_000_000_000 < now_ns;
         if small.len() < 2 || (small.len() < 4 && !hour_over) {
             continue;
         }
@@ -1168,8 +1185,8 @@ mod tests {
             .expect("import");
         assert_eq!(
             (report.segments_written, report.rows),
-            (4, 120),
-            "two hours of spans, and of their rollups"
+            (3, 120),
+            "two hourly segments of spans, one daily segment of their rollups"
         );
         assert!(report.bytes > 0);
         assert_eq!(snapshot_rows(&store, Signal::Spans), 120);
@@ -1190,7 +1207,7 @@ mod tests {
         );
         drop(store);
         let (store, report) = open(dir.path(), &clock);
-        assert_eq!(report.segments, 4);
+        assert_eq!(report.segments, 3);
         assert!(report.rows_replayed.is_empty());
         assert_eq!(
             snapshot_rows(&store, Signal::SpanRollups),
@@ -1240,8 +1257,8 @@ mod tests {
         let report = store.flush().await.expect("flush");
         assert_eq!(
             (report.segments_written, report.rows),
-            (6, 6),
-            "three hours of spans, and of their rollups"
+            (4, 6),
+            "three hours of spans, and the day of their rollups"
         );
         assert_eq!(
             store.snapshot(Signal::Spans, TimeRange::ALL).segments.len(),
@@ -1290,7 +1307,10 @@ mod tests {
             report.segments_expired, 1,
             "rollups outlive spans by default"
         );
-        assert_eq!(report.segments_compacted, 6);
+        assert_eq!(
+            report.segments_compacted, 7,
+            "three of spans, four of rollups"
+        );
         let of = |signal| -> Vec<SegmentMeta> {
             store
                 .segments()
@@ -1302,26 +1322,25 @@ mod tests {
         assert_eq!(segments.len(), 1);
         assert_eq!(segments[0].row_count, 12);
         assert_eq!(segments[0].level, 1);
-        let mut rollups = of(Signal::SpanRollups);
-        rollups.sort_by_key(|s| s.min_time_ns);
-        assert_eq!(rollups.len(), 2, "hour 1 kept, hour 8 merged");
+        let rollups = of(Signal::SpanRollups);
+        assert_eq!(rollups.len(), 1, "one segment a day");
         assert_eq!(
-            (rollups[1].row_count, rollups[1].level),
-            (1, 1),
-            "three flushes of one minute's requests merge into one row"
+            (rollups[0].row_count, rollups[0].level),
+            (2, 1),
+            "three flushes of one minute's requests merge into one row, beside hour 1's"
         );
         let merged = segment::read_segment(
-            &store.data_dir().join(&rollups[1].path),
+            &store.data_dir().join(&rollups[0].path),
             Signal::SpanRollups,
         )
         .expect("read rollups");
         let cols = rollup::RollupColumns::of(&merged).expect("rollup columns");
-        assert_eq!(cols.requests.value(0), 12);
-        assert_eq!(report.files_deleted, 7);
+        assert_eq!(cols.requests.values().to_vec(), vec![4, 12]);
+        assert_eq!(report.files_deleted, 8);
         drop(store);
         let (store, report) =
             Store::open(dir.path(), StoreOptions::default(), Arc::new(clock)).expect("reopen");
-        assert_eq!(report.segments, 3);
+        assert_eq!(report.segments, 2);
         assert_eq!(report.orphan_files_removed, 0);
         assert_eq!(snapshot_rows(&store, Signal::Spans), 12);
     }
