@@ -189,17 +189,24 @@ async fn red_series_from_rollups(
     service: Option<&str>,
     latency: bool,
 ) -> Result<BTreeMap<String, RedSeries>, Error> {
-    let totals = crate::red::totals_by(engine, buckets.range(), service, |g| {
-        buckets
-            .index(g.minute_ns)
-            .map(|i| (g.service_name.to_string(), i))
-    })
-    .await?;
+    let (per_group, names) =
+        crate::red::totals_by(engine, buckets.range(), service, |id, minute| {
+            buckets.index(minute).map(|i| (id, i))
+        })
+        .await?;
+    let mut totals: std::collections::HashMap<(&str, usize), crate::red::Totals> =
+        std::collections::HashMap::new();
+    for ((id, i), t) in &per_group {
+        totals
+            .entry((names[*id].service_name.as_str(), *i))
+            .or_default()
+            .merge(t);
+    }
     let step_s = buckets.step_s();
     let mut out: BTreeMap<String, RedSeries> = BTreeMap::new();
     for ((service_name, i), t) in totals {
         let series = out
-            .entry(service_name)
+            .entry(service_name.to_string())
             .or_insert_with(|| RedSeries::empty(buckets.count));
         series.rate[i] = t.requests as f64 / step_s;
         series.error_rate[i] = t.errors as f64 / step_s;

@@ -29,13 +29,45 @@ pub fn use_rollups(engine: &QueryEngine, range: TimeRange) -> bool {
     long && engine.rollups_complete()
 }
 
-/// The grouping columns of one rolled-up minute.
-#[derive(Debug, Clone, Copy)]
-pub struct Group<'a> {
-    pub service_name: &'a str,
-    pub http_method: Option<&'a str>,
-    pub route: &'a str,
-    pub minute_ns: i64,
+/// A service's route (or task), as rollups group requests.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GroupName {
+    pub service_name: String,
+    pub http_method: Option<String>,
+    pub route: String,
+}
+
+/// Numbers the groups a fold meets, so that a row costs a lookup and no allocation.
+#[derive(Default)]
+struct Groups {
+    ids: HashMap<String, usize>,
+    names: Vec<GroupName>,
+    key: String,
+}
+
+impl Groups {
+    fn id(&mut self, service_name: &str, http_method: Option<&str>, route: &str) -> usize {
+        self.key.clear();
+        self.key.push_str(service_name);
+        self.key.push('\u{1}');
+        if let Some(method) = http_method {
+            self.key.push('\u{0}');
+            self.key.push_str(method);
+        }
+        self.key.push('\u{1}');
+        self.key.push_str(route);
+        if let Some(id) = self.ids.get(self.key.as_str()) {
+            return *id;
+        }
+        let id = self.names.len();
+        self.ids.insert(self.key.clone(), id);
+        self.names.push(GroupName {
+            service_name: service_name.to_string(),
+            http_method: http_method.map(str::to_string),
+            route: route.to_string(),
+        });
+        id
+    }
 }
 
 /// Requests, failed requests, time spent and the latency sketch of a group.
@@ -69,18 +101,20 @@ fn ceil_minute(ns: i64) -> i64 {
     -floor_minute(-ns)
 }
 
-/// Request totals over `range` (one service when given), grouped by `key` of each minute's
-/// group; requests are server and consumer spans, failed ones have status error or HTTP 5xx.
+/// Request totals over `range` (one service when given), grouped by what `key` makes of each
+/// group's id and minute (`None` skips it); the names of the ids come back beside the totals.
+/// Requests are server and consumer spans, failed ones have status error or HTTP 5xx.
 pub async fn totals_by<K, F>(
     engine: &QueryEngine,
     range: TimeRange,
     service: Option<&str>,
     mut key: F,
-) -> Result<HashMap<K, Totals>, Error>
+) -> Result<(HashMap<K, Totals>, Vec<GroupName>), Error>
 where
     K: Eq + Hash,
-    F: FnMut(&Group<'_>) -> Option<K>,
+    F: FnMut(usize, i64) -> Option<K>,
 {
+    let mut groups = Groups::default();
     let (whole, edges) = split_minutes(range);
     let service_condition = service.map(|s| format!("service_name = {}", quote(s)));
 
@@ -96,7 +130,7 @@ where
         let sql = format!("SELECT * FROM span_rollups {filter}");
         let (_, batches, _) = engine.collect(&sql, usize::MAX).await?;
         for batch in &batches {
-            fold_rollups(batch, &mut key, &mut out)?;
+            fold_rollups(batch, &mut groups, &mut key, &mut out)?;
         }
     }
     for edge in edges {
@@ -115,10 +149,10 @@ where
         );
         let (_, batches, _) = engine.collect(&sql, usize::MAX).await?;
         for batch in &batches {
-            fold_edge(batch, &mut key, &mut out)?;
+            fold_edge(batch, &mut groups, &mut key, &mut out)?;
         }
     }
-    Ok(out)
+    Ok((out, groups.names))
 }
 
 /// A window as the whole minutes inside it (rollup rows; `None` when there are none) and the
@@ -240,18 +274,20 @@ fn minutes_of(batches: &[RecordBatch]) -> Result<Vec<i64>, Error> {
 
 fn fold_rollups<K: Eq + Hash>(
     batch: &RecordBatch,
-    key: &mut impl FnMut(&Group<'_>) -> Option<K>,
+    groups: &mut Groups,
+    key: &mut impl FnMut(usize, i64) -> Option<K>,
     out: &mut HashMap<K, Totals>,
 ) -> Result<(), Error> {
     let rows = RollupColumns::of(batch).map_err(internal)?;
     for row in 0..batch.num_rows() {
-        let group = Group {
-            service_name: rows.service.value(row),
-            http_method: rows.method.is_valid(row).then(|| rows.method.value(row)),
-            route: rows.route.value(row),
-            minute_ns: rows.time.value(row),
+        let id = groups.id(
+            rows.service.value(row),
+            rows.method.is_valid(row).then(|| rows.method.value(row)),
+            rows.route.value(row),
+        );
+        let Some(k) = key(id, rows.time.value(row)) else {
+            continue;
         };
-        let Some(k) = key(&group) else { continue };
         let totals = out.entry(k).or_default();
         totals.requests += rows.requests.value(row);
         totals.errors += rows.errors.value(row);
@@ -265,7 +301,8 @@ fn fold_rollups<K: Eq + Hash>(
 
 fn fold_edge<K: Eq + Hash>(
     batch: &RecordBatch,
-    key: &mut impl FnMut(&Group<'_>) -> Option<K>,
+    groups: &mut Groups,
+    key: &mut impl FnMut(usize, i64) -> Option<K>,
     out: &mut HashMap<K, Totals>,
 ) -> Result<(), Error> {
     let column = |name: &str| {
@@ -296,13 +333,14 @@ fn fold_edge<K: Eq + Hash>(
             message: "edge column bin is not a 32-bit integer".into(),
         })?;
     for row in 0..batch.num_rows() {
-        let group = Group {
-            service_name: service.value(row),
-            http_method: method.is_valid(row).then(|| method.value(row)),
-            route: route.value(row),
-            minute_ns: minute.value(row),
+        let id = groups.id(
+            service.value(row),
+            method.is_valid(row).then(|| method.value(row)),
+            route.value(row),
+        );
+        let Some(k) = key(id, minute.value(row)) else {
+            continue;
         };
-        let Some(k) = key(&group) else { continue };
         let totals = out.entry(k).or_default();
         totals.requests += requests.value(row);
         totals.errors += errors.value(row);

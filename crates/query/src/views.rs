@@ -334,24 +334,18 @@ async fn services_from_rollups(
     window_s: f64,
     service: Option<&str>,
 ) -> Result<Vec<ServiceSummary>, Error> {
-    let routes = crate::red::totals_by(engine, range, service, |g| {
-        Some((
-            g.service_name.to_string(),
-            g.http_method.map(str::to_string),
-            g.route.to_string(),
-        ))
-    })
-    .await?;
+    let (routes, names) = crate::red::totals_by(engine, range, service, |id, _| Some(id)).await?;
     let mut by_service: std::collections::BTreeMap<
         String,
         (crate::red::Totals, Vec<RouteSummary>),
     > = std::collections::BTreeMap::new();
-    for ((service_name, http_method, http_route), totals) in routes {
-        let entry = by_service.entry(service_name).or_default();
+    for (id, totals) in routes {
+        let name = &names[id];
+        let entry = by_service.entry(name.service_name.clone()).or_default();
         entry.0.merge(&totals);
         entry.1.push(RouteSummary {
-            http_method,
-            http_route,
+            http_method: name.http_method.clone(),
+            http_route: name.route.clone(),
             red: Red::from_totals(&totals, window_s),
         });
     }

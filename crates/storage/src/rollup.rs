@@ -11,12 +11,12 @@
 //! stored as two Parquet list columns (bin, count) rather than an opaque blob, so that they stay
 //! readable with SQL and merge by adding counts.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, Int32Array, Int32Builder, Int64Array, Int64Builder, ListBuilder,
-    RecordBatch, StringArray, TimestampNanosecondArray,
+    Array, ArrayRef, AsArray, Int32Builder, Int64Array, Int64Builder, ListBuilder, RecordBatch,
+    StringArray, TimestampNanosecondArray,
 };
 use arrow::datatypes::{Int32Type, Int64Type, TimestampNanosecondType};
 use arrow::error::ArrowError;
@@ -56,10 +56,13 @@ pub fn bin_value(bin: i32) -> f64 {
     2.0 * g.powi(bin) / (g + 1.0)
 }
 
-/// A mergeable latency sketch: counts per logarithmic bin, with the exact minimum and maximum.
+/// A mergeable latency sketch: counts per logarithmic bin (held densely from the lowest bin
+/// seen, as DDSketch's dense store does), with the exact minimum and maximum.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LatencySketch {
-    bins: BTreeMap<i32, i64>,
+    /// The bin of `counts[0]`.
+    offset: i32,
+    counts: Vec<i64>,
     count: i64,
     min_ns: i64,
     max_ns: i64,
@@ -70,12 +73,25 @@ impl LatencySketch {
         self.add_bin(bin_of(duration_ns), 1, duration_ns, duration_ns);
     }
 
-    /// Adds `count` durations known to lie in `bin`, the smallest and largest of them given.
-    pub fn add_bin(&mut self, bin: i32, count: i64, min_ns: i64, max_ns: i64) {
-        if count <= 0 {
+    fn add_to_bin(&mut self, bin: i32, count: i64) {
+        if self.counts.is_empty() {
+            self.offset = bin;
+            self.counts.push(count);
             return;
         }
-        *self.bins.entry(bin).or_default() += count;
+        if bin < self.offset {
+            let grow = (self.offset - bin) as usize;
+            self.counts.splice(0..0, std::iter::repeat_n(0, grow));
+            self.offset = bin;
+        }
+        let at = (bin - self.offset) as usize;
+        if at >= self.counts.len() {
+            self.counts.resize(at + 1, 0);
+        }
+        self.counts[at] += count;
+    }
+
+    fn widen(&mut self, count: i64, min_ns: i64, max_ns: i64) {
         if self.count == 0 {
             self.min_ns = min_ns;
             self.max_ns = max_ns;
@@ -86,21 +102,32 @@ impl LatencySketch {
         self.count += count;
     }
 
+    /// Adds `count` durations known to lie in `bin`, the smallest and largest of them given.
+    pub fn add_bin(&mut self, bin: i32, count: i64, min_ns: i64, max_ns: i64) {
+        if count <= 0 {
+            return;
+        }
+        self.add_to_bin(bin, count);
+        self.widen(count, min_ns, max_ns);
+    }
+
     pub fn merge(&mut self, other: &LatencySketch) {
         if other.count == 0 {
             return;
         }
-        for (bin, count) in &other.bins {
-            *self.bins.entry(*bin).or_default() += count;
+        for (bin, count) in other.bins() {
+            self.add_to_bin(bin, count);
         }
-        if self.count == 0 {
-            self.min_ns = other.min_ns;
-            self.max_ns = other.max_ns;
-        } else {
-            self.min_ns = self.min_ns.min(other.min_ns);
-            self.max_ns = self.max_ns.max(other.max_ns);
-        }
-        self.count += other.count;
+        self.widen(other.count, other.min_ns, other.max_ns);
+    }
+
+    /// The bins holding durations, lowest first, with their counts.
+    pub fn bins(&self) -> impl Iterator<Item = (i32, i64)> + '_ {
+        self.counts
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c > 0)
+            .map(|(i, c)| (self.offset + i as i32, *c))
     }
 
     pub fn count(&self) -> i64 {
@@ -122,38 +149,26 @@ impl LatencySketch {
             return Some(self.max_ns as f64);
         }
         let mut seen = 0;
-        for (bin, count) in &self.bins {
+        for (bin, count) in self.bins() {
             seen += count;
             if seen > rank {
-                return Some(bin_value(*bin).clamp(self.min_ns as f64, self.max_ns as f64));
+                return Some(bin_value(bin).clamp(self.min_ns as f64, self.max_ns as f64));
             }
         }
         Some(self.max_ns as f64)
     }
 
-    /// Adds the bins of one `span_rollups` row (its two list columns at `row`).
-    pub fn add_row(&mut self, bins: &Int32Array, counts: &Int64Array, min_ns: i64, max_ns: i64) {
-        let n = bins.len().min(counts.len());
-        if n == 0 {
-            return;
-        }
-        let before = self.count;
-        let (old_min, old_max) = (self.min_ns, self.max_ns);
-        for i in 0..n {
-            let count = counts.value(i);
-            if count > 0 {
-                *self.bins.entry(bins.value(i)).or_default() += count;
-                self.count += count;
+    /// Adds the bins of one `span_rollups` row: `bins[i]` holds `counts[i]` durations.
+    pub fn add_row(&mut self, bins: &[i32], counts: &[i64], min_ns: i64, max_ns: i64) {
+        let mut added = 0;
+        for (bin, count) in bins.iter().zip(counts) {
+            if *count > 0 {
+                self.add_to_bin(*bin, *count);
+                added += count;
             }
         }
-        if self.count > before {
-            if before == 0 {
-                self.min_ns = min_ns;
-                self.max_ns = max_ns;
-            } else {
-                self.min_ns = old_min.min(min_ns);
-                self.max_ns = old_max.max(max_ns);
-            }
+        if added > 0 {
+            self.widen(added, min_ns, max_ns);
         }
     }
 }
@@ -315,9 +330,9 @@ impl<'a> Rollup<'a> {
             sum.push(totals.duration_sum_ns);
             min.push(totals.sketch.min_ns);
             max.push(totals.sketch.max_ns);
-            for (bin, count) in &totals.sketch.bins {
-                bins.values().append_value(*bin);
-                counts.values().append_value(*count);
+            for (bin, count) in totals.sketch.bins() {
+                bins.values().append_value(bin);
+                counts.values().append_value(count);
             }
             bins.append(true);
             counts.append(true);
@@ -356,8 +371,10 @@ pub struct RollupColumns<'a> {
     pub duration_sum: &'a Int64Array,
     pub duration_min: &'a Int64Array,
     pub duration_max: &'a Int64Array,
-    bins: &'a arrow::array::ListArray,
-    counts: &'a arrow::array::ListArray,
+    bin_offsets: &'a [i32],
+    bin_values: &'a [i32],
+    count_offsets: &'a [i32],
+    count_values: &'a [i64],
 }
 
 impl<'a> RollupColumns<'a> {
@@ -368,6 +385,8 @@ impl<'a> RollupColumns<'a> {
                 ArrowError::SchemaError(format!("column {name} should be a list")).into()
             })
         };
+        let bins = list("latency_bins")?;
+        let counts = list("latency_counts")?;
         Ok(Self {
             time: times(batch, "time")?,
             service: strings(batch, "service_name")?,
@@ -381,22 +400,36 @@ impl<'a> RollupColumns<'a> {
             duration_sum: int64s(batch, "duration_sum_ns")?,
             duration_min: int64s(batch, "duration_min_ns")?,
             duration_max: int64s(batch, "duration_max_ns")?,
-            bins: list("latency_bins")?,
-            counts: list("latency_counts")?,
+            bin_offsets: bins.value_offsets(),
+            bin_values: bins
+                .values()
+                .as_primitive_opt::<Int32Type>()
+                .ok_or_else(|| {
+                    ArrowError::SchemaError("latency_bins should hold 32-bit integers".into())
+                })?
+                .values(),
+            count_offsets: counts.value_offsets(),
+            count_values: counts
+                .values()
+                .as_primitive_opt::<Int64Type>()
+                .ok_or_else(|| {
+                    ArrowError::SchemaError("latency_counts should hold 64-bit integers".into())
+                })?
+                .values(),
         })
     }
 
     /// Adds row `row`'s latency bins to a sketch.
     pub fn add_sketch(&self, row: usize, sketch: &mut LatencySketch) {
-        let bins = self.bins.value(row);
-        let counts = self.counts.value(row);
-        if let (Some(bins), Some(counts)) = (
-            bins.as_primitive_opt::<Int32Type>(),
-            counts.as_primitive_opt::<Int64Type>(),
-        ) {
+        let range = |offsets: &[i32]| offsets[row] as usize..offsets[row + 1] as usize;
+        let (bins, counts) = (range(self.bin_offsets), range(self.count_offsets));
+        if bins.len() == counts.len()
+            && bins.end <= self.bin_values.len()
+            && counts.end <= self.count_values.len()
+        {
             sketch.add_row(
-                bins,
-                counts,
+                &self.bin_values[bins],
+                &self.count_values[counts],
                 self.duration_min.value(row),
                 self.duration_max.value(row),
             );
