@@ -1,7 +1,8 @@
 //! Number to watch: `segment/write` throughput in spans per second — a flush sorts the buffer
 //! and writes it as zstd Parquet with statistics and a trace-id bloom filter, and it must keep up
 //! with ingest on one core. `segment/scan` is the other side: reading a whole segment back
-//! into Arrow, what a query that cannot prune pays per segment.
+//! into Arrow, what a query that cannot prune pays per segment. `segment/rollup` is what every
+//! span batch costs on its way in: deriving its per-minute rollups (compare it with `write`).
 //!
 //! The input is 64k spans of the demo shop (one row group), sorted and written exactly as a
 //! flush writes them.
@@ -15,6 +16,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sightline::demo::Dice;
 use sightline_model::Signal;
 use sightline_model::schema::{spans_schema, spans_to_batch};
+use sightline_storage::rollup;
 use sightline_storage::segment::{read_segment, sort_for_segment, write_segment};
 
 mod common;
@@ -55,6 +57,19 @@ fn bench(c: &mut Criterion) {
     );
     group.bench_function("scan", |b| {
         b.iter(|| read_segment(&path, Signal::Spans).expect("scan"))
+    });
+    // Rollups are derived per export body (a few hundred spans), not per flush.
+    let bodies: Vec<_> = (0..ROWS)
+        .step_by(300)
+        .map(|at| batch.slice(at, 300.min(ROWS - at)))
+        .collect();
+    group.bench_function("rollup", |b| {
+        b.iter(|| {
+            bodies
+                .iter()
+                .map(|body| rollup::from_spans(body).expect("rollup").num_rows())
+                .sum::<usize>()
+        })
     });
     group.finish();
 }
