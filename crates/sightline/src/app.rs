@@ -98,6 +98,13 @@ pub async fn serve(
         elapsed_ms = replay.started.elapsed().as_millis() as u64,
         "data folder opened"
     );
+    if report.segments_without_rollups > 0 {
+        info!(
+            segments = report.segments_without_rollups,
+            "span segments written before rollups existed are rolled up in the background; \
+             until then the pages read spans"
+        );
+    }
     // Trace lookups consult the segments' trace-id filters in memory; read them in the
     // background now rather than on the first lookup.
     let warm_store = store.clone();
@@ -291,7 +298,8 @@ fn front_router(slot: Arc<OnceLock<axum::Router>>, replay: Arc<ReplayState>) -> 
     })
 }
 
-/// Flushes when the buffer is due and runs compaction and retention once a minute.
+/// Flushes when the buffer is due and runs compaction and retention once a minute (at once
+/// when older span segments still wait for their rollups).
 async fn run_background(store: Store, stop: impl Future<Output = ()>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -306,7 +314,8 @@ async fn run_background(store: Store, stop: impl Future<Output = ()>) {
         if store.flush_due() {
             let _ = store.flush().await;
         }
-        if ticks.is_multiple_of(120)
+        let rollups_waiting = ticks == 1 && !store.rollups_complete();
+        if (ticks.is_multiple_of(120) || rollups_waiting)
             && let Err(e) = store.maintain().await
         {
             warn!(error = %e, "compaction or retention failed; it is retried in a minute");

@@ -904,8 +904,10 @@ fn import_blocking(inner: &Inner, signal: Signal, batch: &RecordBatch) -> Result
 }
 
 fn maintain_blocking(inner: &Inner) -> Result<MaintenanceReport> {
-    let mut report = MaintenanceReport::default();
-    report.segments_rolled_up = roll_up_older_segments(inner)?;
+    let mut report = MaintenanceReport {
+        segments_rolled_up: roll_up_older_segments(inner)?,
+        ..Default::default()
+    };
     // Retention: segments entirely older than each signal's limit.
     let now_ns = inner.clock.now_ns();
     let expired: Vec<SegmentMeta> = {
