@@ -9,7 +9,7 @@ use std::hash::Hash;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
 use sightline_model::TimeRange;
-use sightline_storage::rollup::{LatencySketch, RollupColumns, bin_sql};
+use sightline_storage::rollup::{RollupColumns, bin_sql};
 
 use crate::engine::QueryEngine;
 use crate::error::Error;
@@ -71,27 +71,7 @@ impl Groups {
 }
 
 /// Requests, failed requests, time spent and the latency sketch of a group.
-#[derive(Debug, Clone, Default)]
-pub struct Totals {
-    pub requests: i64,
-    pub errors: i64,
-    pub duration_sum_ns: i64,
-    pub sketch: LatencySketch,
-}
-
-impl Totals {
-    pub fn merge(&mut self, other: &Totals) {
-        self.requests += other.requests;
-        self.errors += other.errors;
-        self.duration_sum_ns = self.duration_sum_ns.saturating_add(other.duration_sum_ns);
-        self.sketch.merge(&other.sketch);
-    }
-
-    /// A latency percentile in milliseconds.
-    pub fn percentile_ms(&self, q: f64) -> Option<f64> {
-        self.sketch.quantile(q).map(|ns| ns / 1e6)
-    }
-}
+pub use sightline_storage::rollup::RequestTotals as Totals;
 
 fn floor_minute(ns: i64) -> i64 {
     ns.div_euclid(NS_PER_MINUTE) * NS_PER_MINUTE
@@ -288,13 +268,7 @@ fn fold_rollups<K: Eq + Hash>(
         let Some(k) = key(id, rows.time.value(row)) else {
             continue;
         };
-        let totals = out.entry(k).or_default();
-        totals.requests += rows.requests.value(row);
-        totals.errors += rows.errors.value(row);
-        totals.duration_sum_ns = totals
-            .duration_sum_ns
-            .saturating_add(rows.duration_sum.value(row));
-        rows.add_sketch(row, &mut totals.sketch);
+        out.entry(k).or_default().add_rollup_row(&rows, row);
     }
     Ok(())
 }

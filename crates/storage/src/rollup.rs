@@ -185,18 +185,43 @@ struct Key<'a> {
     route: &'a str,
 }
 
-#[derive(Debug, Default)]
-struct Totals {
-    requests: i64,
-    errors: i64,
-    duration_sum_ns: i64,
-    sketch: LatencySketch,
+/// Requests, failed requests, time spent and the latency sketch of a group of requests.
+#[derive(Debug, Clone, Default)]
+pub struct RequestTotals {
+    pub requests: i64,
+    pub errors: i64,
+    pub duration_sum_ns: i64,
+    pub sketch: LatencySketch,
+}
+
+impl RequestTotals {
+    /// Adds row `row` of a `span_rollups` batch.
+    pub fn add_rollup_row(&mut self, rows: &RollupColumns<'_>, row: usize) {
+        self.requests += rows.requests.value(row);
+        self.errors += rows.errors.value(row);
+        self.duration_sum_ns = self
+            .duration_sum_ns
+            .saturating_add(rows.duration_sum.value(row));
+        rows.add_sketch(row, &mut self.sketch);
+    }
+
+    pub fn merge(&mut self, other: &RequestTotals) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.duration_sum_ns = self.duration_sum_ns.saturating_add(other.duration_sum_ns);
+        self.sketch.merge(&other.sketch);
+    }
+
+    /// A latency percentile in milliseconds.
+    pub fn percentile_ms(&self, q: f64) -> Option<f64> {
+        self.sketch.quantile(q).map(|ns| ns / 1e6)
+    }
 }
 
 /// Accumulates spans or rollup rows into rollup rows.
 #[derive(Default)]
 struct Rollup<'a> {
-    groups: HashMap<Key<'a>, Totals>,
+    groups: HashMap<Key<'a>, RequestTotals>,
 }
 
 fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
@@ -288,13 +313,10 @@ impl<'a> Rollup<'a> {
                 http_method: opt_str(rows.method, row),
                 route: rows.route.value(row),
             };
-            let totals = self.groups.entry(key).or_default();
-            totals.requests += rows.requests.value(row);
-            totals.errors += rows.errors.value(row);
-            totals.duration_sum_ns = totals
-                .duration_sum_ns
-                .saturating_add(rows.duration_sum.value(row));
-            rows.add_sketch(row, &mut totals.sketch);
+            self.groups
+                .entry(key)
+                .or_default()
+                .add_rollup_row(&rows, row);
         }
         Ok(())
     }
