@@ -95,6 +95,8 @@ def test_span_rollups_is_a_table_that_counts_every_request(sightline_factory):
     srv.start()
     again = srv.rows("SELECT sum(requests) AS requests FROM span_rollups")[0]
     assert again["requests"] == spans["requests"]
+    assert srv.metric("sightline_segments", signal="span_rollups") >= 1
+    assert srv.metric("sightline_segment_bytes", signal="span_rollups") > 0
 
 
 def _trace_links(html: str, table_id: str) -> list[str]:

@@ -111,6 +111,14 @@ impl SelfMetrics {
                 .collect::<Vec<_>>()
                 .join("\n")
         };
+        // Stored tables: the signals and the span rollups derived from spans.
+        let per_table = |f: &dyn Fn(Signal) -> String| {
+            Signal::TABLES
+                .iter()
+                .map(|s| f(*s))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
         let load = |v: &AtomicU64| v.load(Ordering::Relaxed);
         section(
             &mut out,
@@ -222,8 +230,8 @@ impl SelfMetrics {
             &mut out,
             "sightline_buffer_rows",
             "gauge",
-            "Rows in memory, not yet in segments.",
-            per_signal(&|s| {
+            "Rows in memory, not yet in segments, by table (signal or span_rollups).",
+            per_table(&|s| {
                 format!(
                     "sightline_buffer_rows{{signal=\"{s}\"}} {}",
                     store.buffered_rows.get(&s).copied().unwrap_or(0)
@@ -248,8 +256,8 @@ impl SelfMetrics {
             &mut out,
             "sightline_segments",
             "gauge",
-            "Parquet segments by signal.",
-            per_signal(&|s| {
+            "Parquet segments by table (signal or span_rollups).",
+            per_table(&|s| {
                 format!(
                     "sightline_segments{{signal=\"{s}\"}} {}",
                     store.segments.get(&s).map(|x| x.0).unwrap_or(0)
@@ -260,8 +268,8 @@ impl SelfMetrics {
             &mut out,
             "sightline_segment_bytes",
             "gauge",
-            "Bytes on disk in Parquet segments by signal.",
-            per_signal(&|s| {
+            "Bytes on disk in Parquet segments by table (signal or span_rollups).",
+            per_table(&|s| {
                 format!(
                     "sightline_segment_bytes{{signal=\"{s}\"}} {}",
                     store.segments.get(&s).map(|x| x.1).unwrap_or(0)
