@@ -163,6 +163,11 @@ def test_a_browser_signs_in_and_lands_where_it_was_going(guarded, page):
     expect(page.locator("main h1")).to_have_text("Logs")
     cookie = next(c for c in page.context.cookies() if c["name"] == "sightline_session")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Lax", cookie
+    # Signing out from the header ends the session: the next page asks for the token again.
+    page.click("header a.sign-out")
+    expect(page).to_have_url(f"{base}/login")
+    page.goto(f"{base}/logs?range=15m")
+    expect(page).to_have_url(f"{base}/login?next=%2Flogs%3Frange%3D15m")
 
 
 @pytest.fixture(scope="module")

@@ -222,6 +222,7 @@ def test_every_page_has_nav_theme_toggle_and_title(page, demo_server, demo_trace
     nav_paths = {urlsplit(h).path for h in hrefs(page.locator("nav a[href]"))}
     assert {"/", "/logs", "/query"} <= nav_paths, f"{name}: nav links go to {sorted(nav_paths)}"
     expect(page.locator("#theme-toggle")).to_be_visible()
+    expect(page.locator("header a.sign-out")).to_have_count(0)  # no tokens, nothing to sign out of
     expect(page.locator("html")).to_have_attribute("data-theme", re.compile(r"^(light|dark)$"))
     expect(page.locator("main h1")).to_have_count(1)
     expect(page.locator("main h1")).to_have_text(re.compile(r"\w"))

@@ -1,4 +1,4 @@
-//! The SQL engine: one DataFusion session over the three tables, with the JSON functions, a
+//! The SQL engine: one DataFusion session over the stored tables (spans, logs, metrics, span_rollups), with the JSON functions, a
 //! shared memory pool (no spilling to disk), a timeout and a cap on returned rows. Only queries
 //! are accepted: DDL, DML, COPY and session statements are refused before planning.
 

@@ -27,8 +27,15 @@ document.documentElement.dataset.theme=t;})();";
 /// (kept when the window changes).
 pub type Picker<'a> = (&'a Window, &'a str, &'a [(&'a str, String)]);
 
-/// A whole page; pages without a time window pass no picker.
-pub fn page(title: &str, section: Section, picker: Option<Picker>, body: Markup) -> Markup {
+/// A whole page: header (sections, time picker, theme, and a sign-out link when `sign_out`,
+/// i.e. when the server asks for tokens), then `body`. Pages without a time window pass no picker.
+pub fn page(
+    title: &str,
+    section: Section,
+    picker: Option<Picker>,
+    body: Markup,
+    sign_out: bool,
+) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" data-theme="light" {
@@ -59,6 +66,9 @@ pub fn page(title: &str, section: Section, picker: Option<Picker>, body: Markup)
                     }
                     button #theme-toggle type="button" title="Switch between light and dark" {
                         "Theme"
+                    }
+                    @if sign_out {
+                        a.sign-out href="/logout" { "Sign out" }
                     }
                 }
                 main #content { (body) }

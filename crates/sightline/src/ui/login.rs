@@ -26,7 +26,7 @@ fn login_form(next: &str, error: Option<&str>) -> Html<String> {
         }
         p.hint { "Tokens are set under [[auth.tokens]] in sightline.toml." }
     };
-    Html(layout::page("Sign in", Section::Trace, None, body).into_string())
+    Html(layout::page("Sign in", Section::Trace, None, body, false).into_string())
 }
 
 pub async fn page(

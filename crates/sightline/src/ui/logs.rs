@@ -282,6 +282,7 @@ pub async fn page(
             Section::Logs,
             Some((&window, "/logs", &filters.pairs())),
             body,
+            state.auth.enabled(),
         )
         .into_string(),
     ))

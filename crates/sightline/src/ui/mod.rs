@@ -169,6 +169,7 @@ impl IntoResponse for UiError {
                 p.error role="alert" { (self.message) }
                 p { a href="/" { "Back to services" } }
             },
+            false,
         );
         (status, Html(body.into_string())).into_response()
     }

@@ -125,6 +125,7 @@ pub async fn page(
             Section::Query,
             Some((&window, "/query", &keep)),
             body,
+            state.auth.enabled(),
         )
         .into_string(),
     ))

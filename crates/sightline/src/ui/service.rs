@@ -156,6 +156,7 @@ pub async fn page(
             Section::Services,
             Some((&window, &layout::service_path(&name), &[])),
             body,
+            state.auth.enabled(),
         )
         .into_string(),
     ))

@@ -87,6 +87,7 @@ pub async fn page(
             Section::Services,
             Some((&window, "/", &keep)),
             body,
+            state.auth.enabled(),
         )
         .into_string(),
     ))

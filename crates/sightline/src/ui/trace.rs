@@ -243,6 +243,7 @@ pub async fn page(
             Section::Trace,
             Some((&window, &format!("/traces/{trace_id}"), &keep)),
             body,
+            state.auth.enabled(),
         )
         .into_string(),
     ))
