@@ -140,3 +140,40 @@ def test_concurrent_large_json_bodies_keep_memory_bounded(sightline_factory):
     permits = max(2, os.cpu_count() or 2)
     assert grew_mib < 700 * permits + 200, f"peak RSS grew by {grew_mib:.0f} MiB with {permits} decode permits"
     assert server.rows("SELECT count(*) AS n FROM spans WHERE service_name = 'big-json'") == [{"n": 6}]
+
+
+def test_concurrent_large_grpc_exports_on_one_connection_are_all_accepted(sightline_factory):
+    """gRPC exports wait for the same decode permits as OTLP/HTTP bodies. Each export is read
+    whole before it waits: HTTP/2 streams share a connection's flow-control window, so streams
+    left unread while waiting would stall the ones holding permits, and every export would time
+    out. Eight 8 MB exports at once over one channel must all be stored."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+    from opentelemetry.proto.common.v1 import common_pb2
+    from opentelemetry.proto.resource.v1 import resource_pb2
+    from opentelemetry.proto.trace.v1 import trace_pb2
+
+    server = sightline_factory(name="grpc-permits").start()
+    now = time.time_ns()
+
+    def export(i: int):
+        span = trace_pb2.Span(trace_id=os.urandom(16), span_id=os.urandom(8), name=f"op-{i}", kind=2,
+                              start_time_unix_nano=now, end_time_unix_nano=now + 1000)
+        span.attributes.extend(common_pb2.KeyValue(key=f"k{j:06}", value=common_pb2.AnyValue(string_value="v" * 24))
+                               for j in range(200_000))
+        return trace_service_pb2.ExportTraceServiceRequest(resource_spans=[trace_pb2.ResourceSpans(
+            resource=resource_pb2.Resource(attributes=[common_pb2.KeyValue(
+                key="service.name", value=common_pb2.AnyValue(string_value="big-grpc"))]),
+            scope_spans=[trace_pb2.ScopeSpans(spans=[span])])])
+
+    requests_ = [export(i) for i in range(8)]
+    assert all(7_000_000 < r.ByteSize() < 9_000_000 for r in requests_)
+    with grpc.insecure_channel(server.otlp_grpc_endpoint,
+                               options=[("grpc.max_send_message_length", 64 << 20)]) as channel:
+        stub = trace_service_pb2_grpc.TraceServiceStub(channel)
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda r: stub.Export(r, timeout=120), requests_))
+    assert all(not a.HasField("partial_success") for a in answers), answers
+    assert server.rows("SELECT count(*) AS n FROM spans WHERE service_name = 'big-grpc'") == [{"n": 8}]

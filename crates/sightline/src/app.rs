@@ -134,10 +134,14 @@ pub async fn serve(
         listeners.otlp_http.local_addr()?,
         api_addr,
     );
+    // One budget of decode permits for both receivers: bodies decoded at once, whatever the
+    // protocol, bound the memory decoding takes.
+    let decoding = Arc::new(tokio::sync::Semaphore::new(otlp_http::decode_permits()));
     let grpc_router = OtlpGrpc::router(
         pipeline.clone(),
         config.max_body_bytes as usize,
         config.limits,
+        decoding.clone(),
     )
     .layer(axum::middleware::from_fn_with_state(
         auth.clone(),
@@ -147,7 +151,7 @@ pub async fn serve(
         pipeline: pipeline.clone(),
         max_body_bytes: config.max_body_bytes,
         limits: config.limits,
-        decoding: Arc::new(tokio::sync::Semaphore::new(otlp_http::decode_permits())),
+        decoding,
     })
     .layer(axum::middleware::from_fn_with_state(
         auth.clone(),

@@ -21,6 +21,10 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use sightline_ingest::Normalized;
 use sightline_model::{ErrorCode, Signal};
+use std::sync::Arc;
+
+use axum::extract::State;
+use tokio::sync::Semaphore;
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
@@ -58,11 +62,15 @@ impl OtlpGrpc {
             .map_err(|e| status(e.code(), e.to_string()))
     }
 
-    /// A router serving the three services, decoding messages up to `max_message_bytes`.
+    /// A router serving the three services, decoding messages up to `max_message_bytes`, at
+    /// most as many at once as `decoding` has permits (shared with OTLP/HTTP: a decoded export
+    /// takes several times its size in memory, so memory stays bounded by the permits; further
+    /// exports wait their turn rather than fail).
     pub fn router(
         pipeline: Pipeline,
         max_message_bytes: usize,
         limits: sightline_ingest::Limits,
+        decoding: Arc<Semaphore>,
     ) -> axum::Router {
         let metrics = pipeline.metrics_handle();
         let service = OtlpGrpc { pipeline, limits };
@@ -80,11 +88,65 @@ impl OtlpGrpc {
             .add_service(metrics_service)
             .into_axum_router()
             .layer(axum::middleware::from_fn_with_state(
+                DecodeGate {
+                    permits: decoding,
+                    max_message_bytes,
+                    // A message, its 5-byte frame header, and room for gzip's framing of data that
+                    // does not compress.
+                    max_body_bytes: max_message_bytes
+                        .saturating_add(max_message_bytes / 64)
+                        .saturating_add(1024),
+                },
+                one_permit,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
                 metrics,
                 classify_decode_errors,
             ))
     }
 }
+
+/// Reads an export's whole body first, then holds one decode permit while tonic decodes,
+/// normalizes and stores it. The body is read before the permit is taken: an HTTP/2 connection
+/// shares one flow-control window among its streams, so streams left unread while waiting would
+/// stall the streams that hold permits.
+async fn one_permit(
+    State(gate): State<DecodeGate>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, gate.max_body_bytes).await {
+        Ok(body) => body,
+        Err(e) => {
+            return Status::resource_exhausted(format!(
+                "{TOO_LARGE}: it is above the limit of {} bytes (max_body_bytes) or could not be \
+                 read whole ({e}); send smaller batches",
+                gate.max_message_bytes
+            ))
+            .into_http();
+        }
+    };
+    // The semaphore is never closed, so a permit always comes.
+    let _permit = gate.permits.acquire_owned().await.ok();
+    next.run(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from(body),
+    ))
+    .await
+}
+
+/// The decode permits, the message size limit, and the most bytes an export's body may have on
+/// the wire.
+#[derive(Clone)]
+struct DecodeGate {
+    permits: Arc<Semaphore>,
+    max_message_bytes: usize,
+    max_body_bytes: usize,
+}
+
+/// How a refusal of an export body too large to read begins.
+const TOO_LARGE: &str = "export body too large";
 
 /// What tonic answers when a message cannot be read, before any handler runs, as it should be
 /// answered: the code a client reads as "your request is wrong", and counted.
@@ -97,7 +159,9 @@ fn decode_error(code: i32, message: &str) -> Option<ErrorCode> {
         // Above the size limit, after or before decompression: OUT_OF_RANGE would be retried
         // forever by OTLP exporters; RESOURCE_EXHAUSTED with the reason is what OTLP expects.
         11 if message.contains("message length too large") => Some(ErrorCode::PayloadTooLarge),
-        8 if message.contains("decompressing") => Some(ErrorCode::PayloadTooLarge),
+        8 if message.contains("decompressing") || message.starts_with(TOO_LARGE) => {
+            Some(ErrorCode::PayloadTooLarge)
+        }
         _ => None,
     }
 }
