@@ -326,7 +326,7 @@ mod tests {
     #[test]
     fn flags_win_over_the_file_and_the_file_over_defaults() {
         let file: FileConfig = toml::from_str(
-            "otlp_http = \"127.0.0.1:5318\"\nlisten = \"127.0.0.1:5319\"\n[retention]\nlogs = \"3d\"\n[storage]\nflush_interval = \"2s\"",
+            "otlp_http = \"127.0.0.1:5318\"\nlisten = \"127.0.0.1:5319\"\n[retention]\nlogs = \"3d\"\nspan_rollups = \"400d\"\n[storage]\nflush_interval = \"2s\"",
         )
         .expect("valid toml");
         let overrides = Overrides {
@@ -344,6 +344,10 @@ mod tests {
             Some(&Some(Duration::from_secs(3 * 86_400)))
         );
         assert_eq!(config.storage.retention.get(&Signal::Spans), Some(&None));
+        assert_eq!(
+            config.storage.retention.get(&Signal::SpanRollups),
+            Some(&Some(Duration::from_secs(400 * 86_400)))
+        );
     }
 
     #[test]
