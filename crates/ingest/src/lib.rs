@@ -115,7 +115,7 @@ fn ingest<R: Message + Default>(
         BodyEncoding::Protobuf => (
             R::decode(bytes).map_err(|e| Error::Protobuf {
                 message: codec.message,
-                reason: e.to_string(),
+                reason: protobuf_reason(&e.to_string()),
             })?,
             Rejections::default(),
         ),
@@ -125,6 +125,40 @@ fn ingest<R: Message + Default>(
     rejections.merge(std::mem::take(&mut normalized.rejections));
     normalized.rejections = rejections;
     Ok(normalized)
+}
+
+/// Fields of a decode error's path kept at each end when the path is long.
+const PATH_ENDS: usize = 3;
+
+/// A protobuf decode error as a reason a person can read: prost names every field on the way to
+/// the problem, which for a value nested ten thousand deep is kilobytes of the same two names;
+/// a long path keeps its first and last fields and says how deep it went.
+pub fn protobuf_reason(text: &str) -> String {
+    const LONG: usize = 512;
+    let parts: Vec<&str> = text.split(": ").collect();
+    // "failed to decode Protobuf message", the fields on the way (`Message.field`, innermost
+    // first), then the description (which may hold ": " itself).
+    let fields = parts
+        .iter()
+        .skip(1)
+        .take_while(|p| p.contains('.') && !p.contains(char::is_whitespace))
+        .count();
+    if text.len() <= LONG || fields <= 2 * PATH_ENDS || parts.len() < fields + 2 {
+        return text.to_string();
+    }
+    let path = &parts[1..=fields];
+    let description = parts[fields + 1..].join(": ");
+    let mut reason = format!(
+        "{}: {description} (at {fields} fields deep: {} … {})",
+        parts[0],
+        path[..PATH_ENDS].join(": "),
+        path[fields - PATH_ENDS..].join(": "),
+    );
+    if description.contains("recursion limit") {
+        reason
+            .push_str("; values nested deeper than protobuf's limit of 100 levels cannot be read");
+    }
+    reason
 }
 
 /// Applies the per-record limits to a decoded request, normalizes it, and rejects records
@@ -197,4 +231,24 @@ pub fn ingest_metrics(
     limits: Limits,
 ) -> Result<Normalized, Error> {
     ingest(&METRICS, bytes, encoding, received_ns, limits)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_long_protobuf_error_path_is_cut_to_its_ends() {
+        let path = vec!["ArrayValue.values: AnyValue.value"; 50].join(": ");
+        let text = format!("failed to decode Protobuf message: {path}: recursion limit reached");
+        let reason = super::protobuf_reason(&text);
+        assert!(reason.len() < 300, "{} bytes: {reason}", reason.len());
+        assert!(
+            reason.starts_with(
+                "failed to decode Protobuf message: recursion limit reached (at 100 fields deep: ArrayValue.values"
+            ),
+            "{reason}"
+        );
+        assert!(reason.contains("100 levels"), "{reason}");
+        let short = "failed to decode Protobuf message: Span.name: invalid string value: data is not UTF-8 encoded";
+        assert_eq!(super::protobuf_reason(short), short);
+    }
 }

@@ -178,6 +178,9 @@ fn signal_of(path: &str) -> Option<Signal> {
     }
 }
 
+/// What gRPC percent-encodes in `grpc-message`: controls, `%`, and (always) non-ASCII bytes.
+const GRPC_MESSAGE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+
 async fn classify_decode_errors(
     axum::extract::State(metrics): axum::extract::State<
         std::sync::Arc<crate::self_metrics::SelfMetrics>,
@@ -206,12 +209,20 @@ async fn classify_decode_errors(
         && let Some(error) = decode_error(code, &message)
     {
         metrics.record_bad_request(signal, error);
-        let status = status(error, message);
+        let status = status(error, message.clone());
         let headers = response.headers_mut();
         headers.insert(
             "grpc-status",
             axum::http::HeaderValue::from(status.code() as i32),
         );
+        // A message nested thousands deep names every field on the way: keep it readable.
+        let short = sightline_ingest::protobuf_reason(&message);
+        if short.len() < message.len() {
+            let encoded = percent_encoding::utf8_percent_encode(&short, GRPC_MESSAGE).to_string();
+            if let Ok(value) = axum::http::HeaderValue::from_str(&encoded) {
+                headers.insert("grpc-message", value);
+            }
+        }
     }
     response
 }
