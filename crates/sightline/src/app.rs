@@ -104,6 +104,17 @@ pub async fn serve(
             "span segments written before rollups existed are rolled up in the background; \
              until then the pages read spans"
         );
+        // One segment at a time, beside flushes and queries; after an error it goes on where
+        // it stopped, a minute later.
+        let rollup_store = store.clone();
+        tokio::spawn(async move {
+            while !rollup_store.rollups_complete() {
+                if let Err(e) = rollup_store.roll_up_older().await {
+                    warn!(error = %e, "rolling up older spans failed; it is retried in a minute");
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
+            }
+        });
     }
     // Trace lookups consult the segments' trace-id filters in memory; read them in the
     // background now rather than on the first lookup.
@@ -302,8 +313,7 @@ fn front_router(slot: Arc<OnceLock<axum::Router>>, replay: Arc<ReplayState>) -> 
     })
 }
 
-/// Flushes when the buffer is due and runs compaction and retention once a minute (at once
-/// when older span segments still wait for their rollups).
+/// Flushes when the buffer is due and runs compaction and retention once a minute.
 async fn run_background(store: Store, stop: impl Future<Output = ()>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -318,8 +328,7 @@ async fn run_background(store: Store, stop: impl Future<Output = ()>) {
         if store.flush_due() {
             let _ = store.flush().await;
         }
-        let rollups_waiting = ticks == 1 && !store.rollups_complete();
-        if (ticks.is_multiple_of(120) || rollups_waiting)
+        if ticks.is_multiple_of(120)
             && let Err(e) = store.maintain().await
         {
             warn!(error = %e, "compaction or retention failed; it is retried in a minute");

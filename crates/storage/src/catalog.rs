@@ -156,6 +156,14 @@ impl Catalog {
             .map_err(self.err())
     }
 
+    /// Removes a key of the `state` table (as a folder of an older version never had it).
+    pub fn remove_state(&mut self, key: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM state WHERE key = ?1", params![key])
+            .map_err(self.err())?;
+        Ok(())
+    }
+
     /// Like [`Catalog::commit`], setting keys of the `state` table in the same transaction.
     pub fn commit_with_state(
         &mut self,

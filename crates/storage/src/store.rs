@@ -31,6 +31,11 @@ fn partition_ns(signal: Signal) -> i64 {
 }
 /// The catalog's `state` key set once every span segment has its rollups.
 const ROLLUPS_COMPLETE: &str = "span_rollups_complete";
+/// Span segments with ids up to this one were written before rollups existed (set once, by the
+/// first open of an older folder).
+const ROLLUPS_OLDER_UP_TO: &str = "span_rollups_older_up_to";
+/// Of those, the ones with ids up to this one are rolled up.
+const ROLLUPS_DONE_UP_TO: &str = "span_rollups_done_up_to";
 
 /// How the store buffers, flushes, compacts and forgets.
 #[derive(Debug, Clone)]
@@ -82,7 +87,8 @@ pub struct OpenReport {
     pub torn_tails: Vec<TornTail>,
     pub segments: usize,
     pub orphan_files_removed: usize,
-    /// Span segments written before rollups existed; the first maintenance pass rolls them up.
+    /// Span segments written before rollups existed, to be rolled up by
+    /// [`Store::roll_up_older`].
     pub segments_without_rollups: usize,
 }
 
@@ -113,8 +119,6 @@ pub struct FlushReport {
 /// What one maintenance pass did.
 #[derive(Debug, Default, Clone)]
 pub struct MaintenanceReport {
-    /// Span segments rolled up for the first time (written before rollups existed).
-    pub segments_rolled_up: usize,
     pub segments_compacted: usize,
     pub segments_expired: usize,
     pub files_deleted: usize,
@@ -210,6 +214,8 @@ struct Inner {
     /// Span segments listed before rollups existed, still to be rolled up; `None` once every
     /// span segment has rollups.
     rollups_pending: Mutex<Option<Vec<SegmentMeta>>>,
+    /// Held while older segments are rolled up, so that two calls never do it twice.
+    rolling_up: Mutex<()>,
 }
 
 /// The storage engine; cheap to clone and share.
@@ -260,22 +266,7 @@ impl Store {
         let mut catalog = Catalog::open(&data_dir.join("catalog.db"))?;
         let checkpoint = catalog.wal_checkpoint()?;
         let segments = catalog.segments()?;
-        let rollups_pending = if catalog.state(ROLLUPS_COMPLETE)? == Some(1) {
-            None
-        } else {
-            let without: Vec<SegmentMeta> = segments
-                .iter()
-                .filter(|s| s.signal == Signal::Spans)
-                .cloned()
-                .collect();
-            if without.is_empty() {
-                // A new folder (or one without spans): every span from now on is rolled up.
-                catalog.commit_with_state(Vec::new(), &[], &[(ROLLUPS_COMPLETE, 1)])?;
-                None
-            } else {
-                Some(without)
-            }
-        };
+        let rollups_pending = older_span_segments(&mut catalog, &segments)?;
         let mut report = OpenReport {
             segments: segments.len(),
             segments_without_rollups: rollups_pending.as_ref().map_or(0, Vec::len),
@@ -336,6 +327,7 @@ impl Store {
             counters: Counters::default(),
             trace_index: TraceIndex::default(),
             rollups_pending: Mutex::new(rollups_pending),
+            rolling_up: Mutex::new(()),
         });
         let thread_inner = inner.clone();
         let handle = std::thread::Builder::new()
@@ -467,8 +459,22 @@ impl Store {
         paths.len()
     }
 
+    /// Rolls up the span segments written before rollups existed (see [`OpenReport`]), one at a
+    /// time, while flushes and queries go on. Safe to call again after an error or a restart:
+    /// it goes on where it stopped. Returns the segments rolled up.
+    pub async fn roll_up_older(&self) -> Result<usize> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || roll_up_older_segments(&inner))
+            .await
+            .unwrap_or_else(|e| {
+                Err(Error::WriteFailed {
+                    reason: format!("rolling up older spans failed: {e}"),
+                })
+            })
+    }
+
     /// Whether every stored span is counted in `span_rollups`: false while segments written
-    /// before rollups existed wait for their first maintenance pass.
+    /// before rollups existed wait for [`Store::roll_up_older`].
     pub fn rollups_complete(&self) -> bool {
         lock(&self.inner.rollups_pending).is_none()
     }
@@ -904,10 +910,7 @@ fn import_blocking(inner: &Inner, signal: Signal, batch: &RecordBatch) -> Result
 }
 
 fn maintain_blocking(inner: &Inner) -> Result<MaintenanceReport> {
-    let mut report = MaintenanceReport {
-        segments_rolled_up: roll_up_older_segments(inner)?,
-        ..Default::default()
-    };
+    let mut report = MaintenanceReport::default();
     // Retention: segments entirely older than each signal's limit.
     let now_ns = inner.clock.now_ns();
     let expired: Vec<SegmentMeta> = {
@@ -980,45 +983,99 @@ fn maintain_blocking(inner: &Inner) -> Result<MaintenanceReport> {
     Ok(report)
 }
 
-/// Rolls up the span segments written before rollups existed (listed at open), all in one
-/// catalog transaction that also marks rollups complete: a crash on the way leaves only files
-/// the next open removes, and the next pass starts over. Runs under the flush lock, before
-/// compaction or retention may replace those segments. Returns the segments rolled up.
+/// The span segments that still lack rollups, oldest id first; `None` once every span segment
+/// has them. The first open of a folder written before rollups existed fixes which segments
+/// those are (every span segment listed then), so segments flushed later, which have rollups,
+/// are never rolled up twice, whatever restarts come between.
+fn older_span_segments(
+    catalog: &mut Catalog,
+    segments: &[SegmentMeta],
+) -> Result<Option<Vec<SegmentMeta>>> {
+    if catalog.state(ROLLUPS_COMPLETE)? == Some(1) {
+        return Ok(None);
+    }
+    let older_up_to = match catalog.state(ROLLUPS_OLDER_UP_TO)? {
+        Some(id) => id,
+        None => {
+            let id = segments
+                .iter()
+                .filter(|s| s.signal == Signal::Spans)
+                .map(|s| s.id)
+                .max()
+                .unwrap_or(0);
+            catalog.commit_with_state(Vec::new(), &[], &[(ROLLUPS_OLDER_UP_TO, id)])?;
+            id
+        }
+    };
+    let done_up_to = catalog.state(ROLLUPS_DONE_UP_TO)?.unwrap_or(0);
+    let mut pending: Vec<SegmentMeta> = segments
+        .iter()
+        .filter(|s| s.signal == Signal::Spans && s.id > done_up_to && s.id <= older_up_to)
+        .cloned()
+        .collect();
+    if pending.is_empty() {
+        // A new folder, or the last older segment went: every span from now on is rolled up.
+        catalog.commit_with_state(Vec::new(), &[], &[(ROLLUPS_COMPLETE, 1)])?;
+        return Ok(None);
+    }
+    pending.sort_by_key(|s| s.id);
+    Ok(Some(pending))
+}
+
+/// Rolls up the span segments written before rollups existed, one at a time, oldest id first,
+/// each in a catalog transaction that also records how far it got: a crash or an error on the
+/// way loses at most the segment in hand, and the next call goes on from there. It does not
+/// take the flush lock, so flushes go on meanwhile; compaction leaves those segments alone
+/// until they are done. Returns the segments rolled up.
 fn roll_up_older_segments(inner: &Inner) -> Result<usize> {
+    let _only_one = lock(&inner.rolling_up);
     let Some(pending) = lock(&inner.rollups_pending).clone() else {
         return Ok(0);
     };
-    let rows: i64 = pending.iter().map(|s| s.row_count).sum();
+    let spans: i64 = pending.iter().map(|s| s.row_count).sum();
     info!(
         segments = pending.len(),
-        spans = rows,
-        "rolling up spans stored before span rollups existed"
+        spans, "rolling up spans stored before span rollups existed"
     );
     let started = Instant::now();
-    let mut rollups = Vec::with_capacity(pending.len());
     for (done, meta) in pending.iter().enumerate() {
-        let spans = segment::read_segment(&inner.data_dir.join(&meta.path), Signal::Spans)?;
-        rollups.push(rollup::from_spans(&spans)?);
-        if (done + 1) % 100 == 0 {
-            info!(
-                done = done + 1,
-                of = pending.len(),
-                "rolling up older spans"
-            );
+        let last = done + 1 == pending.len();
+        let mut state: Vec<(&str, i64)> = vec![(ROLLUPS_DONE_UP_TO, meta.id)];
+        if last {
+            state.push((ROLLUPS_COMPLETE, 1));
+        }
+        // Retention may have removed it meanwhile: nothing left to roll up.
+        let listed = read_state(&inner.state)
+            .segments
+            .iter()
+            .any(|s| s.id == meta.id);
+        let mut written = Vec::new();
+        let committed = (|| {
+            let metas = if listed {
+                let batch = segment::read_segment(&inner.data_dir.join(&meta.path), Signal::Spans)?;
+                let rollups = rollup::from_spans(&batch)?;
+                write_rows_as_segments(inner, Signal::SpanRollups, &rollups, 0, &mut written)?
+            } else {
+                Vec::new()
+            };
+            lock(&inner.catalog).commit_with_state(metas, &[], &state)
+        })();
+        let committed = discard_on_error(committed, written)?;
+        write_state(&inner.state).segments.extend(committed);
+        {
+            let mut pending = lock(&inner.rollups_pending);
+            if last {
+                *pending = None;
+            } else if let Some(left) = pending.as_mut() {
+                left.retain(|s| s.id != meta.id);
+            }
+        }
+        if (done + 1) % 50 == 0 {
+            info!(done = done + 1, of = pending.len(), "rolling up older spans");
         }
     }
-    let merged = rollup::merge(&rollups)?;
-    let mut written = Vec::new();
-    let committed = (|| {
-        let metas = write_rows_as_segments(inner, Signal::SpanRollups, &merged, 1, &mut written)?;
-        lock(&inner.catalog).commit_with_state(metas, &[], &[(ROLLUPS_COMPLETE, 1)])
-    })();
-    let committed = discard_on_error(committed, written)?;
-    write_state(&inner.state).segments.extend(committed);
-    *lock(&inner.rollups_pending) = None;
     info!(
         segments = pending.len(),
-        rollup_rows = merged.num_rows(),
         seconds = started.elapsed().as_secs_f64(),
         "span rollups complete"
     );
@@ -1049,9 +1106,18 @@ fn replace_segments(inner: &Inner, removed: &[i64], added: Vec<SegmentMeta>) {
 /// two once the hour is over (so the current hour is not rewritten after every flush).
 fn compaction_candidates(inner: &Inner, now_ns: i64) -> Vec<(Signal, Vec<SegmentMeta>)> {
     let target = inner.options.compaction_target_rows;
+    // Span segments still waiting for their rollups stay as they are until then.
+    let waiting: std::collections::HashSet<i64> = lock(&inner.rollups_pending)
+        .as_ref()
+        .map(|p| p.iter().map(|s| s.id).collect())
+        .unwrap_or_default();
     let state = read_state(&inner.state);
     let mut groups: BTreeMap<(Signal, i64), Vec<SegmentMeta>> = BTreeMap::new();
-    for s in state.segments.iter().filter(|s| s.row_count < target) {
+    for s in state
+        .segments
+        .iter()
+        .filter(|s| s.row_count < target && !waiting.contains(&s.id))
+    {
         groups
             .entry((s.signal, s.min_time_ns.div_euclid(partition_ns(s.signal))))
             .or_default()
@@ -1418,25 +1484,50 @@ mod tests {
                 .collect();
             assert_eq!(rollup_ids.len(), 3);
             catalog
-                .commit_with_state(Vec::new(), &rollup_ids, &[(ROLLUPS_COMPLETE, 0)])
+                .commit_with_state(Vec::new(), &rollup_ids, &[])
                 .expect("forget rollups");
+            for key in [ROLLUPS_COMPLETE, ROLLUPS_OLDER_UP_TO, ROLLUPS_DONE_UP_TO] {
+                catalog.remove_state(key).expect("forget the rollup state");
+            }
         }
         let (store, report) = open(dir.path(), &clock);
         assert_eq!(report.segments_without_rollups, 3);
         assert_eq!(report.orphan_files_removed, 3, "the forgotten rollup files");
         assert!(!store.rollups_complete());
         assert_eq!(rollup_requests(&store), 0);
-        let done = store.maintain().await.expect("maintain");
-        assert_eq!(done.segments_rolled_up, 3);
+        // New spans come in and are flushed, with their rollups, before the older ones are
+        // rolled up; a restart comes between. Neither may count anything twice.
+        store
+            .append(vec![(
+                Signal::Spans,
+                spans(20, 3 * NS_PER_HOUR + 1_000_000_000, 1_000_000, "n"),
+            )])
+            .await
+            .expect("append");
+        store.flush().await.expect("flush");
+        store.maintain().await.expect("maintain");
+        assert_eq!(
+            store
+                .segments()
+                .iter()
+                .filter(|s| s.signal == Signal::Spans)
+                .count(),
+            4,
+            "hour 3's two segments would merge, but one waits for its rollups"
+        );
+        drop(store);
+        let (store, report) = open(dir.path(), &clock);
+        assert_eq!(report.segments_without_rollups, 3, "the same three, not the new one");
+        assert_eq!(rollup_requests(&store), 20);
+        assert_eq!(store.roll_up_older().await.expect("roll up"), 3);
         assert!(store.rollups_complete());
-        assert_eq!(rollup_requests(&store), 150);
-        let again = store.maintain().await.expect("maintain");
-        assert_eq!(again.segments_rolled_up, 0, "only once");
+        assert_eq!(rollup_requests(&store), 170);
+        assert_eq!(store.roll_up_older().await.expect("again"), 0, "only once");
         drop(store);
         let (store, report) = open(dir.path(), &clock);
         assert_eq!(report.segments_without_rollups, 0);
         assert!(store.rollups_complete());
-        assert_eq!(rollup_requests(&store), 150);
+        assert_eq!(rollup_requests(&store), 170);
     }
 
     #[tokio::test]
