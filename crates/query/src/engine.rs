@@ -110,6 +110,11 @@ impl QueryEngine {
         self.store.rollups_complete()
     }
 
+    /// Where the stored spans begin (see [`Store::oldest_span_ns`]).
+    pub fn oldest_span_ns(&self) -> Option<i64> {
+        self.store.oldest_span_ns()
+    }
+
     pub fn limits(&self) -> &QueryLimits {
         &self.limits
     }

@@ -165,7 +165,8 @@ pub fn split_minutes(range: TimeRange) -> (Option<TimeRange>, Vec<TimeRange>) {
 
 /// The windows in which the `limit` slowest requests of a service lie: the minutes of the
 /// `limit` rollup groups with the longest single request, and the edge minutes. (Any request
-/// outside them is beaten by the slowest request of each of those groups.)
+/// outside them is beaten by the slowest request of each of those groups.) Only rollups of
+/// minutes whose spans are still stored count: rollups may be kept longer than spans.
 pub async fn slowest_windows(
     engine: &QueryEngine,
     range: TimeRange,
@@ -173,7 +174,11 @@ pub async fn slowest_windows(
     limit: usize,
 ) -> Result<Vec<TimeRange>, Error> {
     let (whole, mut windows) = split_minutes(range);
-    if let Some(whole) = whole {
+    let Some(oldest) = engine.oldest_span_ns() else {
+        return Ok(Vec::new());
+    };
+    let kept = TimeRange::new(Some(floor_minute(oldest)), None);
+    if let Some(whole) = whole.map(|w| w.intersect(&kept)) {
         let mut conditions = time_conditions("time", whole);
         conditions.push(format!("service_name = {}", quote(service)));
         let sql = format!(

@@ -267,10 +267,24 @@ fn range_of(expr: &Expr, column: &str) -> TimeRange {
 fn is_column(expr: &Expr, column: &str) -> bool {
     match expr {
         Expr::Column(c) => c.name == column,
-        Expr::Cast(cast) => is_column(&cast.expr, column),
-        Expr::TryCast(cast) => is_column(&cast.expr, column),
+        // A cast to a coarser unit (seconds, dates) makes `=` and `<` mean whole seconds or
+        // days: only casts that keep every nanosecond stand for the column.
+        Expr::Cast(cast) => {
+            keeps_nanoseconds(cast.field.data_type()) && is_column(&cast.expr, column)
+        }
+        Expr::TryCast(cast) => {
+            keeps_nanoseconds(cast.field.data_type()) && is_column(&cast.expr, column)
+        }
         _ => false,
     }
+}
+
+fn keeps_nanoseconds(data_type: &datafusion::arrow::datatypes::DataType) -> bool {
+    use datafusion::arrow::datatypes::{DataType, TimeUnit};
+    matches!(
+        data_type,
+        DataType::Timestamp(TimeUnit::Nanosecond, _) | DataType::Int64
+    )
 }
 
 /// The trace id a conjunction of filters pins (`trace_id = 'literal'`), lower-cased as stored.
@@ -373,6 +387,21 @@ mod tests {
             TimeRange::ALL
         );
         assert_eq!(time_range_from_filters(&[either], "time"), TimeRange::ALL);
+    }
+
+    #[test]
+    fn a_cast_to_a_coarser_unit_says_nothing_of_the_range() {
+        use datafusion::arrow::datatypes::{DataType, TimeUnit};
+        let seconds =
+            datafusion::prelude::cast(col("time"), DataType::Timestamp(TimeUnit::Second, None));
+        let filter = seconds.eq(lit(ScalarValue::TimestampSecond(Some(10), None)));
+        assert_eq!(time_range_from_filters(&[filter], "time"), TimeRange::ALL);
+        let nanos =
+            datafusion::prelude::cast(col("time"), DataType::Timestamp(TimeUnit::Nanosecond, None));
+        assert_eq!(
+            time_range_from_filters(&[nanos.gt_eq(ts(100))], "time"),
+            TimeRange::new(Some(100), None)
+        );
     }
 
     #[test]

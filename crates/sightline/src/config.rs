@@ -134,6 +134,16 @@ pub struct ServeConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
 }
 
+/// A retention as it would be written: `7d`, `12h` or `90s`.
+fn describe_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s => format!("{s}s"),
+    }
+}
+
 fn duration(text: &str, key: &str) -> anyhow::Result<Duration> {
     let ns = parse_duration_ns(text).with_context(|| format!("config key {key}"))?;
     Ok(Duration::from_nanos(ns as u64))
@@ -219,6 +229,25 @@ impl ServeConfig {
                 Some(text) => Some(duration(text, &format!("retention.{signal}"))?),
             };
             retention.insert(signal, keep);
+        }
+        // The pages count requests from rollups wherever spans are kept, so rollups must last
+        // at least as long.
+        if let Some(Some(rollups)) = retention.get(&Signal::SpanRollups)
+            && retention
+                .get(&Signal::Spans)
+                .is_none_or(|spans| spans.is_none_or(|spans| spans > *rollups))
+        {
+            anyhow::bail!(
+                "retention.span_rollups ({}) is shorter than retention.spans ({}): rollups must be \
+                 kept at least as long as spans, since the pages count requests from them; \
+                 lengthen it or leave it unset (forever)",
+                describe_duration(*rollups),
+                retention
+                    .get(&Signal::Spans)
+                    .copied()
+                    .flatten()
+                    .map_or("forever".into(), describe_duration),
+            );
         }
         storage.retention = retention;
         let mut query = sightline_query::QueryLimits::default();
@@ -326,7 +355,7 @@ mod tests {
     #[test]
     fn flags_win_over_the_file_and_the_file_over_defaults() {
         let file: FileConfig = toml::from_str(
-            "otlp_http = \"127.0.0.1:5318\"\nlisten = \"127.0.0.1:5319\"\n[retention]\nlogs = \"3d\"\nspan_rollups = \"400d\"\n[storage]\nflush_interval = \"2s\"",
+            "otlp_http = \"127.0.0.1:5318\"\nlisten = \"127.0.0.1:5319\"\n[retention]\nlogs = \"3d\"\nspans = \"30d\"\nspan_rollups = \"400d\"\n[storage]\nflush_interval = \"2s\"",
         )
         .expect("valid toml");
         let overrides = Overrides {
@@ -343,7 +372,11 @@ mod tests {
             config.storage.retention.get(&Signal::Logs),
             Some(&Some(Duration::from_secs(3 * 86_400)))
         );
-        assert_eq!(config.storage.retention.get(&Signal::Spans), Some(&None));
+        assert_eq!(
+            config.storage.retention.get(&Signal::Spans),
+            Some(&Some(Duration::from_secs(30 * 86_400)))
+        );
+        assert_eq!(config.storage.retention.get(&Signal::Metrics), Some(&None));
         assert_eq!(
             config.storage.retention.get(&Signal::SpanRollups),
             Some(&Some(Duration::from_secs(400 * 86_400)))
@@ -356,6 +389,15 @@ mod tests {
             toml::from_str("[retention]\nspans = \"7 days\"").expect("valid toml");
         let err = ServeConfig::merge(Overrides::default(), file, None).expect_err("bad duration");
         assert!(format!("{err:#}").contains("retention.spans"), "{err:#}");
+        let file: FileConfig = toml::from_str("[retention]\nspans = \"7d\"\nspan_rollups = \"3d\"")
+            .expect("valid toml");
+        let err =
+            ServeConfig::merge(Overrides::default(), file, None).expect_err("rollups too short");
+        assert!(
+            format!("{err:#}")
+                .contains("retention.span_rollups (3d) is shorter than retention.spans (7d)"),
+            "{err:#}"
+        );
         assert!(
             toml::from_str::<FileConfig>("listne = \"x\"").is_err(),
             "unknown keys are refused"

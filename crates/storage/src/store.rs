@@ -459,6 +459,34 @@ impl Store {
         paths.len()
     }
 
+    /// The start time of the oldest stored span (in segments or the buffer), if any: where the
+    /// spans that retention has kept begin.
+    pub fn oldest_span_ns(&self) -> Option<i64> {
+        let state = read_state(&self.inner.state);
+        let in_segments = state
+            .segments
+            .iter()
+            .filter(|s| s.signal == Signal::Spans)
+            .map(|s| s.min_time_ns)
+            .min();
+        let in_buffer = state.buffers.get(&Signal::Spans).and_then(|b| {
+            b.flushing
+                .iter()
+                .chain(b.active.iter())
+                .filter_map(|batch| {
+                    batch
+                        .column_by_name(Signal::Spans.time_column())
+                        .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+                        .and_then(arrow::compute::min)
+                })
+                .min()
+        });
+        match (in_segments, in_buffer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Rolls up the span segments written before rollups existed (see [`OpenReport`]), one at a
     /// time, while flushes and queries go on. Safe to call again after an error or a restart:
     /// it goes on where it stopped. Returns the segments rolled up.
@@ -1071,7 +1099,11 @@ fn roll_up_older_segments(inner: &Inner) -> Result<usize> {
             }
         }
         if (done + 1) % 50 == 0 {
-            info!(done = done + 1, of = pending.len(), "rolling up older spans");
+            info!(
+                done = done + 1,
+                of = pending.len(),
+                "rolling up older spans"
+            );
         }
     }
     info!(
@@ -1517,7 +1549,10 @@ mod tests {
         );
         drop(store);
         let (store, report) = open(dir.path(), &clock);
-        assert_eq!(report.segments_without_rollups, 3, "the same three, not the new one");
+        assert_eq!(
+            report.segments_without_rollups, 3,
+            "the same three, not the new one"
+        );
         assert_eq!(rollup_requests(&store), 20);
         assert_eq!(store.roll_up_older().await.expect("roll up"), 3);
         assert!(store.rollups_complete());

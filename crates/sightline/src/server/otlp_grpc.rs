@@ -118,13 +118,17 @@ async fn one_permit(
     let (parts, body) = request.into_parts();
     let body = match axum::body::to_bytes(body, gate.max_body_bytes).await {
         Ok(body) => body,
-        Err(e) => {
+        Err(e) if over_the_limit(&e) => {
             return Status::resource_exhausted(format!(
-                "{TOO_LARGE}: it is above the limit of {} bytes (max_body_bytes) or could not be \
-                 read whole ({e}); send smaller batches",
+                "{TOO_LARGE}: it is above the limit of {} bytes (max_body_bytes); send smaller \
+                 batches",
                 gate.max_message_bytes
             ))
             .into_http();
+        }
+        // The client went away or the stream broke: nothing to decode, nothing to count.
+        Err(e) => {
+            return Status::cancelled(format!("the export could not be read: {e}")).into_http();
         }
     };
     // The semaphore is never closed, so a permit always comes.
@@ -134,6 +138,19 @@ async fn one_permit(
         axum::body::Body::from(body),
     ))
     .await
+}
+
+/// Whether reading a body failed because it passed the size limit (and not because the client
+/// went away).
+fn over_the_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// The decode permits, the message size limit, and the most bytes an export's body may have on
