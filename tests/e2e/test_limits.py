@@ -85,6 +85,13 @@ def test_timestamps_far_from_the_server_clock_are_rejected_and_counted(sightline
     assert resp.status_code == 400, resp.text
     message = resp.json()["message"]
     assert "after the server's clock" in message and "limits.max_timestamp_ahead" in message, message
+    # A span that starts now but ends years ahead (an end time in the wrong unit, a clock gone
+    # wrong) is refused too: its duration would not fit any sum of durations.
+    ends_late = dict(stamped_span("ends-late", now), endTimeUnixNano=str(2**63 + 5))
+    resp = server.post_otlp("/v1/traces", spans_body("ends-late", [ends_late]))
+    assert resp.status_code == 400, resp.text
+    message = resp.json()["message"]
+    assert "it ends at" in message and "after the server's clock" in message, message
     # Seconds sent where nanoseconds belong land in 1970: too old.
     resp = server.post_otlp("/v1/traces", spans_body("seconds", [stamped_span("seconds", now // 10**9)]))
     assert resp.status_code == 400 and "before the server's clock" in resp.json()["message"], resp.text
@@ -98,7 +105,7 @@ def test_timestamps_far_from_the_server_clock_are_rejected_and_counted(sightline
     assert server.rows("SELECT service_name, count(*) AS n FROM spans GROUP BY service_name") == [
         {"service_name": "mixed", "n": 1}]
     rejected = server.metric("sightline_ingest_records_total", signal="spans", outcome="rejected")
-    assert rejected - rejected_before == 3, rejected
+    assert rejected - rejected_before == 4, rejected
 
 
 def test_timestamp_bounds_are_configurable(sightline_factory, tmp_path):

@@ -61,23 +61,37 @@ pub fn enforce_time_bounds(normalized: &mut crate::Normalized, received_ns: i64,
             )
         }
     };
+    // A span's end is bounded too: one ending years ahead would carry a duration that no sum
+    // of durations (rollups, time spent per route) can hold.
+    let end_reason = |end: i64| {
+        let when = chrono::DateTime::from_timestamp_nanos(end).format("%Y-%m-%dT%H:%M:%S%.9fZ");
+        format!(
+            "span rejected: it ends at {when}, more than {} after the server's clock; check the \
+             sender's clock and the span's end time (limits.max_timestamp_ahead)",
+            humanize(limits.max_timestamp_ahead_ns)
+        )
+    };
     let rejections = &mut normalized.rejections;
-    let mut keep = |what: &str, t: i64| {
-        let ok = (earliest..=latest).contains(&t);
-        if !ok {
+    let mut keep = |what: &str, t: i64, end: Option<i64>| {
+        if !(earliest..=latest).contains(&t) {
             rejections.reject(|| reason(what, t));
+            return false;
         }
-        ok
+        if let Some(end) = end.filter(|e| *e > latest) {
+            rejections.reject(|| end_reason(end));
+            return false;
+        }
+        true
     };
     normalized
         .spans
-        .retain(|row| keep("span", row.start_time_ns));
+        .retain(|row| keep("span", row.start_time_ns, Some(row.end_time_ns)));
     normalized
         .logs
-        .retain(|row| keep("log record", row.time_ns));
+        .retain(|row| keep("log record", row.time_ns, None));
     normalized
         .metrics
-        .retain(|row| keep("data point", row.time_ns));
+        .retain(|row| keep("data point", row.time_ns, None));
 }
 
 fn humanize(ns: i64) -> String {
