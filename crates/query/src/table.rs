@@ -153,9 +153,7 @@ impl TableProvider for SignalTable {
 
 /// The time range that filters on `column` (comparisons with literals, BETWEEN, AND) allow.
 pub fn time_range_from_filters(filters: &[Expr], column: &str) -> TimeRange {
-    filters.iter().fold(TimeRange::ALL, |range, f| {
-        range.intersect(&range_of(f, column))
-    })
+    hull(&time_ranges_from_filters(filters, column))
 }
 
 /// Most windows a disjunction is read as before it counts as one window spanning them all.
@@ -222,13 +220,10 @@ fn ranges_of(expr: &Expr, column: &str) -> Vec<TimeRange> {
     }
 }
 
+/// The window one comparison (or BETWEEN) of the time column allows; conjunctions and
+/// disjunctions are read by [`ranges_of`].
 fn range_of(expr: &Expr, column: &str) -> TimeRange {
     match expr {
-        Expr::BinaryExpr(BinaryExpr {
-            left,
-            op: Operator::And,
-            right,
-        }) => range_of(left, column).intersect(&range_of(right, column)),
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
             let (op, value) = if is_column(left, column) {
                 (*op, literal_ns(right))

@@ -244,27 +244,14 @@ pub async fn services(
         .flat_map(|b| batch_objects(b, &[]))
         .partition(|row| row.get("route").is_none_or(Value::is_null));
     let red = |row: &Map<String, Value>| {
-        let requests = row.get("requests").and_then(Value::as_i64).unwrap_or(0);
-        let errors = row.get("errors").and_then(Value::as_i64).unwrap_or(0);
         let ms = |key: &str| row.get(key).and_then(Value::as_f64).unwrap_or(0.0) / 1e6;
-        Red {
-            requests,
-            errors,
-            error_rate: if requests > 0 {
-                errors as f64 / requests as f64
-            } else {
-                0.0
-            },
-            rate_per_s: if window_s > 0.0 {
-                requests as f64 / window_s
-            } else {
-                0.0
-            },
-            p50_ms: ms("p50"),
-            p95_ms: ms("p95"),
-            p99_ms: ms("p99"),
-            total_ms: ms("total"),
-        }
+        Red::new(
+            row.get("requests").and_then(Value::as_i64).unwrap_or(0),
+            row.get("errors").and_then(Value::as_i64).unwrap_or(0),
+            window_s,
+            [ms("p50"), ms("p95"), ms("p99")],
+            ms("total"),
+        )
     };
     let mut services: Vec<ServiceSummary> = service_rows
         .into_iter()
@@ -303,26 +290,43 @@ pub async fn services(
 }
 
 impl Red {
-    fn from_totals(totals: &crate::red::Totals, window_s: f64) -> Self {
-        let ms = |q| totals.percentile_ms(q).unwrap_or(0.0);
+    /// From counts over a window of `window_s` seconds, the p50/p95/p99 and the time spent.
+    fn new(
+        requests: i64,
+        errors: i64,
+        window_s: f64,
+        [p50_ms, p95_ms, p99_ms]: [f64; 3],
+        total_ms: f64,
+    ) -> Self {
         Red {
-            requests: totals.requests,
-            errors: totals.errors,
-            error_rate: if totals.requests > 0 {
-                totals.errors as f64 / totals.requests as f64
+            requests,
+            errors,
+            error_rate: if requests > 0 {
+                errors as f64 / requests as f64
             } else {
                 0.0
             },
             rate_per_s: if window_s > 0.0 {
-                totals.requests as f64 / window_s
+                requests as f64 / window_s
             } else {
                 0.0
             },
-            p50_ms: ms(0.5),
-            p95_ms: ms(0.95),
-            p99_ms: ms(0.99),
-            total_ms: totals.duration_sum_ns as f64 / 1e6,
+            p50_ms,
+            p95_ms,
+            p99_ms,
+            total_ms,
         }
+    }
+
+    fn from_totals(totals: &crate::red::Totals, window_s: f64) -> Self {
+        let ms = |q| totals.percentile_ms(q).unwrap_or(0.0);
+        Red::new(
+            totals.requests,
+            totals.errors,
+            window_s,
+            [ms(0.5), ms(0.95), ms(0.99)],
+            totals.duration_sum_ns as f64 / 1e6,
+        )
     }
 }
 

@@ -104,21 +104,12 @@ impl SelfMetrics {
     /// The Prometheus text exposition of these counters and the store's gauges.
     pub fn render(&self, store: &StoreStats) -> String {
         let mut out = String::new();
-        let per_signal = |f: &dyn Fn(Signal) -> String| {
-            Signal::ALL
-                .iter()
-                .map(|s| f(*s))
-                .collect::<Vec<_>>()
-                .join("\n")
+        let lines = |signals: &[Signal], f: &dyn Fn(Signal) -> String| {
+            signals.iter().map(|s| f(*s)).collect::<Vec<_>>().join("\n")
         };
+        let per_signal = |f: &dyn Fn(Signal) -> String| lines(&Signal::ALL, f);
         // Stored tables: the signals and the span rollups derived from spans.
-        let per_table = |f: &dyn Fn(Signal) -> String| {
-            Signal::TABLES
-                .iter()
-                .map(|s| f(*s))
-                .collect::<Vec<_>>()
-                .join("\n")
-        };
+        let per_table = |f: &dyn Fn(Signal) -> String| lines(&Signal::TABLES, f);
         let load = |v: &AtomicU64| v.load(Ordering::Relaxed);
         section(
             &mut out,

@@ -473,12 +473,7 @@ impl Store {
             b.flushing
                 .iter()
                 .chain(b.active.iter())
-                .filter_map(|batch| {
-                    batch
-                        .column_by_name(Signal::Spans.time_column())
-                        .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
-                        .and_then(arrow::compute::min)
-                })
+                .filter_map(|batch| segment::time_bounds(Signal::Spans, batch).map(|(min, _)| min))
                 .min()
         });
         match (in_segments, in_buffer) {
@@ -491,14 +486,8 @@ impl Store {
     /// time, while flushes and queries go on. Safe to call again after an error or a restart:
     /// it goes on where it stopped. Returns the segments rolled up.
     pub async fn roll_up_older(&self) -> Result<usize> {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || roll_up_older_segments(&inner))
+        self.blocking("rolling up older spans", roll_up_older_segments)
             .await
-            .unwrap_or_else(|e| {
-                Err(Error::WriteFailed {
-                    reason: format!("rolling up older spans failed: {e}"),
-                })
-            })
     }
 
     /// Whether every stored span is counted in `span_rollups`: false while segments written
@@ -535,14 +524,9 @@ impl Store {
             .await
             .map_err(|_| Error::ShuttingDown)?;
         let checkpoint = answer.await.map_err(|_| Error::ShuttingDown)??;
-        let inner = self.inner.clone();
-        let result = tokio::task::spawn_blocking(move || write_flushing(&inner, checkpoint))
-            .await
-            .unwrap_or_else(|e| {
-                Err(Error::WriteFailed {
-                    reason: format!("flush task failed: {e}"),
-                })
-            });
+        let result = self
+            .blocking("flush", move |inner| write_flushing(inner, checkpoint))
+            .await;
         match &result {
             Ok(report) => {
                 self.inner.counters.flushes.fetch_add(1, Ordering::Relaxed);
@@ -572,25 +556,30 @@ impl Store {
     /// returns.
     pub async fn import(&self, signal: Signal, batch: RecordBatch) -> Result<FlushReport> {
         let _guard = self.inner.flush_lock.lock().await;
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || import_blocking(&inner, signal, &batch))
-            .await
-            .unwrap_or_else(|e| {
-                Err(Error::WriteFailed {
-                    reason: format!("import task failed: {e}"),
-                })
-            })
+        self.blocking("import", move |inner| {
+            import_blocking(inner, signal, &batch)
+        })
+        .await
     }
 
     /// Compaction, retention and removal of replaced files; one pass.
     pub async fn maintain(&self) -> Result<MaintenanceReport> {
         let _guard = self.inner.flush_lock.lock().await;
+        self.blocking("maintenance", maintain_blocking).await
+    }
+
+    /// Runs file work off the async workers; a task that panics is a failed write.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        work: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || maintain_blocking(&inner))
+        tokio::task::spawn_blocking(move || work(&inner))
             .await
             .unwrap_or_else(|e| {
                 Err(Error::WriteFailed {
-                    reason: format!("maintenance task failed: {e}"),
+                    reason: format!("{what} task failed: {e}"),
                 })
             })
     }
