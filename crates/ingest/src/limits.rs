@@ -7,21 +7,26 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value as Any};
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use serde::{Deserialize, Serialize};
+use sightline_model::{ConfigError, HumanDuration, Lifetime};
 
-/// Per-record bounds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `[limits]` of `sightline.toml`: what one record may carry. Every key is optional.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// Attributes kept per record (span, event, link, log record, data point, resource).
-    pub max_attributes: usize,
-    /// Bytes kept of one string value (attribute values, span names, log bodies).
-    pub max_value_bytes: usize,
-    /// A record stamped more than this before the server's clock is rejected (`i64::MAX`: no bound).
-    pub max_timestamp_age_ns: i64,
-    /// A record stamped more than this after the server's clock is rejected.
-    pub max_timestamp_ahead_ns: i64,
-    /// Levels of arrays and maps inside one value; deeper ones are replaced by a marker.
-    /// At most [`crate::attributes::MAX_DEPTH`].
+    /// Attributes kept per record (span, event, link, log record, data point, resource); the
+    /// rest are dropped and counted.
+    pub max_attributes_per_record: usize,
+    /// Bytes kept of one string value (attribute values, span names, log bodies); longer ones are
+    /// cut at a character boundary with a `…[truncated N bytes]` marker. At least 16.
+    pub max_attribute_value_bytes: usize,
+    /// Levels of arrays and maps inside one value; deeper ones are replaced by a marker. From 1
+    /// to [`crate::attributes::MAX_DEPTH`].
     pub max_nesting_depth: usize,
+    /// A record stamped further before the server's clock is rejected (`"forever"`: no bound).
+    pub max_timestamp_age: Lifetime,
+    /// A record stamped (or a span ending) further after the server's clock is rejected.
+    pub max_timestamp_ahead: HumanDuration,
 }
 
 const DAY_NS: i64 = 86_400_000_000_000;
@@ -29,12 +34,47 @@ const DAY_NS: i64 = 86_400_000_000_000;
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_attributes: 1024,
-            max_value_bytes: 64 * 1024,
-            max_timestamp_age_ns: 30 * DAY_NS,
-            max_timestamp_ahead_ns: DAY_NS,
+            max_attributes_per_record: 1024,
+            max_attribute_value_bytes: 64 * 1024,
             max_nesting_depth: crate::attributes::MAX_DEPTH,
+            max_timestamp_age: Lifetime::For(HumanDuration::from_nanos(30 * DAY_NS)),
+            max_timestamp_ahead: HumanDuration::from_nanos(DAY_NS),
         }
+    }
+}
+
+impl Limits {
+    /// The table of `sightline.toml` these keys live in.
+    pub const SECTION: &'static str = "limits";
+
+    /// Refuses values that cannot work: a value limit too short to hold the truncation marker,
+    /// a nesting depth outside 1 to [`crate::attributes::MAX_DEPTH`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let key = |name: &str| format!("{}.{name}", Self::SECTION);
+        if self.max_attribute_value_bytes < 16 {
+            return Err(ConfigError::new(
+                key("max_attribute_value_bytes"),
+                format!(
+                    "must be at least 16, not {}",
+                    self.max_attribute_value_bytes
+                ),
+            ));
+        }
+        let most = crate::attributes::MAX_DEPTH;
+        if !(1..=most).contains(&self.max_nesting_depth) {
+            return Err(ConfigError::new(
+                key("max_nesting_depth"),
+                format!(
+                    "must be between 1 and {most}, not {}",
+                    self.max_nesting_depth
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn max_age_ns(&self) -> i64 {
+        self.max_timestamp_age.as_nanos().unwrap_or(i64::MAX)
     }
 }
 
@@ -42,8 +82,8 @@ impl Default for Limits {
 /// or a unit mix-up, e.g. seconds sent as nanoseconds): they would land in the wrong hour, be
 /// dropped by retention at once, or sort ahead of everything for days.
 pub fn enforce_time_bounds(normalized: &mut crate::Normalized, received_ns: i64, limits: Limits) {
-    let earliest = received_ns.saturating_sub(limits.max_timestamp_age_ns);
-    let latest = received_ns.saturating_add(limits.max_timestamp_ahead_ns);
+    let earliest = received_ns.saturating_sub(limits.max_age_ns());
+    let latest = received_ns.saturating_add(limits.max_timestamp_ahead.as_nanos());
     let reason = |what: &str, t: i64| {
         let when = chrono::DateTime::from_timestamp_nanos(t).format("%Y-%m-%dT%H:%M:%S%.9fZ");
         let now = chrono::DateTime::from_timestamp_nanos(received_ns).format("%Y-%m-%dT%H:%M:%SZ");
@@ -51,13 +91,13 @@ pub fn enforce_time_bounds(normalized: &mut crate::Normalized, received_ns: i64,
             format!(
                 "{what} rejected: its time {when} is more than {} before the server's clock ({now}); \
                  check the sender's clock and that times are in nanoseconds (limits.max_timestamp_age)",
-                humanize(limits.max_timestamp_age_ns)
+                humanize(limits.max_age_ns())
             )
         } else {
             format!(
                 "{what} rejected: its time {when} is more than {} after the server's clock ({now}); \
                  check the sender's clock (limits.max_timestamp_ahead)",
-                humanize(limits.max_timestamp_ahead_ns)
+                humanize(limits.max_timestamp_ahead.as_nanos())
             )
         }
     };
@@ -68,7 +108,7 @@ pub fn enforce_time_bounds(normalized: &mut crate::Normalized, received_ns: i64,
         format!(
             "span rejected: it ends at {when}, more than {} after the server's clock; check the \
              sender's clock and the span's end time (limits.max_timestamp_ahead)",
-            humanize(limits.max_timestamp_ahead_ns)
+            humanize(limits.max_timestamp_ahead.as_nanos())
         )
     };
     let rejections = &mut normalized.rejections;
@@ -107,7 +147,9 @@ fn humanize(ns: i64) -> String {
 /// What the limits changed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Limited {
+    /// Attributes dropped beyond `max_attributes_per_record`.
     pub attributes_dropped: u64,
+    /// String values cut at `max_attribute_value_bytes`.
     pub values_truncated: u64,
     /// Arrays and maps nested deeper than the limit, replaced by a marker.
     pub values_too_deep: u64,
@@ -120,10 +162,10 @@ struct Enforcer {
 
 impl Enforcer {
     fn text(&mut self, text: &mut String) {
-        if text.len() <= self.limits.max_value_bytes {
+        if text.len() <= self.limits.max_attribute_value_bytes {
             return;
         }
-        let mut cut = self.limits.max_value_bytes;
+        let mut cut = self.limits.max_attribute_value_bytes;
         while !text.is_char_boundary(cut) {
             cut -= 1;
         }
@@ -144,15 +186,15 @@ impl Enforcer {
         }
         match &mut value.value {
             Some(Any::StringValue(s)) => self.text(s),
-            Some(Any::BytesValue(b)) if b.len() > self.limits.max_value_bytes => {
-                b.truncate(self.limits.max_value_bytes);
+            Some(Any::BytesValue(b)) if b.len() > self.limits.max_attribute_value_bytes => {
+                b.truncate(self.limits.max_attribute_value_bytes);
                 self.limited.values_truncated += 1;
             }
             Some(Any::ArrayValue(array)) => {
-                if array.values.len() > self.limits.max_attributes {
+                if array.values.len() > self.limits.max_attributes_per_record {
                     self.limited.attributes_dropped +=
-                        (array.values.len() - self.limits.max_attributes) as u64;
-                    array.values.truncate(self.limits.max_attributes);
+                        (array.values.len() - self.limits.max_attributes_per_record) as u64;
+                    array.values.truncate(self.limits.max_attributes_per_record);
                 }
                 array
                     .values
@@ -169,10 +211,10 @@ impl Enforcer {
     }
 
     fn attributes_at(&mut self, attributes: &mut Vec<KeyValue>, depth: usize) {
-        if attributes.len() > self.limits.max_attributes {
+        if attributes.len() > self.limits.max_attributes_per_record {
             self.limited.attributes_dropped +=
-                (attributes.len() - self.limits.max_attributes) as u64;
-            attributes.truncate(self.limits.max_attributes);
+                (attributes.len() - self.limits.max_attributes_per_record) as u64;
+            attributes.truncate(self.limits.max_attributes_per_record);
         }
         for kv in attributes.iter_mut() {
             self.text(&mut kv.key);
@@ -314,8 +356,8 @@ mod tests {
         let limited = enforce_logs(
             &mut request,
             Limits {
-                max_attributes: 4,
-                max_value_bytes: 21,
+                max_attributes_per_record: 4,
+                max_attribute_value_bytes: 21,
                 ..Limits::default()
             },
         );
@@ -426,11 +468,49 @@ mod tests {
             );
         }
         let open = Limits {
-            max_timestamp_age_ns: i64::MAX,
+            max_timestamp_age: Lifetime::Forever,
             ..Limits::default()
         };
         let out = crate::ingest_logs(body(1).as_bytes(), crate::BodyEncoding::Json, now, open)
             .expect("decodes");
         assert_eq!(out.logs.len(), 2, "no age bound: any past time is kept");
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use super::*;
+
+    #[test]
+    fn limits_read_their_keys_and_refuse_values_that_cannot_work() {
+        let limits: Limits = toml::from_str(
+            "max_attribute_value_bytes = 100\nmax_timestamp_age = \"forever\"\nmax_timestamp_ahead = \"2h\"",
+        )
+        .expect("valid keys");
+        assert_eq!(limits.max_attribute_value_bytes, 100);
+        assert_eq!(limits.max_timestamp_age, Lifetime::Forever);
+        assert_eq!(limits.max_timestamp_ahead, HumanDuration::from_secs(7200));
+        assert_eq!(
+            limits.max_attributes_per_record,
+            Limits::default().max_attributes_per_record
+        );
+        assert!(
+            toml::from_str::<Limits>("max_attributes = 3").is_err(),
+            "unknown keys are refused"
+        );
+        let short = Limits {
+            max_attribute_value_bytes: 8,
+            ..Limits::default()
+        };
+        assert_eq!(
+            short.validate().map_err(|e| e.key),
+            Err("limits.max_attribute_value_bytes".to_string())
+        );
+        let deep = Limits {
+            max_nesting_depth: 17,
+            ..Limits::default()
+        };
+        assert!(deep.validate().is_err());
+        assert!(Limits::default().validate().is_ok());
     }
 }

@@ -7,6 +7,7 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::{Value, json};
 use sightline_model::schema::{LogRow, SpanRow};
+use sightline_model::{SpanKind, SpanStatus};
 
 use crate::attributes::{
     self, EXCEPTION_MESSAGE, EXCEPTION_STACKTRACE, EXCEPTION_TYPE, HTTP_METHOD, HTTP_ROUTE,
@@ -19,24 +20,6 @@ use crate::{Normalized, Rejections};
 const LOGFIRE_MSG: &[&str] = &["logfire.msg"];
 const LOGFIRE_SPAN_TYPE: &[&str] = &["logfire.span_type"];
 const LOGFIRE_LEVEL_NUM: &[&str] = &["logfire.level_num"];
-
-fn kind_name(kind: i32) -> &'static str {
-    match kind {
-        2 => "server",
-        3 => "client",
-        4 => "producer",
-        5 => "consumer",
-        _ => "internal",
-    }
-}
-
-fn status_name(code: i32) -> &'static str {
-    match code {
-        1 => "ok",
-        2 => "error",
-        _ => "unset",
-    }
-}
 
 /// The exception an `exception` event records: type, message, stack trace.
 struct RecordedException {
@@ -159,8 +142,8 @@ pub fn normalize(request: &ExportTraceServiceRequest, _received_ns: i64) -> Norm
                     span_id,
                     parent_span_id,
                     name: span.name.clone(),
-                    kind: kind_name(span.kind),
-                    status: status_name(status.map(|s| s.code).unwrap_or(0)),
+                    kind: SpanKind::from_otlp(span.kind),
+                    status: SpanStatus::from_otlp(status.map(|s| s.code).unwrap_or(0)),
                     status_message: status.map(|s| s.message.clone()).filter(|m| !m.is_empty()),
                     service_name: resource.service_name.clone(),
                     service_version: resource.service_version.clone(),
@@ -276,7 +259,10 @@ mod tests {
             panic!("two spans: {:?}", out.spans)
         };
         assert_eq!(server.parent_span_id, None);
-        assert_eq!((server.kind, server.status), ("server", "error"));
+        assert_eq!(
+            (server.kind, server.status),
+            (SpanKind::Server, SpanStatus::Error)
+        );
         assert_eq!(server.http_method.as_deref(), Some("GET"));
         assert_eq!(server.http_route.as_deref(), Some("/orders/{id}"));
         assert_eq!(server.http_status_code, Some(500));
@@ -287,7 +273,7 @@ mod tests {
         assert_eq!(client.parent_span_id.as_deref(), Some("eee19b7ec3c1b174"));
         assert_eq!(client.http_method.as_deref(), Some("POST"));
         assert_eq!(client.http_status_code, Some(201));
-        assert_eq!(client.kind, "client");
+        assert_eq!(client.kind, SpanKind::Client);
     }
 
     #[test]

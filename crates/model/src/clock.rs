@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 /// A source of the current time as nanoseconds since the Unix epoch (UTC).
 pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Now, in nanoseconds since the Unix epoch (UTC).
     fn now_ns(&self) -> i64;
 }
 
@@ -28,16 +29,19 @@ pub struct ManualClock {
 }
 
 impl ManualClock {
+    /// A clock that reads `now_ns` until moved.
     pub fn new(now_ns: i64) -> Self {
         Self {
             now_ns: Arc::new(AtomicI64::new(now_ns)),
         }
     }
 
+    /// Moves the clock to `now_ns`.
     pub fn set_ns(&self, now_ns: i64) {
         self.now_ns.store(now_ns, Ordering::SeqCst);
     }
 
+    /// Moves the clock forward by `by_ns`.
     pub fn advance_ns(&self, by_ns: i64) {
         self.now_ns.fetch_add(by_ns, Ordering::SeqCst);
     }

@@ -1,5 +1,6 @@
-//! The closed set of error codes every Sightline error maps to. One place maps a code to the
-//! HTTP status, the gRPC status and whether a client should retry.
+//! The closed set of error codes every Sightline error maps to, and whether a client should
+//! retry. The binary's `server::error` module maps a code to its HTTP status, its gRPC status and
+//! OTLP's partial success.
 
 use serde::Serialize;
 
@@ -30,6 +31,21 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code.
+    pub const ALL: [ErrorCode; 10] = [
+        Self::BadRequest,
+        Self::PayloadTooLarge,
+        Self::UnsupportedMediaType,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::TooManyRequests,
+        Self::Unavailable,
+        Self::Timeout,
+        Self::Internal,
+    ];
+
+    /// The code as errors' JSON spells it (`bad_request`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::BadRequest => "bad_request",
@@ -42,36 +58,6 @@ impl ErrorCode {
             Self::Unavailable => "unavailable",
             Self::Timeout => "timeout",
             Self::Internal => "internal",
-        }
-    }
-
-    pub fn http_status(self) -> u16 {
-        match self {
-            Self::BadRequest => 400,
-            Self::PayloadTooLarge => 413,
-            Self::UnsupportedMediaType => 415,
-            Self::Unauthorized => 401,
-            Self::Forbidden => 403,
-            Self::NotFound => 404,
-            Self::TooManyRequests => 429,
-            Self::Unavailable => 503,
-            Self::Timeout => 504,
-            Self::Internal => 500,
-        }
-    }
-
-    /// The gRPC status code number (google.rpc.Code) for this error.
-    pub fn grpc_code(self) -> i32 {
-        match self {
-            Self::BadRequest | Self::UnsupportedMediaType => 3, // INVALID_ARGUMENT
-            Self::PayloadTooLarge => 8,                         // RESOURCE_EXHAUSTED
-            Self::Unauthorized => 16,                           // UNAUTHENTICATED
-            Self::Forbidden => 7,                               // PERMISSION_DENIED
-            Self::NotFound => 5,                                // NOT_FOUND
-            Self::TooManyRequests => 8,                         // RESOURCE_EXHAUSTED
-            Self::Unavailable => 14,                            // UNAVAILABLE
-            Self::Timeout => 4,                                 // DEADLINE_EXCEEDED
-            Self::Internal => 13,                               // INTERNAL
         }
     }
 

@@ -10,7 +10,8 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 
-use crate::Signal;
+use crate::Table;
+use crate::request::{SpanKind, SpanStatus};
 
 fn ts() -> DataType {
     DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
@@ -156,93 +157,175 @@ pub fn span_rollups_schema() -> SchemaRef {
         .clone()
 }
 
-/// The schema of a signal's table.
-pub fn schema_for(signal: Signal) -> SchemaRef {
-    match signal {
-        Signal::Spans => spans_schema(),
-        Signal::Logs => logs_schema(),
-        Signal::Metrics => metrics_schema(),
-        Signal::SpanRollups => span_rollups_schema(),
+/// The schema of a table.
+pub fn schema_for(table: Table) -> SchemaRef {
+    match table {
+        Table::Spans => spans_schema(),
+        Table::Logs => logs_schema(),
+        Table::Metrics => metrics_schema(),
+        Table::SpanRollups => span_rollups_schema(),
     }
+}
+
+/// Brings a batch written by an older version (fewer columns) to today's schema: columns added
+/// since are filled with nulls, and a column whose type changed is read as nulls.
+pub fn align_to_schema(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ArrowError> {
+    if batch.schema().fields() == schema.fields() {
+        return RecordBatch::try_new(schema.clone(), batch.columns().to_vec());
+    }
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| match batch.column_by_name(field.name()) {
+            Some(column) if column.data_type() == field.data_type() => column.clone(),
+            _ => arrow::array::new_null_array(field.data_type(), batch.num_rows()),
+        })
+        .collect();
+    RecordBatch::try_new(schema.clone(), columns)
 }
 
 /// One span, normalized. JSON columns hold JSON text.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SpanRow {
+    /// The `start_time` column (ns since the epoch, UTC).
     pub start_time_ns: i64,
+    /// The `end_time` column (ns since the epoch, UTC).
     pub end_time_ns: i64,
+    /// The `trace_id` column.
     pub trace_id: String,
+    /// The `span_id` column.
     pub span_id: String,
+    /// The `parent_span_id` column.
     pub parent_span_id: Option<String>,
+    /// The `name` column.
     pub name: String,
-    pub kind: &'static str,
-    pub status: &'static str,
+    /// The `kind` column.
+    pub kind: SpanKind,
+    /// The `status` column.
+    pub status: SpanStatus,
+    /// The `status_message` column.
     pub status_message: Option<String>,
+    /// The `service_name` column.
     pub service_name: String,
+    /// The `service_version` column.
     pub service_version: Option<String>,
+    /// The `environment` column.
     pub environment: Option<String>,
+    /// The `http_method` column.
     pub http_method: Option<String>,
+    /// The `http_route` column.
     pub http_route: Option<String>,
+    /// The `http_status_code` column.
     pub http_status_code: Option<i32>,
+    /// The `exception_type` column.
     pub exception_type: Option<String>,
+    /// The `exception_message` column.
     pub exception_message: Option<String>,
+    /// The `exception_stacktrace` column.
     pub exception_stacktrace: Option<String>,
+    /// The `attributes` column.
     pub attributes: String,
+    /// The `resource_attributes` column.
     pub resource_attributes: String,
+    /// The `events` column.
     pub events: String,
+    /// The `links` column.
     pub links: String,
+    /// The `scope_name` column.
     pub scope_name: Option<String>,
+    /// The `sample_rate` column.
     pub sample_rate: f64,
+    /// The `message` column.
     pub message: String,
 }
 
 /// One log record, normalized.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LogRow {
+    /// The `time` column (ns since the epoch, UTC).
     pub time_ns: i64,
+    /// The `observed_time` column (ns since the epoch, UTC).
     pub observed_time_ns: i64,
+    /// The `trace_id` column.
     pub trace_id: Option<String>,
+    /// The `span_id` column.
     pub span_id: Option<String>,
+    /// The `severity_number` column.
     pub severity_number: i32,
+    /// The `severity` column.
     pub severity: &'static str,
+    /// The `body` column.
     pub body: String,
+    /// The `service_name` column.
     pub service_name: String,
+    /// The `service_version` column.
     pub service_version: Option<String>,
+    /// The `environment` column.
     pub environment: Option<String>,
+    /// The `logger` column.
     pub logger: Option<String>,
+    /// The `exception_type` column.
     pub exception_type: Option<String>,
+    /// The `exception_message` column.
     pub exception_message: Option<String>,
+    /// The `exception_stacktrace` column.
     pub exception_stacktrace: Option<String>,
+    /// The `attributes` column.
     pub attributes: String,
+    /// The `resource_attributes` column.
     pub resource_attributes: String,
+    /// The `scope_name` column.
     pub scope_name: Option<String>,
 }
 
 /// One metric data point, normalized.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MetricRow {
+    /// The `time` column (ns since the epoch, UTC).
     pub time_ns: i64,
+    /// The `start_time` column (ns since the epoch, UTC).
     pub start_time_ns: Option<i64>,
+    /// The `name` column.
     pub name: String,
+    /// The `type` column.
     pub metric_type: &'static str,
+    /// The `unit` column.
     pub unit: Option<String>,
+    /// The `description` column.
     pub description: Option<String>,
+    /// The `service_name` column.
     pub service_name: String,
+    /// The `service_version` column.
     pub service_version: Option<String>,
+    /// The `environment` column.
     pub environment: Option<String>,
+    /// The `attributes` column.
     pub attributes: String,
+    /// The `resource_attributes` column.
     pub resource_attributes: String,
+    /// The `scope_name` column.
     pub scope_name: Option<String>,
+    /// The `value` column.
     pub value: Option<f64>,
+    /// The `monotonic` column.
     pub monotonic: Option<bool>,
+    /// The `temporality` column.
     pub temporality: Option<&'static str>,
+    /// The `count` column.
     pub count: Option<i64>,
+    /// The `sum` column.
     pub sum: Option<f64>,
+    /// The `min` column.
     pub min: Option<f64>,
+    /// The `max` column.
     pub max: Option<f64>,
+    /// The `bucket_bounds` column.
     pub bucket_bounds: Option<Vec<f64>>,
+    /// The `bucket_counts` column.
     pub bucket_counts: Option<Vec<i64>>,
+    /// The `quantiles` column.
     pub quantiles: Option<String>,
+    /// The `exemplars` column.
     pub exemplars: Option<String>,
 }
 
@@ -271,8 +354,8 @@ pub fn spans_to_batch(rows: &[SpanRow]) -> Result<RecordBatch, ArrowError> {
         strs(rows.iter().map(|r| r.span_id.as_str())),
         opt_strs(rows.iter().map(|r| r.parent_span_id.as_deref())),
         strs(rows.iter().map(|r| r.name.as_str())),
-        strs(rows.iter().map(|r| r.kind)),
-        strs(rows.iter().map(|r| r.status)),
+        strs(rows.iter().map(|r| r.kind.as_str())),
+        strs(rows.iter().map(|r| r.status.as_str())),
         opt_strs(rows.iter().map(|r| r.status_message.as_deref())),
         strs(rows.iter().map(|r| r.service_name.as_str())),
         opt_strs(rows.iter().map(|r| r.service_version.as_deref())),
@@ -387,8 +470,8 @@ mod tests {
             trace_id: "ab".into(),
             span_id: "cd".into(),
             name: "GET /x".into(),
-            kind: "server",
-            status: "ok",
+            kind: SpanKind::Server,
+            status: SpanStatus::Ok,
             service_name: "api".into(),
             attributes: "{}".into(),
             resource_attributes: "{}".into(),

@@ -1,9 +1,9 @@
-//! The SQL engine: one DataFusion session over the stored tables (spans, logs, metrics, span_rollups), with the JSON functions, a
-//! shared memory pool (no spilling to disk), a timeout and a cap on returned rows. Only queries
+//! The SQL engine: one DataFusion session over the stored tables (spans, logs, metrics,
+//! span_rollups), with the JSON functions, a shared memory pool (no spilling to disk), a timeout and a cap on returned rows. Only queries
 //! are accepted: DDL, DML, COPY and session statements are refused before planning.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -13,32 +13,61 @@ use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use futures::StreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sightline_model::Signal;
+use sightline_model::{ConfigError, HumanDuration, Table};
 use sightline_storage::Store;
 
 use crate::error::Error;
 use crate::json;
-use crate::table::SignalTable;
+use crate::table::StoredTable;
 
-/// Bounds on what one query may use.
-#[derive(Debug, Clone)]
-pub struct QueryLimits {
-    /// Memory all running queries share; a query that needs more fails.
-    pub memory_bytes: usize,
-    pub timeout: Duration,
-    /// Rows returned to a client at most; the answer says when it was cut.
+/// `[query]` of `sightline.toml`: bounds on what queries may use. Every key is optional.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueryConfig {
+    /// Memory all running queries share, in bytes; a query that needs more fails with a clear
+    /// message (nothing spills to disk).
+    pub memory_limit_bytes: usize,
+    /// A query running longer than this is stopped. Above 0.
+    pub timeout: HumanDuration,
+    /// Rows returned to a client at most; the answer says when it was cut. At least 1.
     pub max_result_rows: usize,
 }
 
-impl Default for QueryLimits {
+impl Default for QueryConfig {
     fn default() -> Self {
         Self {
-            memory_bytes: 1 << 30,
-            timeout: Duration::from_secs(30),
+            memory_limit_bytes: 1 << 30,
+            timeout: HumanDuration::from_secs(30),
             max_result_rows: 10_000,
         }
+    }
+}
+
+impl QueryConfig {
+    /// The table of `sightline.toml` these keys live in.
+    pub const SECTION: &'static str = "query";
+
+    /// Refuses bounds that would fail every query.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let key = |name: &str| format!("{}.{name}", Self::SECTION);
+        if self.timeout.is_zero() {
+            return Err(ConfigError::new(key("timeout"), "must be longer than 0s"));
+        }
+        if self.max_result_rows == 0 {
+            return Err(ConfigError::new(
+                key("max_result_rows"),
+                "must be at least 1, not 0",
+            ));
+        }
+        if self.memory_limit_bytes == 0 {
+            return Err(ConfigError::new(
+                key("memory_limit_bytes"),
+                "must be more than 0 bytes, e.g. 1073741824 (1 GiB)",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -64,44 +93,45 @@ pub struct QueryResult {
 #[derive(Clone)]
 pub struct QueryEngine {
     ctx: SessionContext,
-    limits: QueryLimits,
+    config: QueryConfig,
     store: Store,
 }
 
 impl std::fmt::Debug for QueryEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QueryEngine")
-            .field("limits", &self.limits)
+            .field("config", &self.config)
             .finish()
     }
 }
 
 impl QueryEngine {
-    pub fn new(store: Store, limits: QueryLimits) -> Result<Self, Error> {
+    /// A session over `store`'s tables under `config`'s bounds.
+    pub fn new(store: Store, config: QueryConfig) -> Result<Self, Error> {
         let internal = |e: datafusion::error::DataFusionError| Error::Internal {
             message: e.to_string(),
         };
         let runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit(limits.memory_bytes, 1.0)
+            .with_memory_limit(config.memory_limit_bytes, 1.0)
             .with_disk_manager_builder(
                 DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
             )
             .build_arc()
             .map_err(internal)?;
-        let config = SessionConfig::new()
+        let session = SessionConfig::new()
             .with_information_schema(true)
             .set_bool("datafusion.execution.parquet.pushdown_filters", true)
             .set_bool("datafusion.execution.parquet.reorder_filters", true);
-        let mut ctx = SessionContext::new_with_config_rt(config, runtime);
+        let mut ctx = SessionContext::new_with_config_rt(session, runtime);
         datafusion_functions_json::register_all(&mut ctx).map_err(internal)?;
-        for signal in Signal::TABLES {
+        for table in Table::ALL {
             ctx.register_table(
-                signal.table_name(),
-                Arc::new(SignalTable::new(signal, store.clone())),
+                table.name(),
+                Arc::new(StoredTable::new(table, store.clone())),
             )
             .map_err(internal)?;
         }
-        Ok(Self { ctx, limits, store })
+        Ok(Self { ctx, config, store })
     }
 
     /// Whether `span_rollups` counts every stored span (see [`Store::rollups_complete`]);
@@ -115,17 +145,18 @@ impl QueryEngine {
         self.store.oldest_span_ns()
     }
 
-    pub fn limits(&self) -> &QueryLimits {
-        &self.limits
+    /// The bounds queries run under.
+    pub fn config(&self) -> &QueryConfig {
+        &self.config
     }
 
     /// Runs one read-only statement and returns up to `max_result_rows` rows.
     pub async fn execute(&self, sql: &str) -> Result<QueryResult, Error> {
         let started = Instant::now();
-        let (schema, batches, truncated) = self.collect(sql, self.limits.max_result_rows).await?;
+        let (schema, batches, truncated) = self.collect(sql, self.config.max_result_rows).await?;
         let mut rows = Vec::new();
         for batch in &batches {
-            json::batch_rows(batch, &mut rows, self.limits.max_result_rows);
+            json::batch_rows(batch, &mut rows, self.config.max_result_rows);
         }
         let columns = schema
             .fields()
@@ -150,7 +181,7 @@ impl QueryEngine {
         sql: &str,
         max_rows: usize,
     ) -> Result<(SchemaRef, Vec<RecordBatch>, bool), Error> {
-        let limit_bytes = self.limits.memory_bytes;
+        let limit_bytes = self.config.memory_limit_bytes;
         let df_err = |e| Error::from_datafusion(e, limit_bytes);
         let work = async {
             let state = self.ctx.state();
@@ -184,10 +215,10 @@ impl QueryEngine {
             }
             Ok((schema, batches, truncated))
         };
-        match tokio::time::timeout(self.limits.timeout, work).await {
+        match tokio::time::timeout(self.config.timeout.as_std(), work).await {
             Ok(result) => result,
             Err(_) => Err(Error::Timeout {
-                limit_ms: self.limits.timeout.as_millis() as u64,
+                limit_ms: self.config.timeout.as_std().as_millis() as u64,
             }),
         }
     }

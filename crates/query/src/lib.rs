@@ -1,6 +1,6 @@
 //! Queries over Sightline's tables with Apache DataFusion.
 //!
-//! [`table::SignalTable`] is the table provider of one signal: at each scan it takes a
+//! [`table::StoredTable`] is the table provider of one stored table: at each scan it takes a
 //! [`sightline_storage::Snapshot`] of the buffer and of the segments whose time range overlaps
 //! the query's time filters, and reads both (buffer from memory, segments as Parquet with the
 //! filters pushed into row-group, page and bloom-filter pruning). [`engine::QueryEngine`] runs
@@ -8,13 +8,16 @@
 //! (a trace, a log search, per-service rates) through the same engine; windows of half an hour
 //! or more take their rates from the per-minute `span_rollups` ([`red`]).
 
+#![warn(missing_docs)]
+
 pub mod engine;
 pub mod error;
 pub mod json;
 pub mod overview;
 pub mod red;
+pub mod sql;
 pub mod table;
 pub mod views;
 
-pub use engine::{QueryEngine, QueryLimits, QueryResult};
+pub use engine::{QueryConfig, QueryEngine, QueryResult};
 pub use error::Error;

@@ -9,7 +9,9 @@ use sightline_model::TimeRange;
 use crate::engine::QueryEngine;
 use crate::error::Error;
 use crate::json::batch_objects;
-use crate::views::{FAILED, REQUEST_KINDS, quote, time_conditions};
+use crate::sql::{quote, time_conditions, where_clause};
+use sightline_model::request::{is_failure_sql, is_request_sql};
+use sightline_model::rollup::RequestTotals;
 
 /// Steps a chart's buckets may take, in seconds: the first that gives at most `MAX_BUCKETS`.
 const STEPS_S: &[i64] = &[
@@ -146,7 +148,7 @@ pub async fn red_series(
         return red_series_from_rollups(engine, buckets, service, latency).await;
     }
     let mut conditions = time_conditions("start_time", buckets.range());
-    conditions.push(REQUEST_KINDS.into());
+    conditions.push(is_request_sql().into());
     if let Some(service) = service {
         conditions.push(format!("service_name = {}", quote(service)));
     }
@@ -159,10 +161,11 @@ pub async fn red_series(
     };
     let sql = format!(
         "SELECT service_name, {bucket} AS bucket, count(*) AS requests, \
-         sum(CASE WHEN {FAILED} THEN 1 ELSE 0 END) AS errors{percentiles} \
+         sum(CASE WHEN {failed} THEN 1 ELSE 0 END) AS errors{percentiles} \
          FROM spans WHERE {filter} GROUP BY service_name, bucket",
         bucket = buckets.sql("start_time"),
         filter = conditions.join(" AND "),
+        failed = is_failure_sql(),
     );
     let step_s = buckets.step_s();
     let mut out: BTreeMap<String, RedSeries> = BTreeMap::new();
@@ -194,7 +197,7 @@ async fn red_series_from_rollups(
             buckets.index(minute).map(|i| (id, i))
         })
         .await?;
-    let mut totals: std::collections::HashMap<(&str, usize), crate::red::Totals> =
+    let mut totals: std::collections::HashMap<(&str, usize), RequestTotals> =
         std::collections::HashMap::new();
     for ((id, i), t) in &per_group {
         totals
@@ -232,6 +235,13 @@ pub struct RequestSpan {
     /// The status message or the exception, whichever says why it failed.
     pub reason: Option<String>,
     pub service_version: Option<String>,
+}
+
+impl RequestSpan {
+    /// Whether the request failed ([`sightline_model::request::is_failure`]).
+    pub fn failed(&self) -> bool {
+        sightline_model::request::is_failure_text(&self.status, self.http_status_code)
+    }
 }
 
 /// Which requests of a service to list.
@@ -274,12 +284,12 @@ pub async fn requests(
             format!("({any})")
         });
     }
-    conditions.push(REQUEST_KINDS.into());
+    conditions.push(is_request_sql().into());
     conditions.push(format!("service_name = {}", quote(service)));
     let order_by = match order {
         RequestOrder::Slowest => "duration_ns DESC",
         RequestOrder::FailingNewest => {
-            conditions.push(FAILED.into());
+            conditions.push(is_failure_sql().into());
             "start_time DESC"
         }
     };
@@ -430,12 +440,7 @@ async fn names_in(
 ) -> Result<Vec<String>, Error> {
     let mut names = std::collections::BTreeSet::new();
     for (table, column) in tables {
-        let conditions = time_conditions(column, range);
-        let filter = if conditions.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", conditions.join(" AND "))
-        };
+        let filter = where_clause(&time_conditions(column, range));
         let sql = format!("SELECT DISTINCT service_name FROM {table} {filter}");
         for row in objects(engine, &sql, 10_000).await? {
             names.insert(str_of(&row, "service_name"));

@@ -9,11 +9,13 @@ use std::hash::Hash;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
 use sightline_model::TimeRange;
-use sightline_storage::rollup::{RollupColumns, bin_sql};
+use sightline_model::request::{ROUTE_SQL, is_failure_sql, is_request_sql};
+use sightline_model::rollup::{RequestTotals, RollupColumns};
+use sightline_model::sketch::bin_sql;
 
 use crate::engine::QueryEngine;
 use crate::error::Error;
-use crate::views::{FAILED, REQUEST_KINDS, quote, time_conditions};
+use crate::sql::{quote, time_conditions, where_clause};
 
 const NS_PER_MINUTE: i64 = 60_000_000_000;
 
@@ -70,9 +72,6 @@ impl Groups {
     }
 }
 
-/// Requests, failed requests, time spent and the latency sketch of a group.
-pub use sightline_storage::rollup::RequestTotals as Totals;
-
 fn floor_minute(ns: i64) -> i64 {
     ns.div_euclid(NS_PER_MINUTE) * NS_PER_MINUTE
 }
@@ -83,13 +82,13 @@ fn ceil_minute(ns: i64) -> i64 {
 
 /// Request totals over `range` (one service when given), grouped by what `key` makes of each
 /// group's id and minute (`None` skips it); the names of the ids come back beside the totals.
-/// Requests are server and consumer spans, failed ones have status error or HTTP 5xx.
+/// Requests and failures are as [`sightline_model::request`] defines them.
 pub async fn totals_by<K, F>(
     engine: &QueryEngine,
     range: TimeRange,
     service: Option<&str>,
     mut key: F,
-) -> Result<(HashMap<K, Totals>, Vec<GroupName>), Error>
+) -> Result<(HashMap<K, RequestTotals>, Vec<GroupName>), Error>
 where
     K: Eq + Hash,
     F: FnMut(usize, i64) -> Option<K>,
@@ -98,16 +97,11 @@ where
     let (whole, edges) = split_minutes(range);
     let service_condition = service.map(|s| format!("service_name = {}", quote(s)));
 
-    let mut out: HashMap<K, Totals> = HashMap::new();
+    let mut out: HashMap<K, RequestTotals> = HashMap::new();
     if let Some(whole) = whole {
         let mut conditions = time_conditions("time", whole);
         conditions.extend(service_condition.clone());
-        let filter = if conditions.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", conditions.join(" AND "))
-        };
-        let sql = format!("SELECT * FROM span_rollups {filter}");
+        let sql = format!("SELECT * FROM span_rollups {}", where_clause(&conditions));
         let (_, batches, _) = engine.collect(&sql, usize::MAX).await?;
         for batch in &batches {
             fold_rollups(batch, &mut groups, &mut key, &mut out)?;
@@ -115,16 +109,17 @@ where
     }
     for edge in edges {
         let mut conditions = time_conditions("start_time", edge);
-        conditions.push(REQUEST_KINDS.into());
+        conditions.push(is_request_sql().into());
         conditions.extend(service_condition.clone());
         let sql = format!(
-            "SELECT service_name, http_method, coalesce(http_route, name) AS route, \
+            "SELECT service_name, http_method, {ROUTE_SQL} AS route, \
              CAST(date_bin(INTERVAL '60 seconds', start_time, TIMESTAMP '1970-01-01T00:00:00Z') AS BIGINT) AS minute, \
              {bin} AS bin, count(*) AS requests, \
-             sum(CASE WHEN {FAILED} THEN 1 ELSE 0 END) AS errors, \
+             sum(CASE WHEN {failed} THEN 1 ELSE 0 END) AS errors, \
              sum(duration_ns) AS total, min(duration_ns) AS least, max(duration_ns) AS most \
              FROM spans WHERE {filter} GROUP BY 1, 2, 3, 4, 5",
             bin = bin_sql("duration_ns"),
+            failed = is_failure_sql(),
             filter = conditions.join(" AND "),
         );
         let (_, batches, _) = engine.collect(&sql, usize::MAX).await?;
@@ -261,13 +256,13 @@ fn fold_rollups<K: Eq + Hash>(
     batch: &RecordBatch,
     groups: &mut Groups,
     key: &mut impl FnMut(usize, i64) -> Option<K>,
-    out: &mut HashMap<K, Totals>,
+    out: &mut HashMap<K, RequestTotals>,
 ) -> Result<(), Error> {
     let rows = RollupColumns::of(batch).map_err(internal)?;
     for row in 0..batch.num_rows() {
         let id = groups.id(
             rows.service.value(row),
-            rows.method.is_valid(row).then(|| rows.method.value(row)),
+            rows.method_of(row),
             rows.route.value(row),
         );
         let Some(k) = key(id, rows.time.value(row)) else {
@@ -282,7 +277,7 @@ fn fold_edge<K: Eq + Hash>(
     batch: &RecordBatch,
     groups: &mut Groups,
     key: &mut impl FnMut(usize, i64) -> Option<K>,
-    out: &mut HashMap<K, Totals>,
+    out: &mut HashMap<K, RequestTotals>,
 ) -> Result<(), Error> {
     let column = |name: &str| {
         batch.column_by_name(name).ok_or_else(|| Error::Internal {
@@ -334,7 +329,7 @@ fn fold_edge<K: Eq + Hash>(
     Ok(())
 }
 
-fn internal(e: sightline_storage::Error) -> Error {
+fn internal(e: arrow::error::ArrowError) -> Error {
     Error::Internal {
         message: format!("span rollups could not be read: {e}"),
     }

@@ -1,5 +1,6 @@
-//! The table provider of one signal: buffered rows from memory plus the Parquet segments whose
-//! time range can match, with the query's filters pushed into the Parquet scan for pruning.
+//! The table provider of one stored table: buffered rows from memory plus the Parquet segments
+//! whose time range can match, with the query's filters pushed into the Parquet scan for
+//! pruning.
 
 use std::sync::Arc;
 
@@ -22,29 +23,31 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 use sightline_model::schema::schema_for;
-use sightline_model::{Signal, TimeRange};
+use sightline_model::{Table, TimeRange};
 use sightline_storage::Store;
 
-/// `spans`, `logs` or `metrics`, read from a [`Store`].
+/// One of the store's tables (`spans`, `logs`, `metrics`, `span_rollups`), read from a
+/// [`Store`].
 #[derive(Debug)]
-pub struct SignalTable {
-    signal: Signal,
+pub struct StoredTable {
+    table: Table,
     store: Store,
     schema: SchemaRef,
 }
 
-impl SignalTable {
-    pub fn new(signal: Signal, store: Store) -> Self {
+impl StoredTable {
+    /// The provider of `table`.
+    pub fn new(table: Table, store: Store) -> Self {
         Self {
-            signal,
+            table,
             store,
-            schema: schema_for(signal),
+            schema: schema_for(table),
         }
     }
 }
 
 #[async_trait]
-impl TableProvider for SignalTable {
+impl TableProvider for StoredTable {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
@@ -68,8 +71,8 @@ impl TableProvider for SignalTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let ranges = time_ranges_from_filters(filters, self.signal.time_column());
-        let mut snapshot = self.store.snapshot(self.signal, hull(&ranges));
+        let ranges = time_ranges_from_filters(filters, self.table.time_column());
+        let mut snapshot = self.store.snapshot(self.table, hull(&ranges));
         // A disjunction of windows (`t >= a AND t < b OR t >= c AND t < d`) opens only the
         // segments that overlap one of them.
         snapshot.segments.retain(|(meta, _)| {

@@ -4,35 +4,18 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sightline_model::TimeRange;
+use sightline_model::rollup::RequestTotals;
 
 use crate::engine::QueryEngine;
 use crate::error::Error;
 use crate::json::{self, batch_objects};
+use crate::sql::{quote, time_conditions, where_clause};
+use sightline_model::request::{ROUTE_SQL, is_failure_sql, is_request_sql};
 
 const SPAN_JSON_COLUMNS: &[&str] = &["attributes", "resource_attributes", "events", "links"];
 const LOG_JSON_COLUMNS: &[&str] = &["attributes", "resource_attributes"];
 /// Rows a trace may have before the view is cut (the answer says so).
 const MAX_TRACE_ROWS: usize = 50_000;
-
-/// A SQL string literal.
-pub(crate) fn quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
-}
-
-fn time_literal(ns: i64) -> String {
-    format!("to_timestamp_nanos({ns})")
-}
-
-pub(crate) fn time_conditions(column: &str, range: TimeRange) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Some(start) = range.start_ns {
-        out.push(format!("{column} >= {}", time_literal(start)));
-    }
-    if let Some(end) = range.end_ns {
-        out.push(format!("{column} < {}", time_literal(end)));
-    }
-    out
-}
 
 /// Whether text is a trace id: 32 hex characters.
 pub fn is_trace_id(text: &str) -> bool {
@@ -137,13 +120,9 @@ pub async fn logs(
             "(json_as_text(attributes, {key}) = {value} OR json_as_text(resource_attributes, {key}) = {value})"
         ));
     }
-    let filter = if conditions.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", conditions.join(" AND "))
-    };
+    let filter = where_clause(&conditions);
     let order = if search.ascending { "ASC" } else { "DESC" };
-    let limit = search.limit.clamp(1, engine.limits().max_result_rows);
+    let limit = search.limit.clamp(1, engine.config().max_result_rows);
     let sql = format!("SELECT * FROM logs {filter} ORDER BY time {order}, span_id LIMIT {limit}");
     let (_, batches, _) = engine.collect(&sql, limit).await?;
     Ok(batches
@@ -197,13 +176,6 @@ pub struct ServiceSummary {
     pub routes: Vec<RouteSummary>,
 }
 
-/// The spans that count as requests: what a service serves (`server`) and the tasks a worker
-/// takes from a queue (`consumer`).
-pub const REQUEST_KINDS: &str = "kind IN ('server', 'consumer')";
-
-/// The condition that makes a span a failed request: status error or an HTTP 5xx answer.
-pub const FAILED: &str = "(status = 'error' OR http_status_code >= 500)";
-
 /// Per service and route: requests (server and consumer spans), errors (status error or HTTP
 /// 5xx) and latency percentiles, over `range`; one service when `service` is given.
 pub async fn services(
@@ -216,24 +188,25 @@ pub async fn services(
         return services_from_rollups(engine, range, window_s, service).await;
     }
     let mut conditions = time_conditions("start_time", range);
-    conditions.push(REQUEST_KINDS.into());
+    conditions.push(is_request_sql().into());
     if let Some(service) = service {
         conditions.push(format!("service_name = {}", quote(service)));
     }
     let filter = conditions.join(" AND ");
     let measures = format!(
         "count(*) AS requests, \
-        sum(CASE WHEN {FAILED} THEN 1 ELSE 0 END) AS errors, \
+        sum(CASE WHEN {failed} THEN 1 ELSE 0 END) AS errors, \
         sum(duration_ns) AS total, \
         approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ns) AS p50, \
         approx_percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ns) AS p95, \
-        approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ns) AS p99"
+        approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ns) AS p99",
+        failed = is_failure_sql(),
     );
     // One scan for both levels: the service rows are those without a route (`route` is never
     // null in a route row, since a span always has a name).
     let sql = format!(
         "SELECT service_name, http_method, route, {measures} FROM \
-         (SELECT service_name, http_method, coalesce(http_route, name) AS route, status, \
+         (SELECT service_name, http_method, {ROUTE_SQL} AS route, status, \
           http_status_code, duration_ns FROM spans WHERE {filter}) \
          GROUP BY GROUPING SETS ((service_name), (service_name, http_method, route)) \
          ORDER BY service_name, requests DESC, route"
@@ -318,7 +291,7 @@ impl Red {
         }
     }
 
-    fn from_totals(totals: &crate::red::Totals, window_s: f64) -> Self {
+    fn from_totals(totals: &RequestTotals, window_s: f64) -> Self {
         let ms = |q| totals.percentile_ms(q).unwrap_or(0.0);
         Red::new(
             totals.requests,
@@ -339,10 +312,8 @@ async fn services_from_rollups(
     service: Option<&str>,
 ) -> Result<Vec<ServiceSummary>, Error> {
     let (routes, names) = crate::red::totals_by(engine, range, service, |id, _| Some(id)).await?;
-    let mut by_service: std::collections::BTreeMap<
-        String,
-        (crate::red::Totals, Vec<RouteSummary>),
-    > = std::collections::BTreeMap::new();
+    let mut by_service: std::collections::BTreeMap<String, (RequestTotals, Vec<RouteSummary>)> =
+        std::collections::BTreeMap::new();
     for (id, totals) in routes {
         let name = &names[id];
         let entry = by_service.entry(name.service_name.clone()).or_default();

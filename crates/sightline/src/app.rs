@@ -1,6 +1,7 @@
 //! The one place where Sightline's parts are built and connected: the store (replaying its log),
-//! the query engine, the ingest pipeline, the three servers and the background flush and
-//! maintenance loop; and the orderly shutdown that lets in-flight requests finish, then flushes.
+//! the query engine, the ingest pipeline, the three servers and the store's schedule
+//! ([`sightline_storage::schedule::run`]: flushes, maintenance, the rollup backfill); and the
+//! orderly shutdown that lets in-flight requests finish, then flushes.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -80,7 +81,7 @@ pub async fn serve(
     );
 
     let data_dir = config.data_dir.clone();
-    let store_options = config.storage.clone();
+    let store_options = config.store.clone();
     let open_clock = clock.clone();
     let (store, report) =
         tokio::task::spawn_blocking(move || Store::open(&data_dir, store_options, open_clock))
@@ -104,17 +105,6 @@ pub async fn serve(
             "span segments written before rollups existed are rolled up in the background; \
              until then the pages read spans"
         );
-        // One segment at a time, beside flushes and queries; after an error it goes on where
-        // it stopped, a minute later.
-        let rollup_store = store.clone();
-        tokio::spawn(async move {
-            while !rollup_store.rollups_complete() {
-                if let Err(e) = rollup_store.roll_up_older().await {
-                    warn!(error = %e, "rolling up older spans failed; it is retried in a minute");
-                    tokio::time::sleep(Duration::from_secs(60)).await;
-                }
-            }
-        });
     }
     // Trace lookups consult the segments' trace-id filters in memory; read them in the
     // background now rather than on the first lookup.
@@ -131,11 +121,7 @@ pub async fn serve(
     });
     let engine = QueryEngine::new(store.clone(), config.query.clone())?;
     let metrics = Arc::new(SelfMetrics::default());
-    let auth = if config.auth_tokens.is_empty() {
-        crate::auth::Auth::open()
-    } else {
-        crate::auth::Auth::new(&config.auth_tokens, config.tls.is_some())?
-    };
+    let auth = crate::auth::Auth::new(&config.auth, config.tls.is_some(), clock.clone())?;
     let tail = LogTail::default();
     let pipeline = Pipeline::new(store.clone(), clock.clone(), metrics.clone(), tail.clone());
     let ready = Arc::new(AtomicBool::new(false));
@@ -202,7 +188,11 @@ pub async fn serve(
         ),
         api_server,
     ];
-    let background = tokio::spawn(run_background(store.clone(), stopped(stop_rx.clone())));
+    let background = tokio::spawn(sightline_storage::schedule::run(
+        store.clone(),
+        clock.clone(),
+        stopped(stop_rx.clone()),
+    ));
 
     let _ = app_slot.set(app_router);
     ready.store(true, Ordering::SeqCst);
@@ -311,29 +301,6 @@ fn front_router(slot: Arc<OnceLock<axum::Router>>, replay: Arc<ReplayState>) -> 
             response
         }
     })
-}
-
-/// Flushes when the buffer is due and runs compaction and retention once a minute.
-async fn run_background(store: Store, stop: impl Future<Output = ()>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut ticks: u64 = 0;
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = &mut stop => return,
-            _ = tick.tick() => {}
-        }
-        ticks += 1;
-        if store.flush_due() {
-            let _ = store.flush().await;
-        }
-        if ticks.is_multiple_of(120)
-            && let Err(e) = store.maintain().await
-        {
-            warn!(error = %e, "compaction or retention failed; it is retried in a minute");
-        }
-    }
 }
 
 /// Writes `{"otlp_grpc": .., "otlp_http": .., "listen": .., "tls": ..}` atomically, for scripts and tests

@@ -8,19 +8,18 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sightline_model::ErrorCode;
+use sightline_model::{Clock, ConfigError, ErrorCode};
 use subtle::ConstantTimeEq;
 
 /// What a token may do. `admin` may do everything.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Send telemetry to the receivers.
@@ -41,20 +40,69 @@ impl Scope {
     }
 }
 
+/// `[auth]` of `sightline.toml`: the access tokens. Without any, access is open (and `serve`
+/// listens on loopback addresses only).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `[[auth.tokens]]`: name, token, scopes.
+    pub tokens: Vec<TokenConfig>,
+}
+
+impl AuthConfig {
+    /// The table of `sightline.toml` these keys live in.
+    pub const SECTION: &'static str = "auth";
+
+    /// Refuses tokens that can be guessed, tokens without scopes and a token given twice.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let key = format!("{}.tokens", Self::SECTION);
+        let mut seen = std::collections::HashSet::new();
+        for t in &self.tokens {
+            if t.token.chars().count() < MIN_TOKEN_CHARS {
+                return Err(ConfigError::new(
+                    &key,
+                    format!(
+                        "token {:?} is shorter than {MIN_TOKEN_CHARS} characters; use a random one, e.g. `openssl rand -hex 24`",
+                        t.name
+                    ),
+                ));
+            }
+            if t.scopes.is_empty() {
+                return Err(ConfigError::new(
+                    &key,
+                    format!(
+                        "token {:?} has no scopes: give it some of \"ingest\", \"read\", \"admin\"",
+                        t.name
+                    ),
+                ));
+            }
+            if !seen.insert(digest(&t.token)) {
+                return Err(ConfigError::new(
+                    &key,
+                    format!("token {:?} repeats another token", t.name),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One `[[auth.tokens]]` entry of `sightline.toml`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
     /// Who holds it (shown in the server's log on refusals, never the token).
     pub name: String,
+    /// The secret itself, at least [`MIN_TOKEN_CHARS`] characters.
     pub token: String,
+    /// What it may do.
     pub scopes: Vec<Scope>,
 }
 
 /// Tokens shorter than this are refused at start: they can be guessed.
 pub const MIN_TOKEN_CHARS: usize = 16;
-/// How long a browser session lasts without a new login.
-const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// How long a browser session lasts without a new login, on the server's clock.
+const SESSION_TTL_NS: i64 = 12 * 3600 * 1_000_000_000;
 pub const SESSION_COOKIE: &str = "sightline_session";
 
 struct Token {
@@ -78,7 +126,8 @@ impl Identity {
 
 struct Session {
     identity: Identity,
-    expires: Instant,
+    /// When it ends (the server's clock, ns).
+    expires_ns: i64,
 }
 
 /// The server's tokens and browser sessions.
@@ -88,6 +137,8 @@ pub struct Auth {
     sessions: Arc<Mutex<HashMap<String, Session>>>,
     /// Cookies get `Secure` when the UI is served over TLS.
     secure_cookies: bool,
+    /// Session expiry reads this clock.
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -103,48 +154,42 @@ fn digest(text: &str) -> [u8; 32] {
 }
 
 impl Auth {
-    /// Checks the configured tokens: names and tokens unique, tokens long enough, scopes given.
-    pub fn new(tokens: &[TokenConfig], secure_cookies: bool) -> anyhow::Result<Self> {
-        let mut seen = std::collections::HashSet::new();
-        let mut out = Vec::new();
-        for t in tokens {
-            if t.token.chars().count() < MIN_TOKEN_CHARS {
-                anyhow::bail!(
-                    "auth token {:?} is shorter than {MIN_TOKEN_CHARS} characters; use a random one, e.g. `openssl rand -hex 24`",
-                    t.name
-                );
-            }
-            if t.scopes.is_empty() {
-                anyhow::bail!(
-                    "auth token {:?} has no scopes: give it some of \"ingest\", \"read\", \"admin\"",
-                    t.name
-                );
-            }
-            if !seen.insert(digest(&t.token)) {
-                anyhow::bail!("auth token {:?} repeats another token", t.name);
-            }
-            out.push(Token {
+    /// The tokens of a validated [`AuthConfig`] (checked again here, so none can slip past);
+    /// without tokens, access is open.
+    pub fn new(
+        config: &AuthConfig,
+        secure_cookies: bool,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let tokens = config
+            .tokens
+            .iter()
+            .map(|t| Token {
                 name: t.name.clone(),
                 digest: digest(&t.token),
                 scopes: t.scopes.clone(),
-            });
-        }
+            })
+            .collect();
         Ok(Self {
-            tokens: Arc::new(out),
+            tokens: Arc::new(tokens),
             sessions: Arc::new(Mutex::new(HashMap::new())),
             secure_cookies,
+            clock,
         })
     }
 
     /// Open access: no token configured.
-    pub fn open() -> Self {
+    pub fn open(clock: Arc<dyn Clock>) -> Self {
         Self {
             tokens: Arc::new(Vec::new()),
             sessions: Arc::new(Mutex::new(HashMap::new())),
             secure_cookies: false,
+            clock,
         }
     }
 
+    /// Whether tokens are required.
     pub fn enabled(&self) -> bool {
         !self.tokens.is_empty()
     }
@@ -177,8 +222,8 @@ impl Auth {
     pub fn identify_session(&self, headers: &HeaderMap) -> Option<Identity> {
         let id = session_cookie(headers)?;
         let mut sessions = self.sessions.lock().ok()?;
-        let now = Instant::now();
-        sessions.retain(|_, s| s.expires > now);
+        let now_ns = self.clock.now_ns();
+        sessions.retain(|_, s| s.expires_ns > now_ns);
         sessions.get(&id).map(|s| s.identity.clone())
     }
 
@@ -194,13 +239,13 @@ impl Auth {
             id.clone(),
             Session {
                 identity,
-                expires: Instant::now() + SESSION_TTL,
+                expires_ns: self.clock.now_ns().saturating_add(SESSION_TTL_NS),
             },
         );
         let secure = if self.secure_cookies { "; Secure" } else { "" };
         HeaderValue::from_str(&format!(
             "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
-            SESSION_TTL.as_secs()
+            SESSION_TTL_NS / 1_000_000_000
         ))
         .ok()
     }
@@ -293,11 +338,7 @@ pub async fn require_ingest_grpc(
         None => next.run(request).await,
         Some((code, message)) => {
             tracing::info!(path = %request.uri().path(), ?code, "refused a gRPC export without a valid token");
-            let status = match code {
-                ErrorCode::Forbidden => tonic::Status::permission_denied(message),
-                _ => tonic::Status::unauthenticated(message),
-            };
-            status.into_http::<axum::body::Body>()
+            crate::server::error::grpc_status(code, message).into_http::<axum::body::Body>()
         }
     }
 }
@@ -332,7 +373,7 @@ pub async fn require_read(State(auth): State<Auth>, request: Request, next: Next
                     .unwrap_or_else(|| "/".into());
                 Redirect::to(&format!(
                     "/login?next={}",
-                    crate::ui::encode_component(&target)
+                    crate::url::encode_component(&target)
                 ))
                 .into_response()
             }
@@ -354,6 +395,20 @@ pub const LOGIN_REFUSED: StatusCode = StatusCode::UNAUTHORIZED;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn clock() -> Arc<sightline_model::ManualClock> {
+        Arc::new(sightline_model::ManualClock::new(1_000_000_000))
+    }
+
+    fn auth(tokens: &[TokenConfig], secure: bool) -> Result<Auth, ConfigError> {
+        Auth::new(
+            &AuthConfig {
+                tokens: tokens.to_vec(),
+            },
+            secure,
+            clock(),
+        )
+    }
 
     fn tokens() -> Vec<TokenConfig> {
         vec![
@@ -377,7 +432,7 @@ mod tests {
 
     #[test]
     fn scopes_decide_and_admin_may_do_everything() {
-        let auth = Auth::new(&tokens(), false).expect("valid tokens");
+        let auth = auth(&tokens(), false).expect("valid tokens");
         let ingest = auth
             .identify_token("ingest-token-0123456789")
             .expect("known");
@@ -395,22 +450,27 @@ mod tests {
             auth.refusal(None, Scope::Read),
             Some((ErrorCode::Unauthorized, _))
         ));
-        assert!(Auth::open().refusal(None, Scope::Read).is_none());
+        assert!(auth_open().refusal(None, Scope::Read).is_none());
     }
 
     #[test]
     fn weak_or_repeated_tokens_are_refused_at_start() {
         let mut weak = tokens();
         weak[0].token = "short".into();
-        assert!(Auth::new(&weak, false).is_err());
+        assert_eq!(
+            auth(&weak, false).map(|_| ()).map_err(|e| e.key),
+            Err("auth.tokens".to_string())
+        );
         let mut twice = tokens();
         twice[1].token = twice[0].token.clone();
-        assert!(Auth::new(&twice, false).is_err());
+        assert!(auth(&twice, false).is_err());
     }
 
     #[test]
     fn sessions_need_a_read_token_and_cookies_are_locked_down() {
-        let auth = Auth::new(&tokens(), true).expect("valid tokens");
+        let clock = clock();
+        let auth =
+            Auth::new(&AuthConfig { tokens: tokens() }, true, clock.clone()).expect("valid tokens");
         assert!(
             auth.login("ingest-token-0123456789").is_none(),
             "an ingest token cannot open the UI"
@@ -427,8 +487,35 @@ mod tests {
             auth.identify_session(&headers).map(|i| i.name),
             Some("oncall".to_string())
         );
-        auth.logout(&headers);
-        assert!(auth.identify_session(&headers).is_none());
+        clock.advance_ns(SESSION_TTL_NS - 1);
+        assert!(auth.identify_session(&headers).is_some(), "not expired yet");
+        let again = auth
+            .login("read-token-0123456789ab")
+            .expect("a second session");
+        let again_id = again
+            .to_str()
+            .expect("ascii")
+            .split(';')
+            .next()
+            .expect("pair")
+            .to_string();
+        clock.advance_ns(1);
+        assert!(
+            auth.identify_session(&headers).is_none(),
+            "a session ends twelve hours after its login, on the server's clock"
+        );
+        let mut second = HeaderMap::new();
+        second.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&again_id).expect("ascii"),
+        );
+        assert!(auth.identify_session(&second).is_some());
+        auth.logout(&second);
+        assert!(auth.identify_session(&second).is_none(), "logged out");
+    }
+
+    fn auth_open() -> Auth {
+        Auth::open(clock())
     }
 
     #[test]

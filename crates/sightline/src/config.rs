@@ -1,152 +1,131 @@
-//! Configuration of `sightline serve`. Precedence: command-line flags, then `SIGHTLINE_*`
-//! environment variables (both read by clap), then `sightline.toml`, then defaults.
+//! The bootstrap of `sightline serve`: where it listens, where its data folder is, TLS, and the
+//! precedence of command-line flags, then `SIGHTLINE_*` environment variables (both read by
+//! clap), then `sightline.toml`, then defaults. Every other table of the file belongs to the
+//! crate it configures — `[storage]` and `[retention]` to the store, `[query]` to the query
+//! engine, `[limits]` to ingest, `[auth]` to [`crate::auth`] — which deserializes it, fills
+//! defaults, refuses unknown keys and validates it; this module only reads the file and asks
+//! each to check itself.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{Context, bail};
-use serde::Deserialize;
-use sightline_model::{Signal, parse_duration_ns};
+use serde::{Deserialize, Serialize};
+use sightline_model::HumanDuration;
+use sightline_query::QueryConfig;
+use sightline_storage::{RetentionConfig, StorageConfig, StoreOptions};
 
+use crate::auth::AuthConfig;
+
+/// Where OTLP/gRPC is received unless configured otherwise.
 pub const DEFAULT_OTLP_GRPC: &str = "127.0.0.1:4317";
+/// Where OTLP/HTTP is received unless configured otherwise.
 pub const DEFAULT_OTLP_HTTP: &str = "127.0.0.1:4318";
+/// Where the UI and API listen unless configured otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4319";
+/// The data folder unless configured otherwise.
 pub const DEFAULT_DATA_DIR: &str = "./sightline-data";
+/// The config file read from the working folder when present.
 pub const DEFAULT_CONFIG_FILE: &str = "sightline.toml";
+/// The largest export body accepted unless configured otherwise.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
 
 /// `sightline.toml`. Every key is optional; durations are written like `10s`, `7d`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    /// The data folder.
     pub data_dir: Option<PathBuf>,
+    /// The OTLP/gRPC address.
     pub otlp_grpc: Option<String>,
+    /// The OTLP/HTTP address.
     pub otlp_http: Option<String>,
+    /// The UI and API address.
     pub listen: Option<String>,
+    /// The largest export body, compressed or not, in bytes.
     pub max_body_bytes: Option<u64>,
+    /// `[storage]`.
     #[serde(default)]
-    pub storage: StorageSection,
+    pub storage: StorageConfig,
+    /// `[retention]`.
     #[serde(default)]
-    pub retention: RetentionSection,
+    pub retention: RetentionConfig,
+    /// `[query]`.
     #[serde(default)]
-    pub query: QuerySection,
+    pub query: QueryConfig,
+    /// `[limits]`.
     #[serde(default)]
-    pub limits: LimitsSection,
+    pub limits: sightline_ingest::Limits,
+    /// `[auth]`.
     #[serde(default)]
-    pub auth: AuthSection,
+    pub auth: AuthConfig,
+    /// `[tls]`.
     #[serde(default)]
     pub tls: TlsSection,
 }
 
 /// `[tls]`: a PEM certificate chain and its private key; every listener then speaks TLS.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSection {
+    /// The certificate chain (PEM).
     pub cert: Option<PathBuf>,
+    /// Its private key (PEM).
     pub key: Option<PathBuf>,
-}
-
-/// `[auth]`: access tokens (`[[auth.tokens]]` with name, token, scopes).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthSection {
-    #[serde(default)]
-    pub tokens: Vec<crate::auth::TokenConfig>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsSection {
-    pub max_attributes_per_record: Option<usize>,
-    pub max_attribute_value_bytes: Option<usize>,
-    /// Levels of arrays and maps inside one attribute value or log body (1 to 16).
-    pub max_nesting_depth: Option<usize>,
-    /// Records stamped further back than this are rejected; "forever" accepts any age.
-    pub max_timestamp_age: Option<String>,
-    /// Records stamped further ahead than this are rejected.
-    pub max_timestamp_ahead: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StorageSection {
-    pub flush_interval: Option<String>,
-    pub flush_rows: Option<usize>,
-    pub max_buffer_bytes: Option<u64>,
-    pub queue_capacity: Option<usize>,
-    pub compaction_target_rows: Option<i64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetentionSection {
-    pub spans: Option<String>,
-    pub logs: Option<String>,
-    pub metrics: Option<String>,
-    /// Per-minute request, error and latency rollups of spans: small, so by default kept
-    /// forever, for trends longer than the spans' own retention.
-    pub span_rollups: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QuerySection {
-    pub memory_limit_bytes: Option<usize>,
-    pub timeout: Option<String>,
-    pub max_result_rows: Option<usize>,
 }
 
 /// Values given on the command line or in the environment (clap has merged those two).
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
+    /// `--config`.
     pub config: Option<PathBuf>,
+    /// `--data-dir`.
     pub data_dir: Option<PathBuf>,
+    /// `--otlp-grpc`.
     pub otlp_grpc: Option<String>,
+    /// `--otlp-http`.
     pub otlp_http: Option<String>,
+    /// `--listen`.
     pub listen: Option<String>,
+    /// `--max-body-bytes`.
     pub max_body_bytes: Option<u64>,
+    /// `--flush-interval` (over `storage.flush_interval`).
     pub flush_interval: Option<String>,
+    /// `--ready-file`.
     pub ready_file: Option<PathBuf>,
+    /// `--tls-cert`.
     pub tls_cert: Option<PathBuf>,
+    /// `--tls-key`.
     pub tls_key: Option<PathBuf>,
 }
 
 /// The configuration `serve` runs with.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
+    /// The data folder.
     pub data_dir: PathBuf,
+    /// The OTLP/gRPC address.
     pub otlp_grpc: SocketAddr,
+    /// The OTLP/HTTP address.
     pub otlp_http: SocketAddr,
+    /// The UI and API address.
     pub listen: SocketAddr,
+    /// The largest export body, compressed or not, in bytes.
     pub max_body_bytes: u64,
+    /// Where to write the bound addresses once ready.
     pub ready_file: Option<PathBuf>,
-    pub storage: sightline_storage::StoreOptions,
-    pub query: sightline_query::QueryLimits,
-    /// Per-record bounds on attributes and value lengths.
+    /// `[storage]` and `[retention]`.
+    pub store: StoreOptions,
+    /// `[query]`.
+    pub query: QueryConfig,
+    /// `[limits]`: per-record bounds on attributes and value lengths.
     pub limits: sightline_ingest::Limits,
-    /// Where the file configuration came from, if any.
-    pub config_file: Option<PathBuf>,
-    /// Access tokens; none means open access, allowed on loopback addresses only.
-    pub auth_tokens: Vec<crate::auth::TokenConfig>,
+    /// `[auth]`: access tokens; none means open access, allowed on loopback addresses only.
+    pub auth: AuthConfig,
     /// Certificate chain and private key (PEM) when the listeners speak TLS.
     pub tls: Option<(PathBuf, PathBuf)>,
-}
-
-/// A retention as it would be written: `7d`, `12h` or `90s`.
-fn describe_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
-        s if s % 3600 == 0 => format!("{}h", s / 3600),
-        s => format!("{s}s"),
-    }
-}
-
-fn duration(text: &str, key: &str) -> anyhow::Result<Duration> {
-    let ns = parse_duration_ns(text).with_context(|| format!("config key {key}"))?;
-    Ok(Duration::from_nanos(ns as u64))
+    /// Where the file configuration came from, if any.
+    pub config_file: Option<PathBuf>,
 }
 
 fn address(text: &str, what: &str) -> anyhow::Result<SocketAddr> {
@@ -155,16 +134,30 @@ fn address(text: &str, what: &str) -> anyhow::Result<SocketAddr> {
     })
 }
 
+/// Reads a config file's text; a value of the wrong form names its key (`retention.spans`).
+pub fn parse_file_config(text: &str) -> anyhow::Result<FileConfig> {
+    let document = toml::Deserializer::parse(text)?;
+    serde_path_to_error::deserialize(document).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        if key.is_empty() || key == "." {
+            anyhow::Error::new(inner)
+        } else {
+            anyhow::Error::new(inner).context(format!("config key {key}"))
+        }
+    })
+}
+
 /// Reads `path` (it must exist when named explicitly).
 pub fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    parse_file_config(&text).with_context(|| format!("invalid config file {}", path.display()))
 }
 
 impl ServeConfig {
     /// Merges overrides, the config file (the named one, or `./sightline.toml` if present) and
-    /// defaults.
+    /// defaults, and validates the result.
     pub fn resolve(overrides: Overrides) -> anyhow::Result<Self> {
         let (file, config_file) = match &overrides.config {
             Some(path) => (read_file_config(path)?, Some(path.clone())),
@@ -184,6 +177,7 @@ impl ServeConfig {
         })
     }
 
+    /// Flags and environment over the file over defaults; then each part checks its rules.
     pub fn merge(
         o: Overrides,
         file: FileConfig,
@@ -199,99 +193,20 @@ impl ServeConfig {
         if max_body_bytes == 0 {
             bail!("max_body_bytes must be greater than 0");
         }
-        let mut storage = sightline_storage::StoreOptions::default();
+        let mut storage = file.storage;
         if let Some(text) = &o.flush_interval {
-            storage.flush_interval = duration(text, "--flush-interval (SIGHTLINE_FLUSH_INTERVAL)")?;
-        } else if let Some(text) = &file.storage.flush_interval {
-            storage.flush_interval = duration(text, "storage.flush_interval")?;
+            storage.flush_interval = text
+                .parse::<HumanDuration>()
+                .context("--flush-interval (SIGHTLINE_FLUSH_INTERVAL)")?;
         }
-        if let Some(rows) = file.storage.flush_rows {
-            storage.flush_rows = rows.max(1);
-        }
-        if let Some(bytes) = file.storage.max_buffer_bytes {
-            storage.max_buffer_bytes = bytes;
-        }
-        if let Some(capacity) = file.storage.queue_capacity {
-            storage.queue_capacity = capacity.max(1);
-        }
-        if let Some(rows) = file.storage.compaction_target_rows {
-            storage.compaction_target_rows = rows.max(1);
-        }
-        let mut retention = HashMap::new();
-        for (signal, text) in [
-            (Signal::Spans, &file.retention.spans),
-            (Signal::Logs, &file.retention.logs),
-            (Signal::Metrics, &file.retention.metrics),
-            (Signal::SpanRollups, &file.retention.span_rollups),
-        ] {
-            let keep = match text.as_deref() {
-                None | Some("forever") => None,
-                Some(text) => Some(duration(text, &format!("retention.{signal}"))?),
-            };
-            retention.insert(signal, keep);
-        }
-        // The pages count requests from rollups wherever spans are kept, so rollups must last
-        // at least as long.
-        if let Some(Some(rollups)) = retention.get(&Signal::SpanRollups)
-            && retention
-                .get(&Signal::Spans)
-                .is_none_or(|spans| spans.is_none_or(|spans| spans > *rollups))
-        {
-            anyhow::bail!(
-                "retention.span_rollups ({}) is shorter than retention.spans ({}): rollups must be \
-                 kept at least as long as spans, since the pages count requests from them; \
-                 lengthen it or leave it unset (forever)",
-                describe_duration(*rollups),
-                retention
-                    .get(&Signal::Spans)
-                    .copied()
-                    .flatten()
-                    .map_or("forever".into(), describe_duration),
-            );
-        }
-        storage.retention = retention;
-        let mut query = sightline_query::QueryLimits::default();
-        if let Some(bytes) = file.query.memory_limit_bytes {
-            query.memory_bytes = bytes;
-        }
-        if let Some(text) = &file.query.timeout {
-            query.timeout = duration(text, "query.timeout")?;
-            if query.timeout.is_zero() {
-                bail!("config key query.timeout must be longer than 0s");
-            }
-        }
-        if let Some(rows) = file.query.max_result_rows {
-            query.max_result_rows = rows.max(1);
-        }
-        let mut limits = sightline_ingest::Limits::default();
-        if let Some(n) = file.limits.max_attributes_per_record {
-            limits.max_attributes = n;
-        }
-        if let Some(n) = file.limits.max_attribute_value_bytes {
-            if n < 16 {
-                bail!("config key limits.max_attribute_value_bytes must be at least 16");
-            }
-            limits.max_value_bytes = n;
-        }
-        if let Some(n) = file.limits.max_nesting_depth {
-            let most = sightline_ingest::attributes::MAX_DEPTH;
-            if !(1..=most).contains(&n) {
-                bail!("config key limits.max_nesting_depth must be between 1 and {most}, not {n}");
-            }
-            limits.max_nesting_depth = n;
-        }
-        match file.limits.max_timestamp_age.as_deref() {
-            None => {}
-            Some("forever") => limits.max_timestamp_age_ns = i64::MAX,
-            Some(text) => {
-                limits.max_timestamp_age_ns =
-                    duration(text, "limits.max_timestamp_age")?.as_nanos() as i64
-            }
-        }
-        if let Some(text) = &file.limits.max_timestamp_ahead {
-            limits.max_timestamp_ahead_ns =
-                duration(text, "limits.max_timestamp_ahead")?.as_nanos() as i64;
-        }
+        let store = StoreOptions {
+            storage,
+            retention: file.retention,
+        };
+        store.validate()?;
+        file.query.validate()?;
+        file.limits.validate()?;
+        file.auth.validate()?;
         let tls = match (o.tls_cert.or(file.tls.cert), o.tls_key.or(file.tls.key)) {
             (Some(cert), Some(key)) => Some((cert, key)),
             (None, None) => None,
@@ -300,9 +215,6 @@ impl ServeConfig {
             ),
         };
         let config = Self {
-            limits,
-            tls,
-            auth_tokens: file.auth.tokens,
             data_dir: o
                 .data_dir
                 .or(file.data_dir)
@@ -318,8 +230,11 @@ impl ServeConfig {
             listen: address(&pick(o.listen, file.listen, DEFAULT_LISTEN), "UI and API")?,
             max_body_bytes,
             ready_file: o.ready_file,
-            storage,
-            query,
+            store,
+            query: file.query,
+            limits: file.limits,
+            auth: file.auth,
+            tls,
             config_file,
         };
         config.check_exposure()?;
@@ -328,7 +243,7 @@ impl ServeConfig {
 
     /// Refuses open access on an address others can reach.
     fn check_exposure(&self) -> anyhow::Result<()> {
-        if !self.auth_tokens.is_empty() {
+        if !self.auth.tokens.is_empty() {
             return Ok(());
         }
         for (addr, flag) in [
@@ -351,10 +266,11 @@ impl ServeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sightline_model::{Lifetime, Table};
 
     #[test]
     fn flags_win_over_the_file_and_the_file_over_defaults() {
-        let file: FileConfig = toml::from_str(
+        let file = parse_file_config(
             "otlp_http = \"127.0.0.1:5318\"\nlisten = \"127.0.0.1:5319\"\n[retention]\nlogs = \"3d\"\nspans = \"30d\"\nspan_rollups = \"400d\"\n[storage]\nflush_interval = \"2s\"",
         )
         .expect("valid toml");
@@ -367,29 +283,32 @@ mod tests {
         assert_eq!(config.otlp_http.to_string(), "127.0.0.1:5318");
         assert_eq!(config.otlp_grpc.to_string(), DEFAULT_OTLP_GRPC);
         assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
-        assert_eq!(config.storage.flush_interval, Duration::from_secs(2));
         assert_eq!(
-            config.storage.retention.get(&Signal::Logs),
-            Some(&Some(Duration::from_secs(3 * 86_400)))
+            config.store.storage.flush_interval,
+            HumanDuration::from_secs(2)
         );
-        assert_eq!(
-            config.storage.retention.get(&Signal::Spans),
-            Some(&Some(Duration::from_secs(30 * 86_400)))
-        );
-        assert_eq!(config.storage.retention.get(&Signal::Metrics), Some(&None));
-        assert_eq!(
-            config.storage.retention.get(&Signal::SpanRollups),
-            Some(&Some(Duration::from_secs(400 * 86_400)))
-        );
+        let days = |n: i64| Lifetime::For(HumanDuration::from_secs(n * 86_400));
+        let retention = config.store.retention;
+        assert_eq!(retention.of(Table::Logs), days(3));
+        assert_eq!(retention.of(Table::Spans), days(30));
+        assert_eq!(retention.of(Table::Metrics), Lifetime::Forever);
+        assert_eq!(retention.of(Table::SpanRollups), days(400));
+        let flag = Overrides {
+            flush_interval: Some("250ms".into()),
+            ..Default::default()
+        };
+        let config = ServeConfig::merge(flag, FileConfig::default(), None).expect("valid");
+        assert_eq!(config.store.storage.flush_interval.to_string(), "250ms");
     }
 
     #[test]
     fn bad_values_are_reported_with_the_key() {
-        let file: FileConfig =
-            toml::from_str("[retention]\nspans = \"7 days\"").expect("valid toml");
-        let err = ServeConfig::merge(Overrides::default(), file, None).expect_err("bad duration");
-        assert!(format!("{err:#}").contains("retention.spans"), "{err:#}");
-        let file: FileConfig = toml::from_str("[retention]\nspans = \"7d\"\nspan_rollups = \"3d\"")
+        let err = parse_file_config("[retention]\nspans = \"7 days\"").expect_err("bad duration");
+        assert!(
+            format!("{err:#}").starts_with("config key retention.spans: "),
+            "{err:#}"
+        );
+        let file = parse_file_config("[retention]\nspans = \"7d\"\nspan_rollups = \"3d\"")
             .expect("valid toml");
         let err =
             ServeConfig::merge(Overrides::default(), file, None).expect_err("rollups too short");
@@ -398,10 +317,16 @@ mod tests {
                 .contains("retention.span_rollups (3d) is shorter than retention.spans (7d)"),
             "{err:#}"
         );
+        let err = parse_file_config("listne = \"x\"").expect_err("unknown keys are refused");
+        assert!(format!("{err:#}").contains("listne"), "{err:#}");
+        let err = parse_file_config("[query]\nmemory_bytes = 5").expect_err("unknown key");
         assert!(
-            toml::from_str::<FileConfig>("listne = \"x\"").is_err(),
-            "unknown keys are refused"
+            format!("{err:#}").contains("memory_bytes"),
+            "the unknown key is named: {err:#}"
         );
+        let file = parse_file_config("[query]\ntimeout = \"0s\"").expect("valid toml");
+        let err = ServeConfig::merge(Overrides::default(), file, None).expect_err("zero timeout");
+        assert!(format!("{err:#}").contains("query.timeout"), "{err:#}");
         let overrides = Overrides {
             otlp_grpc: Some("localhost".into()),
             ..Default::default()

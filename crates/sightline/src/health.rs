@@ -105,7 +105,7 @@ pub fn checks(store: &Store, torn_tails_at_start: usize) -> Vec<Check> {
             format!("{} syncs, none failed", stats.wal_syncs),
         )
     });
-    let limit = store.options().max_buffer_bytes.max(1);
+    let limit = store.options().storage.max_buffer_bytes.max(1);
     let share = stats.buffered_bytes as f64 / limit as f64;
     out.push(if share > BUFFER_WARN_SHARE {
         Check::new(

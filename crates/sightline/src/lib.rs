@@ -14,3 +14,4 @@ pub mod self_metrics;
 pub mod server;
 pub mod tls;
 pub mod ui;
+pub mod url;

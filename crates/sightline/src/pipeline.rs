@@ -1,8 +1,7 @@
-//! The ingest pipeline after decoding, shared by every receiver:
-//! normalized rows -> redact -> sample -> rollups -> write-ahead log and buffer.
-//!
-//! Redaction, tail sampling and rollups are stages of this path; with no rules configured they
-//! pass rows through unchanged (every span keeps `sample_rate = 1.0`).
+//! The ingest path after decoding, shared by every receiver: normalized rows become Arrow
+//! batches and go to [`Store::append`], which derives the span rollups, makes the rows durable
+//! in the write-ahead log and visible in the buffer; then the export's log rows are published
+//! to live tails. Every span is stored as received (`sample_rate = 1.0`).
 
 use std::sync::Arc;
 

@@ -4,7 +4,7 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sightline_model::{ErrorCode, Signal};
+use sightline_model::{ErrorCode, Signal, Table};
 use sightline_storage::StoreStats;
 
 #[derive(Debug, Default)]
@@ -20,7 +20,7 @@ struct SignalCounters {
 /// Counters updated on the request path (atomics only) and gauges read from the store.
 #[derive(Debug, Default)]
 pub struct SelfMetrics {
-    signals: [SignalCounters; 4],
+    signals: [SignalCounters; Signal::ALL.len()],
     queries_ok: AtomicU64,
     queries_failed: AtomicU64,
     query_ns_total: AtomicU64,
@@ -36,8 +36,6 @@ fn index(signal: Signal) -> usize {
         Signal::Spans => 0,
         Signal::Logs => 1,
         Signal::Metrics => 2,
-        // Never received; its counters stay at zero and are not rendered.
-        Signal::SpanRollups => 3,
     }
 }
 
@@ -104,12 +102,9 @@ impl SelfMetrics {
     /// The Prometheus text exposition of these counters and the store's gauges.
     pub fn render(&self, store: &StoreStats) -> String {
         let mut out = String::new();
-        let lines = |signals: &[Signal], f: &dyn Fn(Signal) -> String| {
-            signals.iter().map(|s| f(*s)).collect::<Vec<_>>().join("\n")
-        };
-        let per_signal = |f: &dyn Fn(Signal) -> String| lines(&Signal::ALL, f);
-        // Stored tables: the signals and the span rollups derived from spans.
-        let per_table = |f: &dyn Fn(Signal) -> String| lines(&Signal::TABLES, f);
+        let per_signal = |f: &dyn Fn(Signal) -> String| Signal::ALL.map(f).join("\n");
+        // Stored tables: the signals' and the span rollups derived from spans.
+        let per_table = |f: &dyn Fn(Table) -> String| Table::ALL.map(f).join("\n");
         let load = |v: &AtomicU64| v.load(Ordering::Relaxed);
         section(
             &mut out,

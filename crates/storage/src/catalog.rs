@@ -5,21 +5,28 @@
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, params};
-use sightline_model::Signal;
+use sightline_model::Table;
 
 use crate::error::{Error, Result};
 
 /// One Parquet segment as the catalog lists it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SegmentMeta {
+    /// The catalog's id (0 until committed); ids only grow.
     pub id: i64,
-    pub signal: Signal,
+    /// The table whose rows it holds.
+    pub table: Table,
     /// Path relative to the data folder.
     pub path: String,
+    /// The earliest row's time (the table's time column).
     pub min_time_ns: i64,
+    /// The latest row's time.
     pub max_time_ns: i64,
+    /// Rows it holds.
     pub row_count: i64,
+    /// Its file's size.
     pub size_bytes: i64,
+    /// When it was written (the store's clock).
     pub created_ns: i64,
     /// 0 for a segment written by a flush; one more than its inputs' for a compacted one.
     pub level: i64,
@@ -33,6 +40,7 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// Opens (or creates) the catalog file.
     pub fn open(path: &Path) -> Result<Self> {
         let err = |source| Error::Catalog {
             path: path.into(),
@@ -87,6 +95,7 @@ impl Catalog {
         Ok(value.map(|v| v as u64).unwrap_or(0))
     }
 
+    /// Every segment listed, by table, time and id.
     pub fn segments(&self) -> Result<Vec<SegmentMeta>> {
         let mut stmt = self
             .conn
@@ -102,7 +111,7 @@ impl Catalog {
                     signal,
                     SegmentMeta {
                         id: r.get(0)?,
-                        signal: Signal::Spans,
+                        table: Table::Spans,
                         path: r.get(2)?,
                         min_time_ns: r.get(3)?,
                         max_time_ns: r.get(4)?,
@@ -117,9 +126,9 @@ impl Catalog {
         let mut out = Vec::new();
         for row in rows {
             let (signal, mut meta) = row.map_err(self.err())?;
-            // A row with an unknown signal was written by a newer version; leave it alone.
-            if let Some(signal) = Signal::from_table_name(&signal) {
-                meta.signal = signal;
+            // A row with an unknown table was written by a newer version; leave it alone.
+            if let Some(table) = Table::from_name(&signal) {
+                meta.table = table;
                 out.push(meta);
             }
         }
@@ -183,7 +192,7 @@ impl Catalog {
                 "INSERT INTO segments (signal, path, min_time_ns, max_time_ns, row_count, size_bytes, created_ns, level)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
-                    meta.signal.table_name(),
+                    meta.table.name(),
                     meta.path,
                     meta.min_time_ns,
                     meta.max_time_ns,
@@ -221,7 +230,7 @@ mod tests {
     fn meta(path: &str, min: i64) -> SegmentMeta {
         SegmentMeta {
             id: 0,
-            signal: Signal::Logs,
+            table: Table::Logs,
             path: path.into(),
             min_time_ns: min,
             max_time_ns: min + 10,

@@ -5,7 +5,6 @@
 
 use std::fs::{self, File};
 use std::path::Path;
-use std::sync::Arc;
 
 use arrow::array::{Array, RecordBatch, TimestampNanosecondArray};
 use arrow::compute::{
@@ -17,8 +16,8 @@ use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
-use sightline_model::Signal;
-use sightline_model::schema::schema_for;
+use sightline_model::Table;
+use sightline_model::schema::{align_to_schema, schema_for};
 
 use crate::error::{Error, Result};
 
@@ -34,9 +33,9 @@ const PAGE_ROWS: usize = 16 * 1024;
 /// row to row (delta encoding); durations and end times are noisy numbers whose high bytes
 /// repeat (byte-stream split lets zstd see that). On an hour of the demo shop this takes spans
 /// from 48.0 to 40.6 bytes each and log lines from 32.1 to 28.7.
-fn column_encodings(signal: Signal) -> &'static [(&'static str, Option<Encoding>)] {
-    match signal {
-        Signal::Spans => &[
+fn column_encodings(table: Table) -> &'static [(&'static str, Option<Encoding>)] {
+    match table {
+        Table::Spans => &[
             ("trace_id", None),
             ("span_id", None),
             ("parent_span_id", None),
@@ -44,18 +43,18 @@ fn column_encodings(signal: Signal) -> &'static [(&'static str, Option<Encoding>
             ("end_time", Some(Encoding::BYTE_STREAM_SPLIT)),
             ("duration_ns", Some(Encoding::BYTE_STREAM_SPLIT)),
         ],
-        Signal::Logs => &[
+        Table::Logs => &[
             ("trace_id", None),
             ("span_id", None),
             ("time", Some(Encoding::DELTA_BINARY_PACKED)),
             ("observed_time", Some(Encoding::DELTA_BINARY_PACKED)),
         ],
-        Signal::Metrics | Signal::SpanRollups => &[],
+        Table::Metrics | Table::SpanRollups => &[],
     }
 }
 
 /// Sorts rows by service name, then time.
-pub fn sort_for_segment(signal: Signal, batch: &RecordBatch) -> Result<RecordBatch> {
+pub fn sort_for_segment(table: Table, batch: &RecordBatch) -> Result<RecordBatch> {
     let column = |name: &str| {
         batch.column_by_name(name).cloned().ok_or_else(|| {
             Error::Arrow(arrow::error::ArrowError::SchemaError(format!(
@@ -73,7 +72,7 @@ pub fn sort_for_segment(signal: Signal, batch: &RecordBatch) -> Result<RecordBat
             options,
         },
         SortColumn {
-            values: column(signal.time_column())?,
+            values: column(table.time_column())?,
             options,
         },
     ];
@@ -81,10 +80,10 @@ pub fn sort_for_segment(signal: Signal, batch: &RecordBatch) -> Result<RecordBat
     Ok(take_record_batch(batch, &indices)?)
 }
 
-/// The smallest and largest value of the signal's time column.
-pub fn time_bounds(signal: Signal, batch: &RecordBatch) -> Option<(i64, i64)> {
+/// The smallest and largest value of the table's time column.
+pub fn time_bounds(table: Table, batch: &RecordBatch) -> Option<(i64, i64)> {
     let times = batch
-        .column_by_name(signal.time_column())?
+        .column_by_name(table.time_column())?
         .as_any()
         .downcast_ref::<TimestampNanosecondArray>()?;
     let min = arrow::compute::min(times)?;
@@ -92,10 +91,10 @@ pub fn time_bounds(signal: Signal, batch: &RecordBatch) -> Option<(i64, i64)> {
     Some((min, max))
 }
 
-fn writer_properties(signal: Signal) -> WriterProperties {
-    let schema = schema_for(signal);
+fn writer_properties(table: Table) -> WriterProperties {
+    let schema = schema_for(table);
     let index = |name: &str| schema.index_of(name).ok().map(|i| i as i32);
-    let sorting: Vec<SortingColumn> = ["service_name", signal.time_column()]
+    let sorting: Vec<SortingColumn> = ["service_name", table.time_column()]
         .iter()
         .filter_map(|name| index(name))
         .map(|column_idx| SortingColumn {
@@ -109,12 +108,12 @@ fn writer_properties(signal: Signal) -> WriterProperties {
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_data_page_row_count_limit(PAGE_ROWS)
         .set_sorting_columns(Some(sorting));
-    if matches!(signal, Signal::Spans | Signal::Logs) {
+    if matches!(table, Table::Spans | Table::Logs) {
         builder = builder
             .set_column_bloom_filter_enabled(ColumnPath::from("trace_id"), true)
             .set_column_bloom_filter_fpp(ColumnPath::from("trace_id"), 0.01);
     }
-    for (column, encoding) in column_encodings(signal) {
+    for (column, encoding) in column_encodings(table) {
         let path = ColumnPath::from(*column);
         builder = builder.set_column_dictionary_enabled(path.clone(), false);
         if let Some(encoding) = encoding {
@@ -126,7 +125,7 @@ fn writer_properties(signal: Signal) -> WriterProperties {
 
 /// Writes one sorted batch as a segment at `path` (durably: file and folder are synced).
 /// Returns the file size in bytes.
-pub fn write_segment(path: &Path, signal: Signal, batch: &RecordBatch) -> Result<u64> {
+pub fn write_segment(path: &Path, table: Table, batch: &RecordBatch) -> Result<u64> {
     let io = |source| Error::SegmentIo {
         path: path.into(),
         source,
@@ -139,7 +138,7 @@ pub fn write_segment(path: &Path, signal: Signal, batch: &RecordBatch) -> Result
         path: path.into(),
         source,
     };
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties(signal)))
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties(table)))
         .map_err(format)?;
     writer.write(batch).map_err(format)?;
     let file = writer.into_inner().map_err(format)?;
@@ -147,12 +146,12 @@ pub fn write_segment(path: &Path, signal: Signal, batch: &RecordBatch) -> Result
     let size = file.metadata().map_err(io)?.len();
     drop(file);
     fs::rename(&tmp, path).map_err(io)?;
-    crate::wal::sync_dir(dir).map_err(io)?;
+    crate::durable::sync_dir(dir).map_err(io)?;
     Ok(size)
 }
 
 /// Reads a whole segment into one batch (compaction).
-pub fn read_segment(path: &Path, signal: Signal) -> Result<RecordBatch> {
+pub fn read_segment(path: &Path, table: Table) -> Result<RecordBatch> {
     let io = |source| Error::SegmentIo {
         path: path.into(),
         source,
@@ -170,33 +169,10 @@ pub fn read_segment(path: &Path, signal: Signal) -> Result<RecordBatch> {
     for batch in reader {
         batches.push(batch?);
     }
-    let schema = schema_for(signal);
+    let schema = schema_for(table);
     let batches = batches
         .into_iter()
-        .map(|b| align_to_schema(&b, &schema))
+        .map(|b| align_to_schema(&b, &schema).map_err(Error::from))
         .collect::<Result<Vec<_>>>()?;
     Ok(concat_batches(&schema, &batches)?)
-}
-
-/// Brings a batch written by an older version (fewer columns) to today's schema: columns added
-/// since are filled with nulls.
-pub fn align_to_schema(
-    batch: &RecordBatch,
-    schema: &Arc<arrow::datatypes::Schema>,
-) -> Result<RecordBatch> {
-    if batch.schema().fields() == schema.fields() {
-        return Ok(RecordBatch::try_new(
-            schema.clone(),
-            batch.columns().to_vec(),
-        )?);
-    }
-    let columns = schema
-        .fields()
-        .iter()
-        .map(|field| match batch.column_by_name(field.name()) {
-            Some(column) if column.data_type() == field.data_type() => column.clone(),
-            _ => arrow::array::new_null_array(field.data_type(), batch.num_rows()),
-        })
-        .collect();
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }

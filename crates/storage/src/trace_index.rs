@@ -116,7 +116,6 @@ impl TraceIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sightline_model::Signal;
     use sightline_model::schema::{SpanRow, spans_to_batch};
 
     fn segment(dir: &Path, name: &str, trace_ids: &[String]) -> PathBuf {
@@ -129,8 +128,8 @@ mod tests {
                 trace_id: t.clone(),
                 span_id: format!("{i:016x}"),
                 name: "op".into(),
-                kind: "server",
-                status: "ok",
+                kind: sightline_model::SpanKind::Server,
+                status: sightline_model::SpanStatus::Ok,
                 service_name: "api".into(),
                 attributes: "{}".into(),
                 resource_attributes: "{}".into(),
@@ -143,7 +142,8 @@ mod tests {
             .collect();
         let path = dir.join(name);
         let batch = spans_to_batch(&rows).expect("rows");
-        crate::segment::write_segment(&path, Signal::Spans, &batch).expect("segment");
+        crate::segment::write_segment(&path, sightline_model::Table::Spans, &batch)
+            .expect("segment");
         path
     }
 

@@ -18,6 +18,7 @@ use sightline_model::Signal;
 
 use crate::error::{Error, Result};
 
+/// The first bytes of every log file.
 pub const MAGIC: &[u8; 8] = b"SLWAL\x00\x01\n";
 const HEADER_BYTES: u64 = 8;
 /// A record larger than this is treated as corruption (its length field is garbage).
@@ -26,7 +27,9 @@ const MAX_RECORD_BYTES: u32 = 1 << 30;
 /// One decoded record of the log.
 #[derive(Debug)]
 pub struct WalRecord {
+    /// Whose rows it holds.
     pub signal: Signal,
+    /// The rows, in today's schema.
     pub batch: RecordBatch,
 }
 
@@ -192,7 +195,7 @@ fn decode_payload_unchecked(payload: &[u8]) -> std::result::Result<WalRecord, St
     for batch in reader {
         batches.push(batch.map_err(|e| e.to_string())?);
     }
-    let schema = sightline_model::schema::schema_for(signal);
+    let schema = sightline_model::schema::schema_for(signal.table());
     // A record from an older version may lack columns added since: they are filled with
     // nulls (where the column allows them), as for segments. Every row the log holds takes
     // bytes (its time alone takes eight), so a batch that claims more rows than the record
@@ -206,7 +209,7 @@ fn decode_payload_unchecked(payload: &[u8]) -> std::result::Result<WalRecord, St
     }
     let batches = batches
         .iter()
-        .map(|b| crate::segment::align_to_schema(b, &schema).map_err(|e| e.to_string()))
+        .map(|b| sightline_model::schema::align_to_schema(b, &schema).map_err(|e| e.to_string()))
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let batch = arrow::compute::concat_batches(&schema, &batches).map_err(|e| e.to_string())?;
     Ok(WalRecord { signal, batch })
@@ -245,6 +248,7 @@ pub fn list_files(dir: &Path) -> Result<Vec<u64>> {
 /// What reading one log file found.
 #[derive(Debug, Default)]
 pub struct FileReplay {
+    /// The intact records, in order.
     pub records: Vec<WalRecord>,
     /// Set when the file ends in a torn or corrupt record: where and why. Everything from that
     /// offset on was dropped.
@@ -407,7 +411,7 @@ impl WalWriter {
             .map_err(io)?;
         file.write_all(MAGIC).map_err(io)?;
         file.sync_all().map_err(io)?;
-        sync_dir(dir).map_err(io)?;
+        crate::durable::sync_dir(dir).map_err(io)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             seq,
@@ -416,10 +420,12 @@ impl WalWriter {
         })
     }
 
+    /// The file's sequence number.
     pub fn seq(&self) -> u64 {
         self.seq
     }
 
+    /// Bytes written and intact so far, the header's included.
     pub fn len_bytes(&self) -> u64 {
         self.len_bytes
     }
@@ -461,11 +467,6 @@ impl WalWriter {
             }
         }
     }
-}
-
-/// Makes a folder's entries (new or renamed files) durable.
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

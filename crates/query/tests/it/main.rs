@@ -1,20 +1,21 @@
 //! Queries over a real store in a temporary folder: buffer and segments together, time pruning,
-//! read-only enforcement, limits, and the API's views.
-
-use std::sync::Arc;
-use std::time::Duration;
+//! read-only enforcement, limits, the API's views, and the one meaning of a request and a
+//! failure in its Rust and SQL forms.
 
 use serde_json::Value;
+use sightline_model::request::{ROUTE_SQL, is_failure, is_failure_sql, is_request_sql, route};
+use sightline_model::rollup::RollupColumns;
 use sightline_model::schema::{LogRow, SpanRow, logs_to_batch, spans_to_batch};
-use sightline_model::{ManualClock, Signal, TimeRange};
+use sightline_model::{HumanDuration, ManualClock, Signal, SpanKind, SpanStatus, Table, TimeRange};
 use sightline_query::views::{self, LogSearch};
-use sightline_query::{Error, QueryEngine, QueryLimits};
+use sightline_query::{Error, QueryConfig, QueryEngine};
 use sightline_storage::{Store, StoreOptions};
+use std::sync::Arc;
 
 const HOUR_NS: i64 = 3_600_000_000_000;
 const T0: i64 = 1_763_780_000_000_000_000; // 2025-11-22T02:53:20Z
 
-fn span(trace: usize, i: usize, start_ns: i64, service: &str, status: &'static str) -> SpanRow {
+fn span(trace: usize, i: usize, start_ns: i64, service: &str, status: SpanStatus) -> SpanRow {
     SpanRow {
         start_time_ns: start_ns,
         end_time_ns: start_ns + 1_000_000 * (i as i64 + 1),
@@ -22,12 +23,20 @@ fn span(trace: usize, i: usize, start_ns: i64, service: &str, status: &'static s
         span_id: format!("{:016x}", trace * 1000 + i + 1),
         parent_span_id: (i > 0).then(|| format!("{:016x}", trace * 1000 + 1)),
         name: format!("GET /items/{{id}} {i}"),
-        kind: if i == 0 { "server" } else { "client" },
+        kind: if i == 0 {
+            SpanKind::Server
+        } else {
+            SpanKind::Client
+        },
         status,
         service_name: service.into(),
         http_route: Some("/items/{id}".into()),
         http_method: Some("GET".into()),
-        http_status_code: Some(if status == "error" { 500 } else { 200 }),
+        http_status_code: Some(if status == SpanStatus::Error {
+            500
+        } else {
+            200
+        }),
         attributes: format!(r#"{{"user.id": {i}, "padding": "{}"}}"#, "x".repeat(200)),
         resource_attributes: format!(r#"{{"service.name": "{service}"}}"#),
         events: "[]".into(),
@@ -73,7 +82,7 @@ async fn append_spans(store: &Store, rows: &[SpanRow]) {
         .expect("append");
 }
 
-fn engine(store: &Store, limits: QueryLimits) -> QueryEngine {
+fn engine(store: &Store, limits: QueryConfig) -> QueryEngine {
     QueryEngine::new(store.clone(), limits).expect("engine")
 }
 
@@ -91,7 +100,7 @@ async fn buffer_and_segments_are_read_together_exactly_once() {
     append_spans(
         &f.store,
         &(0..10)
-            .map(|i| span(1, i, T0 + i as i64, "api", "ok"))
+            .map(|i| span(1, i, T0 + i as i64, "api", SpanStatus::Ok))
             .collect::<Vec<_>>(),
     )
     .await;
@@ -99,11 +108,11 @@ async fn buffer_and_segments_are_read_together_exactly_once() {
     append_spans(
         &f.store,
         &(0..5)
-            .map(|i| span(2, i, T0 + 100 + i as i64, "api", "ok"))
+            .map(|i| span(2, i, T0 + 100 + i as i64, "api", SpanStatus::Ok))
             .collect::<Vec<_>>(),
     )
     .await;
-    let engine = engine(&f.store, QueryLimits::default());
+    let engine = engine(&f.store, QueryConfig::default());
     assert_eq!(scalar(&engine, "SELECT count(*) FROM spans").await, 15);
     assert_eq!(
         scalar(&engine, "SELECT count(DISTINCT span_id) FROM spans").await,
@@ -136,19 +145,25 @@ async fn time_filters_skip_segments_outside_the_range() {
     for hour in [0, 3, 6] {
         append_spans(
             &f.store,
-            &[span(hour as usize + 1, 0, T0 + hour * HOUR_NS, "api", "ok")],
+            &[span(
+                hour as usize + 1,
+                0,
+                T0 + hour * HOUR_NS,
+                "api",
+                SpanStatus::Ok,
+            )],
         )
         .await;
     }
     f.store.flush().await.expect("flush");
     assert_eq!(
         f.store
-            .snapshot(Signal::Spans, TimeRange::ALL)
+            .snapshot(Table::Spans, TimeRange::ALL)
             .segments
             .len(),
         3
     );
-    let engine = engine(&f.store, QueryLimits::default());
+    let engine = engine(&f.store, QueryConfig::default());
     let since = T0 + 5 * HOUR_NS;
     let plan = engine
         .execute(&format!(
@@ -176,7 +191,7 @@ async fn time_filters_skip_segments_outside_the_range() {
 #[tokio::test]
 async fn statements_that_write_or_touch_files_are_refused() {
     let f = open_store();
-    let engine = engine(&f.store, QueryLimits::default());
+    let engine = engine(&f.store, QueryConfig::default());
     for sql in [
         "CREATE TABLE t AS SELECT 1",
         "INSERT INTO spans SELECT * FROM spans",
@@ -199,11 +214,11 @@ async fn statements_that_write_or_touch_files_are_refused() {
 async fn a_query_over_the_memory_limit_fails_and_the_next_one_works() {
     let f = open_store();
     let rows: Vec<SpanRow> = (0..20_000)
-        .map(|i| span(i / 10 + 1, i % 10, T0 + i as i64, "api", "ok"))
+        .map(|i| span(i / 10 + 1, i % 10, T0 + i as i64, "api", SpanStatus::Ok))
         .collect();
     append_spans(&f.store, &rows).await;
-    let limits = QueryLimits {
-        memory_bytes: 1_000_000,
+    let limits = QueryConfig {
+        memory_limit_bytes: 1_000_000,
         ..Default::default()
     };
     let engine = engine(&f.store, limits);
@@ -227,8 +242,8 @@ async fn a_query_over_the_memory_limit_fails_and_the_next_one_works() {
 #[tokio::test]
 async fn a_query_over_the_time_limit_is_stopped() {
     let f = open_store();
-    let limits = QueryLimits {
-        timeout: Duration::from_millis(50),
+    let limits = QueryConfig {
+        timeout: HumanDuration::from_nanos(50_000_000),
         ..Default::default()
     };
     let engine = engine(&f.store, limits);
@@ -246,13 +261,13 @@ async fn results_are_cut_at_the_row_limit_and_say_so() {
     append_spans(
         &f.store,
         &(0..30)
-            .map(|i| span(1, i, T0 + i as i64, "api", "ok"))
+            .map(|i| span(1, i, T0 + i as i64, "api", SpanStatus::Ok))
             .collect::<Vec<_>>(),
     )
     .await;
     let engine = engine(
         &f.store,
-        QueryLimits {
+        QueryConfig {
             max_result_rows: 7,
             ..Default::default()
         },
@@ -270,7 +285,11 @@ async fn views_answer_trace_logs_and_services() {
     let f = open_store();
     let mut rows = Vec::new();
     for trace in 1..=4 {
-        let status = if trace == 4 { "error" } else { "ok" };
+        let status = if trace == 4 {
+            SpanStatus::Error
+        } else {
+            SpanStatus::Ok
+        };
         rows.extend(
             (0..3).map(|i| span(trace, i, T0 + trace as i64 * 1000 + i as i64, "api", status)),
         );
@@ -286,7 +305,7 @@ async fn views_answer_trace_logs_and_services() {
         .append(vec![(Signal::Logs, logs_to_batch(&logs).expect("rows"))])
         .await
         .expect("append");
-    let engine = engine(&f.store, QueryLimits::default());
+    let engine = engine(&f.store, QueryConfig::default());
 
     let trace = views::trace(&engine, &format!("{:032x}", 1))
         .await
@@ -354,4 +373,118 @@ async fn views_answer_trace_logs_and_services() {
     assert_eq!(api.routes.len(), 1);
     assert_eq!(api.routes[0].http_route, "/items/{id}");
     assert_eq!(api.red.p50_ms, 1.0, "server spans last 1 ms");
+}
+
+/// Every combination of kind, status, HTTP status code and route that the definition of a
+/// request and a failure distinguishes.
+fn request_cases() -> Vec<SpanRow> {
+    let codes = [
+        None,
+        Some(200),
+        Some(404),
+        Some(499),
+        Some(500),
+        Some(503),
+        Some(599),
+    ];
+    let routes = [None, Some("/orders/{id}")];
+    let mut rows = Vec::new();
+    for kind in SpanKind::ALL {
+        for status in SpanStatus::ALL {
+            for code in codes {
+                for http_route in routes {
+                    let n = rows.len();
+                    rows.push(SpanRow {
+                        start_time_ns: T0 + n as i64,
+                        end_time_ns: T0 + n as i64 + 1_000,
+                        trace_id: format!("{n:032x}"),
+                        span_id: format!("{n:016x}"),
+                        name: format!("op {n}"),
+                        kind,
+                        status,
+                        service_name: "api".into(),
+                        http_route: http_route.map(str::to_string),
+                        http_status_code: code,
+                        attributes: "{}".into(),
+                        resource_attributes: "{}".into(),
+                        events: "[]".into(),
+                        links: "[]".into(),
+                        sample_rate: 1.0,
+                        message: "op".into(),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+    }
+    rows
+}
+
+#[tokio::test]
+async fn the_rust_and_sql_forms_of_a_request_and_a_failure_agree_on_every_case() {
+    let f = open_store();
+    let cases = request_cases();
+    append_spans(&f.store, &cases).await;
+    let engine = engine(&f.store, QueryConfig::default());
+    let sql = format!(
+        "SELECT span_id, {} AS request, {} AS failed, {ROUTE_SQL} AS route FROM spans \
+         ORDER BY span_id",
+        is_request_sql(),
+        is_failure_sql()
+    );
+    let result = engine.execute(&sql).await.expect("query");
+    assert_eq!(result.rows.len(), cases.len());
+    let (mut requests, mut failures) = (0, 0);
+    for (row, case) in result.rows.iter().zip(&cases) {
+        assert_eq!(row[0], case.span_id.as_str());
+        let rust_failed = is_failure(case.status, case.http_status_code.map(i64::from));
+        assert_eq!(row[1], case.kind.is_request(), "request? {case:?}");
+        assert_eq!(row[2], rust_failed, "failed? {case:?}");
+        assert_eq!(
+            row[3],
+            route(case.http_route.as_deref(), &case.name),
+            "route of {case:?}"
+        );
+        requests += usize::from(case.kind.is_request());
+        failures += usize::from(case.kind.is_request() && rust_failed);
+    }
+    assert_eq!(requests, 2 * 3 * 7 * 2, "server and consumer spans");
+    assert!(failures > 0 && failures < requests);
+    // NOT of the failure condition selects exactly the requests that did not fail.
+    let ok = scalar(
+        &engine,
+        &format!(
+            "SELECT count(*) FROM spans WHERE {} AND NOT {}",
+            is_request_sql(),
+            is_failure_sql()
+        ),
+    )
+    .await;
+    assert_eq!(ok, requests - failures);
+    // The rollups the store derives count the same requests and failures per route.
+    let snapshot = f.store.snapshot(Table::SpanRollups, TimeRange::ALL);
+    let (mut rolled_requests, mut rolled_errors) = (0i64, 0i64);
+    for batch in &snapshot.batches {
+        let cols = RollupColumns::of(batch).expect("rollup columns");
+        rolled_requests += cols.requests.values().iter().sum::<i64>();
+        rolled_errors += cols.errors.values().iter().sum::<i64>();
+    }
+    assert_eq!(
+        (rolled_requests, rolled_errors),
+        (requests as i64, failures as i64)
+    );
+    let by_route = engine
+        .execute(&format!(
+            "SELECT {ROUTE_SQL} AS route, count(*) AS n, sum(CASE WHEN {} THEN 1 ELSE 0 END) AS e \
+             FROM spans WHERE {} GROUP BY 1 ORDER BY 1",
+            is_failure_sql(),
+            is_request_sql()
+        ))
+        .await
+        .expect("per route");
+    let rolled = engine
+        .execute("SELECT route, sum(requests) AS n, sum(errors) AS e FROM span_rollups GROUP BY 1 ORDER BY 1")
+        .await
+        .expect("rollups per route");
+    assert_eq!(by_route.rows, rolled.rows);
 }

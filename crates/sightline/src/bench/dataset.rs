@@ -23,7 +23,7 @@ use sightline_model::schema::{LogRow, SpanRow, logs_to_batch, spans_to_batch};
 use sightline_model::{Signal, SystemClock};
 use sightline_storage::{Store, StoreOptions};
 
-use crate::demo::{Batch, Dice, conditions_at};
+use sightline_demo::{Batch, Dice, conditions_at};
 
 const NS_PER_S: i64 = 1_000_000_000;
 const NS_PER_MINUTE: i64 = 60 * NS_PER_S;
@@ -514,7 +514,13 @@ mod tests {
                 .map(|(s, _)| s.row_count)
                 .sum()
         };
-        assert_eq!((rows(Signal::Spans), rows(Signal::Logs)), (6_000, 5_000));
+        assert_eq!(
+            (
+                rows(sightline_model::Table::Spans),
+                rows(sightline_model::Table::Logs)
+            ),
+            (6_000, 5_000)
+        );
         let again = run_dataset(DatasetOptions {
             data_dir: dir.path().to_path_buf(),
             spans: 10,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use prost::Message;
 
-use crate::demo::{Dice, export_requests};
+use sightline_demo::{Dice, export_requests};
 
 /// What one benchmark run does.
 #[derive(Debug, Clone)]

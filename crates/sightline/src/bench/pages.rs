@@ -50,7 +50,7 @@ async fn sql(client: &reqwest::Client, base: &str, sql: &str) -> anyhow::Result<
 }
 
 fn encode(text: &str) -> String {
-    crate::ui::encode_component(text)
+    crate::url::encode_component(text)
 }
 
 pub async fn run_pages(options: PagesBenchOptions) -> anyhow::Result<()> {

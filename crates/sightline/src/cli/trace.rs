@@ -6,6 +6,8 @@ use std::collections::{HashMap, HashSet};
 use clap::Args;
 use serde_json::Value;
 
+use sightline_model::request::is_failure_text;
+
 use super::client::{ApiClient, plain};
 
 #[derive(Debug, Args)]
@@ -100,19 +102,20 @@ pub fn render(spans: &[Value], logs: &[Value]) -> String {
                     .get("parent_span_id")
                     .and_then(Value::as_str)
                     .is_some_and(|p| !ids.contains(p));
-                let status = text(span, "status");
+                let code = span.get("http_status_code").and_then(Value::as_i64);
+                let failed = is_failure_text(text(span, "status"), code);
                 let mut line = format!(
                     "{indent}{} {}  [{}] {} {}",
-                    if status == "error" { "✗" } else { "•" },
+                    if failed { "✗" } else { "•" },
                     text(span, "name"),
                     text(span, "service_name"),
                     text(span, "kind"),
                     format_duration(span.get("duration_ns").and_then(Value::as_i64).unwrap_or(0)),
                 );
-                if let Some(code) = span.get("http_status_code").and_then(Value::as_i64) {
+                if let Some(code) = code {
                     line.push_str(&format!(" http={code}"));
                 }
-                if status == "error" {
+                if failed {
                     line.push_str(" ERROR");
                     let exception = [
                         text(span, "exception_type"),
@@ -170,6 +173,8 @@ mod tests {
                    "kind": "server", "status": "error", "exception_type": "KeyError", "start_time": "2026-01-01T00:00:00.005000000Z", "duration_ns": 10_000_000}),
             json!({"trace_id": "t", "span_id": "c", "parent_span_id": "zzz", "name": "late", "service_name": "worker",
                    "kind": "consumer", "status": "ok", "start_time": "2026-01-01T00:00:01.000000000Z", "duration_ns": 5}),
+            json!({"trace_id": "t", "span_id": "d", "parent_span_id": "a", "name": "GET /stock", "service_name": "gateway",
+                   "kind": "client", "status": "unset", "http_status_code": 503, "start_time": "2026-01-01T00:00:00.021000000Z", "duration_ns": 1_000_000}),
         ];
         let logs = vec![
             json!({"span_id": "a", "time": "2026-01-01T00:00:00.001000000Z", "severity": "warn", "service_name": "gateway", "body": "cart is big"}),
@@ -188,7 +193,11 @@ mod tests {
         );
         assert!(lines[4].contains("done"), "{out}");
         assert!(
-            lines[5].contains("late") && lines[5].contains("(parent zzz not received)"),
+            lines[5].starts_with("  ✗ GET /stock  [gateway] client 1.0ms http=503 ERROR"),
+            "a 5xx answer is a failure, whatever its status says: {out}"
+        );
+        assert!(
+            lines[6].contains("late") && lines[6].contains("(parent zzz not received)"),
             "{out}"
         );
     }

@@ -5,19 +5,19 @@ use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
     LogsService, LogsServiceServer,
 };
 use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use sightline_ingest::Normalized;
 use sightline_model::{ErrorCode, Signal};
@@ -28,6 +28,7 @@ use tokio::sync::Semaphore;
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
+use super::error::{PartialSuccess, grpc_status};
 use crate::pipeline::{Accepted, Pipeline};
 
 /// The three collector services over one [`Pipeline`].
@@ -37,29 +38,12 @@ pub struct OtlpGrpc {
     limits: sightline_ingest::Limits,
 }
 
-fn status(code: ErrorCode, message: String) -> Status {
-    match code {
-        ErrorCode::BadRequest | ErrorCode::UnsupportedMediaType => {
-            Status::invalid_argument(message)
-        }
-        ErrorCode::PayloadTooLarge | ErrorCode::TooManyRequests => {
-            Status::resource_exhausted(message)
-        }
-        ErrorCode::NotFound => Status::not_found(message),
-        ErrorCode::Unauthorized => Status::unauthenticated(message),
-        ErrorCode::Forbidden => Status::permission_denied(message),
-        ErrorCode::Unavailable => Status::unavailable(message),
-        ErrorCode::Timeout => Status::deadline_exceeded(message),
-        ErrorCode::Internal => Status::internal(message),
-    }
-}
-
 impl OtlpGrpc {
     async fn store(&self, signal: Signal, normalized: Normalized) -> Result<Accepted, Status> {
         self.pipeline
             .store(signal, normalized)
             .await
-            .map_err(|e| status(e.code(), e.to_string()))
+            .map_err(|e| grpc_status(e.code(), e.to_string()))
     }
 
     /// A router serving the three services, decoding messages up to `max_message_bytes`, at
@@ -226,7 +210,7 @@ async fn classify_decode_errors(
         && let Some(error) = decode_error(code, &message)
     {
         metrics.record_bad_request(signal, error);
-        let status = status(error, message.clone());
+        let status = grpc_status(error, message.clone());
         let headers = response.headers_mut();
         headers.insert(
             "grpc-status",
@@ -244,15 +228,6 @@ async fn classify_decode_errors(
     response
 }
 
-fn partial(accepted: &Accepted) -> Option<(i64, String)> {
-    (accepted.rejections.count > 0).then(|| {
-        (
-            accepted.rejections.count as i64,
-            accepted.rejections.first_reason.clone().unwrap_or_default(),
-        )
-    })
-}
-
 #[tonic::async_trait]
 impl TraceService for OtlpGrpc {
     async fn export(
@@ -265,14 +240,9 @@ impl TraceService for OtlpGrpc {
             self.limits,
         );
         let accepted = self.store(Signal::Spans, normalized).await?;
-        Ok(Response::new(ExportTraceServiceResponse {
-            partial_success: partial(&accepted).map(|(rejected_spans, error_message)| {
-                ExportTracePartialSuccess {
-                    rejected_spans,
-                    error_message,
-                }
-            }),
-        }))
+        Ok(Response::new(PartialSuccess::trace_response(
+            PartialSuccess::of(&accepted.rejections).as_ref(),
+        )))
     }
 }
 
@@ -288,14 +258,9 @@ impl LogsService for OtlpGrpc {
             self.limits,
         );
         let accepted = self.store(Signal::Logs, normalized).await?;
-        Ok(Response::new(ExportLogsServiceResponse {
-            partial_success: partial(&accepted).map(|(rejected_log_records, error_message)| {
-                ExportLogsPartialSuccess {
-                    rejected_log_records,
-                    error_message,
-                }
-            }),
-        }))
+        Ok(Response::new(PartialSuccess::logs_response(
+            PartialSuccess::of(&accepted.rejections).as_ref(),
+        )))
     }
 }
 
@@ -311,13 +276,8 @@ impl MetricsService for OtlpGrpc {
             self.limits,
         );
         let accepted = self.store(Signal::Metrics, normalized).await?;
-        Ok(Response::new(ExportMetricsServiceResponse {
-            partial_success: partial(&accepted).map(|(rejected_data_points, error_message)| {
-                ExportMetricsPartialSuccess {
-                    rejected_data_points,
-                    error_message,
-                }
-            }),
-        }))
+        Ok(Response::new(PartialSuccess::metrics_response(
+            PartialSuccess::of(&accepted.rejections).as_ref(),
+        )))
     }
 }

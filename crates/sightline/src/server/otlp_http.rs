@@ -15,6 +15,7 @@ use prost::Message;
 use sightline_ingest::{BodyEncoding, Normalized};
 use sightline_model::{ErrorCode, Signal};
 
+use super::error::PartialSuccess;
 use super::{ApiError, with_retry_after};
 use crate::pipeline::{Accepted, Pipeline};
 
@@ -94,7 +95,7 @@ fn error_response(error: ApiError, encoding: Option<BodyEncoding>) -> Response {
     match encoding {
         Some(BodyEncoding::Protobuf) => {
             let status = RpcStatus {
-                code: error.code.grpc_code(),
+                code: error.grpc_code_number(),
                 message: error.message.clone(),
             };
             let response = (
@@ -109,7 +110,7 @@ fn error_response(error: ApiError, encoding: Option<BodyEncoding>) -> Response {
             // The JSON form of google.rpc.Status (`code`, `message`) beside the `error` object
             // every Sightline endpoint answers with, so OTLP clients and people both read it.
             let mut body = error.body();
-            body["code"] = error.code.grpc_code().into();
+            body["code"] = error.grpc_code_number().into();
             body["message"] = error.message.clone().into();
             with_retry_after(
                 (error.status(), axum::Json(body)).into_response(),
@@ -220,63 +221,18 @@ async fn export(
 }
 
 fn success(signal: Signal, encoding: BodyEncoding, accepted: &Accepted) -> Response {
-    use opentelemetry_proto::tonic::collector::logs::v1::{
-        ExportLogsPartialSuccess, ExportLogsServiceResponse,
-    };
-    use opentelemetry_proto::tonic::collector::metrics::v1::{
-        ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
-    };
-    use opentelemetry_proto::tonic::collector::trace::v1::{
-        ExportTracePartialSuccess, ExportTraceServiceResponse,
-    };
-    let rejected = accepted.rejections.count as i64;
-    let message = accepted.rejections.first_reason.clone().unwrap_or_default();
-    let partial = rejected > 0;
+    let partial = PartialSuccess::of(&accepted.rejections);
     match encoding {
-        BodyEncoding::Json => {
-            let field = match signal {
-                Signal::Spans => "rejectedSpans",
-                Signal::Logs => "rejectedLogRecords",
-                // Rollups are derived, never received: only the three routes above lead here.
-                Signal::Metrics | Signal::SpanRollups => "rejectedDataPoints",
-            };
-            let body = if partial {
-                serde_json::json!({"partialSuccess": {field: rejected.to_string(), "errorMessage": message}})
-            } else {
-                serde_json::json!({})
-            };
-            (StatusCode::OK, axum::Json(body)).into_response()
-        }
-        BodyEncoding::Protobuf => {
-            let bytes = match signal {
-                Signal::Spans => ExportTraceServiceResponse {
-                    partial_success: partial.then_some(ExportTracePartialSuccess {
-                        rejected_spans: rejected,
-                        error_message: message,
-                    }),
-                }
-                .encode_to_vec(),
-                Signal::Logs => ExportLogsServiceResponse {
-                    partial_success: partial.then_some(ExportLogsPartialSuccess {
-                        rejected_log_records: rejected,
-                        error_message: message,
-                    }),
-                }
-                .encode_to_vec(),
-                Signal::Metrics | Signal::SpanRollups => ExportMetricsServiceResponse {
-                    partial_success: partial.then_some(ExportMetricsPartialSuccess {
-                        rejected_data_points: rejected,
-                        error_message: message,
-                    }),
-                }
-                .encode_to_vec(),
-            };
-            (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, BodyEncoding::Protobuf.content_type())],
-                bytes,
-            )
-                .into_response()
-        }
+        BodyEncoding::Json => (
+            StatusCode::OK,
+            axum::Json(PartialSuccess::json_body(partial.as_ref(), signal)),
+        )
+            .into_response(),
+        BodyEncoding::Protobuf => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, BodyEncoding::Protobuf.content_type())],
+            PartialSuccess::protobuf_body(partial.as_ref(), signal),
+        )
+            .into_response(),
     }
 }

@@ -130,10 +130,11 @@ pub struct UiError {
 }
 
 impl UiError {
+    /// An error of `code`; an internal one is logged with its detail now and shows a reference.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
-            message: message.into(),
+            message: crate::server::error::client_message(code, message.into()),
         }
     }
 
@@ -150,11 +151,7 @@ impl From<sightline_query::Error> for UiError {
 
 impl IntoResponse for UiError {
     fn into_response(self) -> Response {
-        if self.code == ErrorCode::Internal {
-            tracing::error!(message = %self.message, "internal error on a page");
-        }
-        let status = StatusCode::from_u16(self.code.http_status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = crate::server::error::http_status(self.code);
         let title = if status == StatusCode::NOT_FOUND {
             "Not found"
         } else {
@@ -173,11 +170,6 @@ impl IntoResponse for UiError {
         );
         (status, Html(body.into_string())).into_response()
     }
-}
-
-/// Text percent-encoded for a URL's path or query.
-pub fn encode_component(text: &str) -> String {
-    window::percent(text)
 }
 
 /// Query parameters with empty values dropped.

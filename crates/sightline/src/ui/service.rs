@@ -184,7 +184,7 @@ fn request_table(id: &str, rows: &[RequestSpan], empty: &str) -> Markup {
                         }
                         td.num { (layout::ms(r.duration_ms)) }
                         td {
-                            @if r.status == "error" || r.http_status_code.is_some_and(|c| c >= 500) {
+                            @if r.failed() {
                                 span.badge.error { @if let Some(c) = r.http_status_code { (c) } @else { "error" } }
                             } @else if let Some(c) = r.http_status_code {
                                 span.badge { (c) }

@@ -65,7 +65,7 @@ impl Span {
     }
 
     fn failed(&self) -> bool {
-        self.status == "error" || self.http_status.is_some_and(|c| c >= 500)
+        sightline_model::request::is_failure_text(&self.status, self.http_status)
     }
 
     fn list(&self, key: &str) -> Vec<Value> {

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, NaiveDateTime};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use sightline_model::{TimeRange, parse_duration_ns};
 
 use super::UiError;
@@ -90,25 +89,7 @@ impl Window {
     }
 }
 
-/// A query string from pairs, percent-encoded.
-pub fn encode<K: AsRef<str>, V: AsRef<str>>(pairs: &[(K, V)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", percent(k.as_ref()), percent(v.as_ref())))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-pub fn percent(text: &str) -> String {
-    utf8_percent_encode(text, COMPONENT).to_string()
-}
-
-/// Everything but the unreserved characters of RFC 3986 is escaped.
-const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
+pub use crate::url::{encode_component as percent, encode_query as encode};
 
 /// A time as a `datetime-local` input shows it (UTC, seconds).
 pub fn input_time(ns: i64) -> String {

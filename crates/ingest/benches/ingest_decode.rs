@@ -6,11 +6,11 @@
 //! on its own: protobuf and OTLP/JSON decode with limits and normalization into rows, then rows
 //! into the Arrow batch the log and the buffer hold.
 //!
-//! Run: `cargo bench -p sightline --bench ingest_decode`.
+//! Run: `cargo bench -p sightline-ingest --bench ingest_decode`.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
-use sightline::demo::{Dice, export_requests};
+use sightline_demo::{Dice, export_requests};
 use sightline_ingest::{BodyEncoding, Limits, ingest_logs, ingest_traces};
 use sightline_model::schema::{logs_to_batch, spans_to_batch};
 

@@ -6,14 +6,14 @@
 //! records to a log file with and without the sync; the difference is what durability costs on
 //! this disk. The files live under the build's temporary folder (the real disk, not a tmpfs).
 //!
-//! Run: `cargo bench -p sightline --bench wal_append`.
+//! Run: `cargo bench -p sightline-storage --bench wal_append`.
 
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sightline::demo::Dice;
-use sightline_model::Signal;
+use sightline_demo::Dice;
 use sightline_model::schema::spans_to_batch;
+use sightline_model::{Signal, Table};
 use sightline_storage::wal::{WalWriter, encode_record};
 
 mod common;

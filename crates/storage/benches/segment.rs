@@ -7,15 +7,15 @@
 //! The input is 64k spans of the demo shop (one row group), sorted and written exactly as a
 //! flush writes them.
 //!
-//! Run: `cargo bench -p sightline --bench segment`.
+//! Run: `cargo bench -p sightline-storage --bench segment`.
 
 use std::time::Duration;
 
 use arrow::compute::concat_batches;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sightline::demo::Dice;
-use sightline_model::Signal;
+use sightline_demo::Dice;
 use sightline_model::schema::{spans_schema, spans_to_batch};
+use sightline_model::{Signal, Table};
 use sightline_storage::rollup;
 use sightline_storage::segment::{read_segment, sort_for_segment, write_segment};
 
@@ -41,14 +41,14 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(ROWS as u64));
     group.bench_function("write", |b| {
         b.iter(|| {
-            let sorted = sort_for_segment(Signal::Spans, &batch).expect("sort");
-            write_segment(&path, Signal::Spans, &sorted).expect("write")
+            let sorted = sort_for_segment(Table::Spans, &batch).expect("sort");
+            write_segment(&path, Table::Spans, &sorted).expect("write")
         })
     });
     let bytes = write_segment(
         &path,
-        Signal::Spans,
-        &sort_for_segment(Signal::Spans, &batch).expect("sort"),
+        Table::Spans,
+        &sort_for_segment(Table::Spans, &batch).expect("sort"),
     )
     .expect("write");
     eprintln!(
@@ -56,7 +56,7 @@ fn bench(c: &mut Criterion) {
         bytes as f64 / ROWS as f64
     );
     group.bench_function("scan", |b| {
-        b.iter(|| read_segment(&path, Signal::Spans).expect("scan"))
+        b.iter(|| read_segment(&path, Table::Spans).expect("scan"))
     });
     // Rollups are derived per export body (a few hundred spans), not per flush.
     let bodies: Vec<_> = (0..ROWS)

@@ -1,7 +1,7 @@
 //! Inputs shared by the benches: the demo shop's exports, decoded as the receivers decode them.
 
 use prost::Message;
-use sightline::demo::{Dice, export_requests};
+use sightline_demo::{Dice, export_requests};
 use sightline_ingest::{BodyEncoding, Limits, ingest_traces};
 use sightline_model::schema::SpanRow;
 

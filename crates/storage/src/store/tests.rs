@@ -1,0 +1,443 @@
+use super::backfill::{ROLLUPS_COMPLETE, ROLLUPS_DONE_UP_TO, ROLLUPS_OLDER_UP_TO};
+use super::layout::NS_PER_HOUR;
+use super::*;
+use crate::config::{RetentionConfig, StorageConfig};
+use sightline_model::schema::{LogRow, SpanRow, logs_to_batch, spans_to_batch};
+use sightline_model::{ErrorCode, HumanDuration, Lifetime, ManualClock, SpanKind, SpanStatus};
+
+fn spans(n: usize, start_ns: i64, step_ns: i64, prefix: &str) -> RecordBatch {
+    let rows: Vec<SpanRow> = (0..n)
+        .map(|i| SpanRow {
+            start_time_ns: start_ns + i as i64 * step_ns,
+            end_time_ns: start_ns + i as i64 * step_ns + 10,
+            trace_id: format!("{prefix}{i:030}"),
+            span_id: format!("{i:016}"),
+            name: "op".into(),
+            kind: SpanKind::Server,
+            status: SpanStatus::Ok,
+            service_name: "api".into(),
+            attributes: "{}".into(),
+            resource_attributes: "{}".into(),
+            events: "[]".into(),
+            links: "[]".into(),
+            sample_rate: 1.0,
+            message: "op".into(),
+            ..Default::default()
+        })
+        .collect();
+    spans_to_batch(&rows).expect("valid rows")
+}
+
+fn snapshot_rows(store: &Store, table: Table) -> usize {
+    let snap = store.snapshot(table, TimeRange::ALL);
+    let buffered: usize = snap.batches.iter().map(|b| b.num_rows()).sum();
+    let stored: i64 = snap.segments.iter().map(|(s, _)| s.row_count).sum();
+    buffered + stored as usize
+}
+
+fn open(dir: &Path, clock: &ManualClock) -> (Store, OpenReport) {
+    Store::open(dir, StoreOptions::default(), Arc::new(clock.clone())).expect("open")
+}
+
+#[tokio::test]
+async fn append_is_visible_at_once_and_survives_reopen_without_duplicates() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = ManualClock::new(10 * NS_PER_HOUR);
+    let (store, _) = open(dir.path(), &clock);
+    store
+        .append(vec![(Signal::Spans, spans(5, NS_PER_HOUR, 1, "a"))])
+        .await
+        .expect("append");
+    assert_eq!(snapshot_rows(&store, Table::Spans), 5);
+    drop(store); // no close: as after a crash, the rows live only in the log
+    let (store, report) = open(dir.path(), &clock);
+    assert_eq!(report.rows_replayed.get(&Signal::Spans), Some(&5));
+    assert_eq!(snapshot_rows(&store, Table::Spans), 5);
+    store.flush().await.expect("flush");
+    store
+        .append(vec![(Signal::Spans, spans(2, NS_PER_HOUR, 1, "b"))])
+        .await
+        .expect("append");
+    drop(store);
+    let (store, report) = open(dir.path(), &clock);
+    assert_eq!(
+        report.rows_replayed.get(&Signal::Spans),
+        Some(&2),
+        "flushed rows are not replayed"
+    );
+    assert_eq!(snapshot_rows(&store, Table::Spans), 7);
+}
+
+#[tokio::test]
+async fn import_writes_hourly_segments_past_the_log_and_they_stay_after_reopen() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = ManualClock::new(10 * NS_PER_HOUR);
+    let (store, _) = open(dir.path(), &clock);
+    // 120 rows a minute apart: two hours.
+    let report = store
+        .import(Signal::Spans, spans(120, NS_PER_HOUR, 60_000_000_000, "i"))
+        .await
+        .expect("import");
+    assert_eq!(
+        (report.segments_written, report.rows),
+        (3, 120),
+        "two hourly segments of spans, one daily segment of their rollups"
+    );
+    assert!(report.bytes > 0);
+    assert_eq!(snapshot_rows(&store, Table::Spans), 120);
+    let second_hour = TimeRange::new(Some(2 * NS_PER_HOUR), Some(3 * NS_PER_HOUR));
+    assert_eq!(store.snapshot(Table::Spans, second_hour).segments.len(), 1);
+    let wal_bytes: u64 = wal::list_files(&dir.path().join("wal"))
+        .expect("list")
+        .iter()
+        .map(|seq| {
+            std::fs::metadata(wal::file_path(&dir.path().join("wal"), *seq))
+                .expect("log file")
+                .len()
+        })
+        .sum();
+    assert!(
+        wal_bytes < 64,
+        "imported rows are not written to the log ({wal_bytes} bytes)"
+    );
+    drop(store);
+    let (store, report) = open(dir.path(), &clock);
+    assert_eq!(report.segments, 3);
+    assert!(report.rows_replayed.is_empty());
+    assert_eq!(
+        snapshot_rows(&store, Table::SpanRollups),
+        120,
+        "a minute apart"
+    );
+    assert_eq!(snapshot_rows(&store, Table::Spans), 120);
+}
+
+#[tokio::test]
+async fn replayed_rows_count_their_own_bytes_in_the_buffer() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = ManualClock::new(10 * NS_PER_HOUR);
+    let (store, _) = open(dir.path(), &clock);
+    store
+        .append(vec![(Signal::Spans, spans(2000, NS_PER_HOUR, 1, "a"))])
+        .await
+        .expect("append");
+    let appended = store.stats().buffered_bytes;
+    drop(store);
+    let (store, _) = open(dir.path(), &clock);
+    let replayed = store.stats().buffered_bytes;
+    // Read back from the log, every column is a slice of one buffer: counting the buffer once
+    // per column would make a restarted server refuse ingest as "buffer full".
+    assert!(
+        replayed <= appended * 2 && replayed * 2 >= appended,
+        "appended {appended} bytes, replayed {replayed}"
+    );
+    store.flush().await.expect("flush");
+    assert_eq!(
+        store.stats().buffered_bytes,
+        0,
+        "a flush gives every byte back"
+    );
+}
+
+#[tokio::test]
+async fn flush_writes_one_segment_per_hour_and_snapshot_prunes_by_time() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = ManualClock::new(10 * NS_PER_HOUR);
+    let (store, _) = open(dir.path(), &clock);
+    // 6 rows, 30 minutes apart: three hours.
+    store
+        .append(vec![(Signal::Spans, spans(6, 0, NS_PER_HOUR / 2, "a"))])
+        .await
+        .expect("append");
+    let report = store.flush().await.expect("flush");
+    assert_eq!(
+        (report.segments_written, report.rows),
+        (4, 6),
+        "three hours of spans, and the day of their rollups"
+    );
+    assert_eq!(
+        store.snapshot(Table::Spans, TimeRange::ALL).segments.len(),
+        3
+    );
+    let second_hour = TimeRange::new(Some(NS_PER_HOUR), Some(2 * NS_PER_HOUR));
+    let snap = store.snapshot(Table::Spans, second_hour);
+    assert_eq!(snap.segments.len(), 1);
+    assert!(snap.batches.is_empty());
+    assert!(snap.segments[0].1.exists());
+    assert_eq!(snap.segments[0].0.row_count, 2);
+}
+
+#[tokio::test]
+async fn compaction_merges_small_segments_of_a_closed_hour_and_retention_drops_old_ones() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = ManualClock::new(10 * NS_PER_HOUR);
+    let options = StoreOptions {
+        storage: StorageConfig {
+            delete_grace: HumanDuration::ZERO,
+            ..StorageConfig::default()
+        },
+        retention: RetentionConfig {
+            spans: Lifetime::For(HumanDuration::from_secs(3600 * 5)),
+            ..RetentionConfig::default()
+        },
+    };
+    let (store, _) = Store::open(dir.path(), options, Arc::new(clock.clone())).expect("open");
+    for i in 0..3 {
+        store
+            .append(vec![(
+                Signal::Spans,
+                spans(4, 8 * NS_PER_HOUR + i, 1000, "c"),
+            )])
+            .await
+            .expect("append");
+        store.flush().await.expect("flush");
+    }
+    store
+        .append(vec![(Signal::Spans, spans(4, NS_PER_HOUR, 1000, "d"))])
+        .await
+        .expect("append");
+    store.flush().await.expect("flush");
+    assert_eq!(
+        store.segments().len(),
+        8,
+        "four of spans, four of their rollups"
+    );
+    let report = store.maintain().await.expect("maintain");
+    assert_eq!(
+        report.segments_expired, 1,
+        "rollups outlive spans by default"
+    );
+    assert_eq!(
+        report.segments_compacted, 7,
+        "three of spans, four of rollups"
+    );
+    let of = |table| -> Vec<SegmentMeta> {
+        store
+            .segments()
+            .into_iter()
+            .filter(|s| s.table == table)
+            .collect()
+    };
+    let segments = of(Table::Spans);
+    assert_eq!(segments.len(), 1);
+    assert_eq!(segments[0].row_count, 12);
+    assert_eq!(segments[0].level, 1);
+    let rollups = of(Table::SpanRollups);
+    assert_eq!(rollups.len(), 1, "one segment a day");
+    assert_eq!(
+        (rollups[0].row_count, rollups[0].level),
+        (2, 1),
+        "three flushes of one minute's requests merge into one row, beside hour 1's"
+    );
+    let merged =
+        segment::read_segment(&store.data_dir().join(&rollups[0].path), Table::SpanRollups)
+            .expect("read rollups");
+    let cols = sightline_model::rollup::RollupColumns::of(&merged).expect("rollup columns");
+    assert_eq!(cols.requests.values().to_vec(), vec![4, 12]);
+    assert_eq!(report.files_deleted, 8);
+    drop(store);
+    let (store, report) =
+        Store::open(dir.path(), StoreOptions::default(), Arc::new(clock)).expect("reopen");
+    assert_eq!(report.segments, 2);
+    assert_eq!(report.orphan_files_removed, 0);
+    assert_eq!(snapshot_rows(&store, Table::Spans), 12);
+}
+
+fn rollup_requests(store: &Store) -> i64 {
+    let snap = store.snapshot(Table::SpanRollups, TimeRange::ALL);
+    let mut batches = snap.batches;
+    for (_, path) in &snap.segments {
+        batches.push(segment::read_segment(path, Table::SpanRollups).expect("read rollups"));
+    }
+    batches
+        .iter()
+        .map(|b| {
+            let cols = sightline_model::rollup::RollupColumns::of(b).expect("rollup columns");
+            cols.requests.values().iter().sum::<i64>()
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn rollups_follow_spans_through_the_buffer_a_crash_and_a_flush() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = ManualClock::new(10 * NS_PER_HOUR);
+    let (store, report) = open(dir.path(), &clock);
+    assert_eq!(report.segments_without_rollups, 0);
+    assert!(store.rollups_complete(), "a new folder starts complete");
+    store
+        .append(vec![(
+            Signal::Spans,
+            spans(90, NS_PER_HOUR, 1_000_000_000, "a"),
+        )])
+        .await
+        .expect("append");
+    assert_eq!(rollup_requests(&store), 90, "visible with the spans");
+    drop(store); // a crash: rollups are not logged, the replay derives them again
+    let (store, report) = open(dir.path(), &clock);
+    assert_eq!(
+        report.rows_replayed,
+        HashMap::from([(Signal::Spans, 90)]),
+        "only the spans come back from the log"
+    );
+    assert_eq!(rollup_requests(&store), 90);
+    store.flush().await.expect("flush");
+    assert_eq!(rollup_requests(&store), 90, "flushed with the spans");
+    let logs = logs_to_batch(&[LogRow {
+        service_name: "api".into(),
+        severity: "info",
+        body: "x".into(),
+        attributes: "{}".into(),
+        resource_attributes: "{}".into(),
+        ..Default::default()
+    }])
+    .expect("log rows");
+    let err = store
+        .append(vec![(Signal::Spans, logs)])
+        .await
+        .expect_err("a log batch is not a span batch");
+    assert!(
+        matches!(
+            err,
+            Error::SchemaMismatch {
+                table: Table::Spans
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        err.code(),
+        ErrorCode::Internal,
+        "a caller bug, not a reason to retry"
+    );
+}
+
+#[tokio::test]
+async fn spans_stored_before_rollups_existed_are_rolled_up_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = ManualClock::new(10 * NS_PER_HOUR);
+    let (store, _) = open(dir.path(), &clock);
+    for hour in 1..4 {
+        store
+            .append(vec![(
+                Signal::Spans,
+                spans(50, hour * NS_PER_HOUR, 1_000_000, "o"),
+            )])
+            .await
+            .expect("append");
+        store.flush().await.expect("flush");
+    }
+    store.close().await.expect("close");
+    // Make it a folder of an older version: no rollup segments, rollups not complete.
+    {
+        let mut catalog = Catalog::open(&dir.path().join("catalog.db")).expect("catalog");
+        let rollup_ids: Vec<i64> = catalog
+            .segments()
+            .expect("segments")
+            .iter()
+            .filter(|s| s.table == Table::SpanRollups)
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(rollup_ids.len(), 3);
+        catalog
+            .commit_with_state(Vec::new(), &rollup_ids, &[])
+            .expect("forget rollups");
+        for key in [ROLLUPS_COMPLETE, ROLLUPS_OLDER_UP_TO, ROLLUPS_DONE_UP_TO] {
+            catalog.remove_state(key).expect("forget the rollup state");
+        }
+    }
+    let (store, report) = open(dir.path(), &clock);
+    assert_eq!(report.segments_without_rollups, 3);
+    assert_eq!(report.orphan_files_removed, 3, "the forgotten rollup files");
+    assert!(!store.rollups_complete());
+    assert_eq!(rollup_requests(&store), 0);
+    // New spans come in and are flushed, with their rollups, before the older ones are
+    // rolled up; a restart comes between. Neither may count anything twice.
+    store
+        .append(vec![(
+            Signal::Spans,
+            spans(20, 3 * NS_PER_HOUR + 1_000_000_000, 1_000_000, "n"),
+        )])
+        .await
+        .expect("append");
+    store.flush().await.expect("flush");
+    store.maintain().await.expect("maintain");
+    assert_eq!(
+        store
+            .segments()
+            .iter()
+            .filter(|s| s.table == Table::Spans)
+            .count(),
+        4,
+        "hour 3's two segments would merge, but one waits for its rollups"
+    );
+    drop(store);
+    let (store, report) = open(dir.path(), &clock);
+    assert_eq!(
+        report.segments_without_rollups, 3,
+        "the same three, not the new one"
+    );
+    assert_eq!(rollup_requests(&store), 20);
+    assert_eq!(store.roll_up_older().await.expect("roll up"), 3);
+    assert!(store.rollups_complete());
+    assert_eq!(rollup_requests(&store), 170);
+    assert_eq!(store.roll_up_older().await.expect("again"), 0, "only once");
+    drop(store);
+    let (store, report) = open(dir.path(), &clock);
+    assert_eq!(report.segments_without_rollups, 0);
+    assert!(store.rollups_complete());
+    assert_eq!(rollup_requests(&store), 170);
+}
+
+#[tokio::test]
+async fn a_relative_data_folder_is_resolved_to_absolute_segment_paths() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let relative = relative_to_cwd(dir.path());
+    assert!(relative.is_relative());
+    let clock = ManualClock::new(0);
+    let (store, _) = open(&relative, &clock);
+    assert!(store.data_dir().is_absolute());
+    store
+        .append(vec![(Signal::Spans, spans(2, 5, 1, "r"))])
+        .await
+        .expect("append");
+    store.flush().await.expect("flush");
+    let snap = store.snapshot(Table::Spans, TimeRange::ALL);
+    assert_eq!(snap.segments.len(), 1);
+    assert!(
+        snap.segments
+            .iter()
+            .all(|(_, path)| path.is_absolute() && path.exists())
+    );
+}
+
+/// `dir` written relative to the current folder (`../../tmp/x`).
+fn relative_to_cwd(dir: &Path) -> PathBuf {
+    let cwd = std::env::current_dir().expect("cwd");
+    let mut relative = PathBuf::new();
+    for _ in 1..cwd.components().count() {
+        relative.push("..");
+    }
+    relative.join(dir.strip_prefix("/").expect("absolute temp dir"))
+}
+
+#[tokio::test]
+async fn close_flushes_everything_and_refuses_later_writes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = ManualClock::new(0);
+    let (store, _) = open(dir.path(), &clock);
+    store
+        .append(vec![(Signal::Spans, spans(3, 5, 1, "e"))])
+        .await
+        .expect("append");
+    let report = store.close().await.expect("close");
+    assert_eq!(report.rows, 3);
+    let err = store
+        .append(vec![(Signal::Spans, spans(1, 5, 1, "f"))])
+        .await
+        .expect_err("closed");
+    assert!(matches!(err, Error::ShuttingDown));
+    let (_, report) = open(dir.path(), &clock);
+    assert_eq!(report.records_replayed, 0);
+    assert_eq!(report.segments, 2, "the spans and their rollups");
+}
