@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use sightline_model::Clock;
 use sightline_query::QueryEngine;
-use sightline_storage::Store;
+use sightline_storage::{OpenReport, Store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -48,21 +48,262 @@ impl Listeners {
     }
 }
 
+/// Sightline's parts, built and connected, before any socket is served: the store (opened, its
+/// log replayed), the query engine, the ingest pipeline and the three routers with their
+/// middleware. [`serve`] builds one; an in-process test builds one to drive its routers with
+/// `oneshot` or to [`App::run`] it on listeners of port 0.
+pub struct App {
+    store: Store,
+    report: OpenReport,
+    config: ServeConfig,
+    clock: Arc<dyn Clock>,
+    api: axum::Router,
+    otlp_http: axum::Router,
+    otlp_grpc: axum::Router,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    ready: Arc<AtomicBool>,
+    stop: watch::Sender<bool>,
+}
+
+impl App {
+    /// Opens the data folder (replaying its log) and builds every part from `config`.
+    pub async fn open(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<App> {
+        let started = Instant::now();
+        let acceptor = match &config.tls {
+            Some((cert, key)) => Some(crate::tls::acceptor(cert, key)?),
+            None => None,
+        };
+        let auth = crate::auth::Auth::new(&config.auth, config.tls.is_some(), clock.clone())?;
+        let data_dir = config.data_dir.clone();
+        let store_options = config.store.clone();
+        let open_clock = clock.clone();
+        let (store, report) =
+            tokio::task::spawn_blocking(move || Store::open(&data_dir, store_options, open_clock))
+                .await
+                .context("opening the data folder failed")?
+                .with_context(|| {
+                    format!("cannot open the data folder {}", config.data_dir.display())
+                })?;
+        info!(
+            data_dir = %config.data_dir.display(),
+            segments = report.segments,
+            wal_files = report.wal_files_replayed,
+            records = report.records_replayed,
+            torn_tails = report.torn_tails.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "data folder opened"
+        );
+        if report.segments_without_rollups > 0 {
+            info!(
+                segments = report.segments_without_rollups,
+                "span segments written before rollups existed are rolled up in the background; \
+                 until then the pages read spans"
+            );
+        }
+        // Trace lookups consult the segments' trace-id filters in memory; read them in the
+        // background now rather than on the first lookup.
+        let warm_store = store.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let segments = warm_store.warm_trace_index();
+            info!(
+                segments,
+                bytes = warm_store.stats().trace_index_bytes,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "trace index loaded"
+            );
+        });
+        let engine = QueryEngine::new(store.clone(), config.query.clone())?;
+        let metrics = Arc::new(SelfMetrics::default());
+        let tail = LogTail::default();
+        let pipeline = Pipeline::new(store.clone(), clock.clone(), metrics.clone(), tail.clone());
+        let ready = Arc::new(AtomicBool::new(false));
+        let (stop, stop_rx) = watch::channel(false);
+
+        // One budget of decode permits for both receivers: bodies decoded at once, whatever the
+        // protocol, bound the memory decoding takes.
+        let decoding = Arc::new(tokio::sync::Semaphore::new(otlp_http::decode_permits()));
+        let otlp_grpc = OtlpGrpc::router(
+            pipeline.clone(),
+            config.max_body_bytes as usize,
+            config.limits,
+            decoding.clone(),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            auth.clone(),
+            crate::auth::require_ingest_grpc,
+        ));
+        let otlp_http = otlp_http::router(otlp_http::OtlpHttpState {
+            pipeline,
+            max_body_bytes: config.max_body_bytes,
+            limits: config.limits,
+            decoding,
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            auth.clone(),
+            crate::auth::require_ingest,
+        ));
+        let api_state = api::ApiState {
+            engine,
+            store: store.clone(),
+            clock: clock.clone(),
+            metrics,
+            ready: ready.clone(),
+            torn_tails_at_start: report.torn_tails.len(),
+        };
+        let api = ui::router(ui::UiState {
+            api: api_state.clone(),
+            tail,
+            shutdown: stop_rx,
+            auth: auth.clone(),
+        })
+        .merge(api::router(api_state))
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            crate::auth::require_read,
+        ));
+        Ok(App {
+            store,
+            report,
+            config,
+            clock,
+            api,
+            otlp_http,
+            otlp_grpc,
+            acceptor,
+            ready,
+            stop,
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// What opening the data folder found.
+    pub fn open_report(&self) -> &OpenReport {
+        &self.report
+    }
+
+    /// The UI and API router (port 4319), auth middleware included.
+    pub fn api_router(&self) -> axum::Router {
+        self.api.clone()
+    }
+
+    /// The OTLP/HTTP router (port 4318), auth middleware included.
+    pub fn otlp_http_router(&self) -> axum::Router {
+        self.otlp_http.clone()
+    }
+
+    /// The OTLP/gRPC router (port 4317), auth middleware included.
+    pub fn otlp_grpc_router(&self) -> axum::Router {
+        self.otlp_grpc.clone()
+    }
+
+    /// Serves the three routers on `listeners` until `shutdown` completes, then stops taking
+    /// requests, lets in-flight ones finish, and flushes every buffered row to segments.
+    pub async fn run(
+        self,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let api_addr = listeners.api.local_addr()?;
+        let api = spawn_server(
+            listeners.api,
+            self.api.clone(),
+            self.acceptor.clone(),
+            self.stopped(),
+        );
+        self.run_receivers(
+            listeners.otlp_grpc,
+            listeners.otlp_http,
+            api,
+            api_addr,
+            shutdown,
+        )
+        .await
+    }
+
+    /// A future that completes once the app is stopping.
+    fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.stop.subscribe();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    }
+
+    /// Serves the receivers beside an API server already running, runs the store's schedule,
+    /// and on `shutdown` drains the servers and closes the store.
+    async fn run_receivers(
+        self,
+        otlp_grpc: TcpListener,
+        otlp_http: TcpListener,
+        api: tokio::task::JoinHandle<std::io::Result<()>>,
+        api_addr: SocketAddr,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let addrs = (otlp_grpc.local_addr()?, otlp_http.local_addr()?, api_addr);
+        let servers = vec![
+            spawn_server(
+                otlp_grpc,
+                self.otlp_grpc.clone(),
+                self.acceptor.clone(),
+                self.stopped(),
+            ),
+            spawn_server(
+                otlp_http,
+                self.otlp_http.clone(),
+                self.acceptor.clone(),
+                self.stopped(),
+            ),
+            api,
+        ];
+        let schedule = tokio::spawn(sightline_storage::schedule::run(
+            self.store.clone(),
+            self.clock.clone(),
+            self.stopped(),
+        ));
+        self.ready.store(true, Ordering::SeqCst);
+        if let Some(path) = &self.config.ready_file {
+            write_ready_file(path, addrs.0, addrs.1, addrs.2, self.config.tls.is_some())?;
+        }
+        info!(otlp_grpc = %addrs.0, otlp_http = %addrs.1, listen = %addrs.2, "sightline is listening");
+
+        shutdown.await;
+        info!("shutting down: finishing in-flight requests");
+        let _ = self.stop.send(true);
+        for server in servers {
+            match tokio::time::timeout(Duration::from_secs(30), server).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => warn!(error = %e, "server stopped with an error"),
+                Ok(Err(e)) => warn!(error = %e, "server task failed"),
+                Err(_) => warn!("in-flight requests did not finish within 30 s; stopping anyway"),
+            }
+        }
+        let _ = schedule.await;
+        let flushed = self.store.close().await.context(
+            "final flush failed; the rows stay in the write-ahead log and are replayed at the next start",
+        )?;
+        info!(
+            rows = flushed.rows,
+            segments = flushed.segments_written,
+            "buffer flushed; stopped"
+        );
+        Ok(())
+    }
+}
+
 /// Runs the server until `shutdown` completes, then stops taking requests, lets in-flight ones
-/// finish, and flushes every buffered row to segments.
+/// finish, and flushes every buffered row to segments. The UI and API port answers from the
+/// start: while the log is replayed, `/healthz` says so and every other route answers 503 with
+/// `Retry-After`; then the real routes take over.
 pub async fn serve(
     config: ServeConfig,
     listeners: Listeners,
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-
-    // The UI and API port answers from the start: while the log is replayed, /healthz says so
-    // and every other route answers 503 with Retry-After; then the real routes take over.
     let app_slot: Arc<OnceLock<axum::Router>> = Arc::new(OnceLock::new());
     let replay = Arc::new(ReplayState {
         started: Instant::now(),
@@ -72,154 +313,39 @@ pub async fn serve(
         Some((cert, key)) => Some(crate::tls::acceptor(cert, key)?),
         None => None,
     };
+    let (front_stop, front_stopped) = watch::channel(false);
     let api_addr = listeners.api.local_addr()?;
-    let api_server = spawn_server(
+    let api = spawn_server(
         listeners.api,
-        front_router(app_slot.clone(), replay.clone()),
-        acceptor.clone(),
-        stopped(stop_rx.clone()),
+        front_router(app_slot.clone(), replay),
+        acceptor,
+        async move {
+            let mut rx = front_stopped;
+            let _ = rx.wait_for(|stop| *stop).await;
+        },
     );
-
-    let data_dir = config.data_dir.clone();
-    let store_options = config.store.clone();
-    let open_clock = clock.clone();
-    let (store, report) =
-        tokio::task::spawn_blocking(move || Store::open(&data_dir, store_options, open_clock))
-            .await
-            .context("opening the data folder failed")?
-            .with_context(|| {
-                format!("cannot open the data folder {}", config.data_dir.display())
-            })?;
-    info!(
-        data_dir = %config.data_dir.display(),
-        segments = report.segments,
-        wal_files = report.wal_files_replayed,
-        records = report.records_replayed,
-        torn_tails = report.torn_tails.len(),
-        elapsed_ms = replay.started.elapsed().as_millis() as u64,
-        "data folder opened"
-    );
-    if report.segments_without_rollups > 0 {
-        info!(
-            segments = report.segments_without_rollups,
-            "span segments written before rollups existed are rolled up in the background; \
-             until then the pages read spans"
-        );
-    }
-    // Trace lookups consult the segments' trace-id filters in memory; read them in the
-    // background now rather than on the first lookup.
-    let warm_store = store.clone();
-    tokio::task::spawn_blocking(move || {
-        let started = std::time::Instant::now();
-        let segments = warm_store.warm_trace_index();
-        info!(
-            segments,
-            bytes = warm_store.stats().trace_index_bytes,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "trace index loaded"
-        );
-    });
-    let engine = QueryEngine::new(store.clone(), config.query.clone())?;
-    let metrics = Arc::new(SelfMetrics::default());
-    let auth = crate::auth::Auth::new(&config.auth, config.tls.is_some(), clock.clone())?;
-    let tail = LogTail::default();
-    let pipeline = Pipeline::new(store.clone(), clock.clone(), metrics.clone(), tail.clone());
-    let ready = Arc::new(AtomicBool::new(false));
-
-    let addrs = (
-        listeners.otlp_grpc.local_addr()?,
-        listeners.otlp_http.local_addr()?,
-        api_addr,
-    );
-    // One budget of decode permits for both receivers: bodies decoded at once, whatever the
-    // protocol, bound the memory decoding takes.
-    let decoding = Arc::new(tokio::sync::Semaphore::new(otlp_http::decode_permits()));
-    let grpc_router = OtlpGrpc::router(
-        pipeline.clone(),
-        config.max_body_bytes as usize,
-        config.limits,
-        decoding.clone(),
-    )
-    .layer(axum::middleware::from_fn_with_state(
-        auth.clone(),
-        crate::auth::require_ingest_grpc,
-    ));
-    let http_router = otlp_http::router(otlp_http::OtlpHttpState {
-        pipeline: pipeline.clone(),
-        max_body_bytes: config.max_body_bytes,
-        limits: config.limits,
-        decoding,
-    })
-    .layer(axum::middleware::from_fn_with_state(
-        auth.clone(),
-        crate::auth::require_ingest,
-    ));
-    let api_state = api::ApiState {
-        engine,
-        store: store.clone(),
-        clock: clock.clone(),
-        metrics: metrics.clone(),
-        ready: ready.clone(),
-        torn_tails_at_start: report.torn_tails.len(),
-    };
-    let app_router = ui::router(ui::UiState {
-        api: api_state.clone(),
-        tail,
-        shutdown: stop_rx.clone(),
-        auth: auth.clone(),
-    })
-    .merge(api::router(api_state))
-    .layer(axum::middleware::from_fn_with_state(
-        auth.clone(),
-        crate::auth::require_read,
-    ));
-    let servers = vec![
-        spawn_server(
-            listeners.otlp_grpc,
-            grpc_router,
-            acceptor.clone(),
-            stopped(stop_rx.clone()),
-        ),
-        spawn_server(
-            listeners.otlp_http,
-            http_router,
-            acceptor.clone(),
-            stopped(stop_rx.clone()),
-        ),
-        api_server,
-    ];
-    let background = tokio::spawn(sightline_storage::schedule::run(
-        store.clone(),
-        clock.clone(),
-        stopped(stop_rx.clone()),
-    ));
-
-    let _ = app_slot.set(app_router);
-    ready.store(true, Ordering::SeqCst);
-    if let Some(path) = &config.ready_file {
-        write_ready_file(path, addrs.0, addrs.1, addrs.2, config.tls.is_some())?;
-    }
-    info!(otlp_grpc = %addrs.0, otlp_http = %addrs.1, listen = %addrs.2, "sightline is listening");
-
-    shutdown.await;
-    info!("shutting down: finishing in-flight requests");
-    let _ = stop_tx.send(true);
-    for server in servers {
-        match tokio::time::timeout(Duration::from_secs(30), server).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => warn!(error = %e, "server stopped with an error"),
-            Ok(Err(e)) => warn!(error = %e, "server task failed"),
-            Err(_) => warn!("in-flight requests did not finish within 30 s; stopping anyway"),
+    let app = match App::open(config, clock).await {
+        Ok(app) => app,
+        Err(e) => {
+            let _ = front_stop.send(true);
+            return Err(e);
         }
-    }
-    let _ = background.await;
-    let flushed = store.close().await.context("final flush failed; the rows stay in the write-ahead log and are replayed at the next start")?;
-    info!(
-        rows = flushed.rows,
-        segments = flushed.segments_written,
-        "buffer flushed; stopped"
-    );
-    Ok(())
+    };
+    let _ = app_slot.set(app.api_router());
+    // The front server stops with the app.
+    let mut app_stopped = app.stop.subscribe();
+    tokio::spawn(async move {
+        let _ = app_stopped.wait_for(|stop| *stop).await;
+        let _ = front_stop.send(true);
+    });
+    app.run_receivers(
+        listeners.otlp_grpc,
+        listeners.otlp_http,
+        api,
+        api_addr,
+        shutdown,
+    )
+    .await
 }
 
 /// Serves a router on a listener, over TLS when an acceptor is given, until `stop`.
