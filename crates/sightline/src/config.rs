@@ -335,4 +335,64 @@ mod tests {
             ServeConfig::merge(overrides, FileConfig::default(), None).expect_err("bad address");
         assert!(format!("{err:#}").contains("IP:PORT"), "{err:#}");
     }
+
+    /// The ```toml blocks of the README.
+    fn readme_toml_blocks() -> Vec<String> {
+        let readme = include_str!("../../../README.md");
+        readme
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|rest| rest.split_once("\n```").map(|(block, _)| block.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_readme_sample_config_is_read_by_the_real_config_and_shows_every_key_and_default() {
+        let blocks = readme_toml_blocks();
+        assert!(blocks.len() >= 2, "the sample and the tokens");
+        for block in &blocks {
+            // Unknown keys are refused, so the README names none that does not exist.
+            parse_file_config(block).unwrap_or_else(|e| panic!("{e:#}\n{block}"));
+        }
+        let sample = blocks
+            .iter()
+            .find(|b| b.contains("every key optional"))
+            .expect("the sample config");
+        let file = parse_file_config(sample).expect("the sample parses");
+        assert_eq!(
+            file.storage,
+            StorageConfig::default(),
+            "[storage] shows the defaults"
+        );
+        assert_eq!(
+            file.query,
+            QueryConfig::default(),
+            "[query] shows the defaults"
+        );
+        assert_eq!(
+            file.limits,
+            sightline_ingest::Limits::default(),
+            "[limits] shows the defaults"
+        );
+        assert_eq!(file.otlp_grpc.as_deref(), Some(DEFAULT_OTLP_GRPC));
+        assert_eq!(file.otlp_http.as_deref(), Some(DEFAULT_OTLP_HTTP));
+        assert_eq!(file.listen.as_deref(), Some(DEFAULT_LISTEN));
+        assert_eq!(file.max_body_bytes, Some(DEFAULT_MAX_BODY_BYTES));
+        let shown: toml::Table = toml::from_str(sample).expect("a table");
+        let defaults = toml::Table::try_from(FileConfig::default()).expect("serializable");
+        for section in ["storage", "retention", "limits", "query"] {
+            let keys = defaults[section].as_table().expect("a section");
+            let written = shown
+                .get(section)
+                .and_then(|v| v.as_table())
+                .unwrap_or_else(|| panic!("the README has no [{section}]"));
+            for key in keys.keys() {
+                assert!(
+                    written.contains_key(key),
+                    "the README's [{section}] lacks {key}"
+                );
+            }
+        }
+        ServeConfig::merge(Overrides::default(), file, None).expect("the sample is valid");
+    }
 }

@@ -1,8 +1,9 @@
 //! The store's background work, on one schedule: a flush whenever one is due
 //! ([`Store::flush_due`]), a maintenance pass every `storage.maintenance_interval`, and — in a
 //! folder written before rollups existed — the rollup backfill, retried a minute after an error.
-//! Intervals are measured on the injected clock; the loop only wakes on the runtime's timer to
-//! look, so a test that moves a manual clock sees the work happen at its next look.
+//! Intervals are measured on the injected clock; [`run`] only wakes on the runtime's timer to
+//! [`Schedule::look`] whether work is due, so a test drives the same decisions by moving a
+//! manual clock and calling `look` itself.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use tracing::warn;
 
 use crate::Store;
 
-/// How often the loop looks whether work is due. Short against every interval it serves (the
+/// How often [`run`] looks whether work is due. Short against every interval it serves (the
 /// flush interval is seconds), long enough to cost nothing.
 pub const LOOK_EVERY: Duration = Duration::from_millis(500);
 
@@ -24,10 +25,7 @@ const BACKFILL_RETRY_NS: i64 = 60_000_000_000;
 /// flush is [`Store::close`]'s, not this loop's.
 pub async fn run(store: Store, clock: Arc<dyn Clock>, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
-    let maintenance_ns = store.options().storage.maintenance_interval.as_nanos();
-    let mut last_maintenance_ns = clock.now_ns();
-    let mut backfill = None;
-    let mut backfill_retry_at_ns = i64::MIN;
+    let mut schedule = Schedule::new(store, clock);
     let mut look = tokio::time::interval(LOOK_EVERY);
     look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -35,37 +33,165 @@ pub async fn run(store: Store, clock: Arc<dyn Clock>, shutdown: impl Future<Outp
             _ = &mut shutdown => break,
             _ = look.tick() => {}
         }
-        let now_ns = clock.now_ns();
-        // The backfill runs beside flushes (it reads and writes other files), one step at a
-        // time on its own task.
-        if backfill
-            .as_ref()
-            .is_some_and(tokio::task::JoinHandle::is_finished)
-            && let Some(done) = backfill.take()
-        {
-            let outcome: Result<crate::Result<usize>, _> = done.await;
-            if let Ok(Err(e)) = outcome {
-                warn!(error = %e, "rolling up older spans failed; it is retried in a minute");
-                backfill_retry_at_ns = now_ns.saturating_add(BACKFILL_RETRY_NS);
-            }
-        }
-        if backfill.is_none() && !store.rollups_complete() && now_ns >= backfill_retry_at_ns {
-            let store = store.clone();
-            backfill = Some(tokio::spawn(async move { store.roll_up_older().await }));
-        }
-        if store.flush_due() {
-            // A failed flush is logged by the store and retried at the next look.
-            let _ = store.flush().await;
-        }
-        if now_ns.saturating_sub(last_maintenance_ns) >= maintenance_ns {
-            last_maintenance_ns = now_ns;
-            if let Err(e) = store.maintain().await {
-                warn!(error = %e, "compaction or retention failed; it is retried at the next interval");
-            }
+        schedule.look().await;
+    }
+    schedule.stop();
+}
+
+/// What one look did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Looked {
+    /// A flush ran (it may have failed; the store logs and counts that).
+    pub flushed: bool,
+    /// A maintenance pass ran.
+    pub maintained: bool,
+    /// A backfill of older rollups was started.
+    pub backfill_started: bool,
+}
+
+/// The schedule's memory between looks: when maintenance last ran and the backfill in hand.
+pub struct Schedule {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    last_maintenance_ns: i64,
+    backfill: Option<tokio::task::JoinHandle<crate::Result<usize>>>,
+    backfill_retry_at_ns: i64,
+}
+
+impl Schedule {
+    /// A schedule starting now: the first maintenance pass comes one interval from now.
+    pub fn new(store: Store, clock: Arc<dyn Clock>) -> Self {
+        let last_maintenance_ns = clock.now_ns();
+        Self {
+            store,
+            clock,
+            last_maintenance_ns,
+            backfill: None,
+            backfill_retry_at_ns: i64::MIN,
         }
     }
-    if let Some(backfill) = backfill {
-        // It commits after each segment: stopping it between two loses nothing.
-        backfill.abort();
+
+    /// Does what is due now: starts the backfill (it runs beside flushes, on its own task, one
+    /// segment at a time), flushes, and runs maintenance once its interval has passed.
+    pub async fn look(&mut self) -> Looked {
+        let mut looked = Looked::default();
+        let now_ns = self.clock.now_ns();
+        if self
+            .backfill
+            .as_ref()
+            .is_some_and(tokio::task::JoinHandle::is_finished)
+            && let Some(done) = self.backfill.take()
+            && let Ok(Err(e)) = done.await
+        {
+            warn!(error = %e, "rolling up older spans failed; it is retried in a minute");
+            self.backfill_retry_at_ns = now_ns.saturating_add(BACKFILL_RETRY_NS);
+        }
+        if self.backfill.is_none()
+            && !self.store.rollups_complete()
+            && now_ns >= self.backfill_retry_at_ns
+        {
+            let store = self.store.clone();
+            self.backfill = Some(tokio::spawn(async move { store.roll_up_older().await }));
+            looked.backfill_started = true;
+        }
+        if self.store.flush_due() {
+            // A failed flush is logged by the store and retried at the next look.
+            let _ = self.store.flush().await;
+            looked.flushed = true;
+        }
+        let interval_ns = self.store.options().storage.maintenance_interval.as_nanos();
+        if now_ns.saturating_sub(self.last_maintenance_ns) >= interval_ns {
+            self.last_maintenance_ns = now_ns;
+            if let Err(e) = self.store.maintain().await {
+                warn!(error = %e, "compaction or retention failed; it is retried at the next interval");
+            }
+            looked.maintained = true;
+        }
+        looked
+    }
+
+    /// Stops the backfill in hand: it commits after each segment, so stopping it between two
+    /// loses nothing.
+    pub fn stop(self) {
+        if let Some(backfill) = self.backfill {
+            backfill.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{StorageConfig, StoreOptions};
+    use sightline_model::schema::{SpanRow, spans_to_batch};
+    use sightline_model::{HumanDuration, ManualClock, Signal, SpanKind, SpanStatus};
+
+    const SECOND_NS: i64 = 1_000_000_000;
+
+    fn spans(n: usize, start_ns: i64) -> arrow::array::RecordBatch {
+        let rows: Vec<SpanRow> = (0..n)
+            .map(|i| SpanRow {
+                start_time_ns: start_ns + i as i64,
+                end_time_ns: start_ns + i as i64 + 10,
+                trace_id: format!("{i:032x}"),
+                span_id: format!("{i:016x}"),
+                name: "op".into(),
+                kind: SpanKind::Server,
+                status: SpanStatus::Ok,
+                service_name: "api".into(),
+                attributes: "{}".into(),
+                resource_attributes: "{}".into(),
+                events: "[]".into(),
+                links: "[]".into(),
+                sample_rate: 1.0,
+                message: "op".into(),
+                ..Default::default()
+            })
+            .collect();
+        spans_to_batch(&rows).expect("rows")
+    }
+
+    #[tokio::test]
+    async fn rows_are_flushed_when_the_clock_says_they_waited_and_maintenance_runs_on_its_interval()
+    {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let clock = ManualClock::new(1_000 * 3600 * SECOND_NS);
+        let options = StoreOptions {
+            storage: StorageConfig {
+                flush_interval: HumanDuration::from_secs(10),
+                maintenance_interval: HumanDuration::from_secs(60),
+                ..StorageConfig::default()
+            },
+            ..StoreOptions::default()
+        };
+        let (store, _) = Store::open(dir.path(), options, Arc::new(clock.clone())).expect("open");
+        let mut schedule = Schedule::new(store.clone(), Arc::new(clock.clone()));
+        store
+            .append(vec![(Signal::Spans, spans(5, clock.now_ns()))])
+            .await
+            .expect("append");
+        assert_eq!(
+            schedule.look().await,
+            Looked::default(),
+            "nothing is due yet"
+        );
+        clock.advance_ns(9 * SECOND_NS);
+        assert!(
+            !schedule.look().await.flushed,
+            "9 s is less than the interval"
+        );
+        clock.advance_ns(SECOND_NS);
+        let looked = schedule.look().await;
+        assert!(looked.flushed && !looked.maintained, "{looked:?}");
+        assert_eq!(store.stats().flushes, 1);
+        assert_eq!(store.stats().buffered_rows.values().sum::<u64>(), 0);
+        assert!(!schedule.look().await.flushed, "an empty buffer is not due");
+        clock.advance_ns(50 * SECOND_NS);
+        assert!(
+            schedule.look().await.maintained,
+            "60 s after the schedule began"
+        );
+        assert!(!schedule.look().await.maintained, "and not again at once");
+        schedule.stop();
     }
 }
