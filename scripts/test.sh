@@ -40,7 +40,10 @@ echo "==> Rust tests"
 cargo test --locked --workspace
 
 echo "==> criterion benches, once each as a smoke run (cargo bench measures)"
-cargo test --locked -p sightline --benches
+cargo test --locked --workspace --benches
+
+echo "==> docs: every public item of the library crates documented, every intra-doc link resolves"
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps --quiet
 
 echo "==> end-to-end tests"
 SIGHTLINE_BIN="$CARGO_TARGET_DIR/debug/sightline" .venv/bin/python -m pytest tests/e2e -q -p no:cacheprovider "$@"

@@ -7,7 +7,7 @@
 //! a ten-minute cycle ([`conditions_at`]): a slow query, a failing payment provider, a bad
 //! release. The same seed replays the same shop.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -30,6 +30,8 @@ const MS: i64 = 1_000_000;
 pub struct Dice(u64);
 
 impl Dice {
+    /// A source seeded with `seed`; a zero seed is taken as 1, because xorshift stays at zero
+    /// forever.
     pub fn new(seed: u64) -> Self {
         Self(seed.max(1))
     }
@@ -48,6 +50,7 @@ impl Dice {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 
+    /// True with probability `p` (0 to 1).
     pub fn chance(&mut self, p: f64) -> bool {
         self.unit() < p
     }
@@ -105,9 +108,14 @@ impl From<f64> for Attr {
 /// The state of the shop at one moment: which releases run and which faults are active.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Conditions {
+    /// The `service.version` the orders service reports: "1.5.0" during the bad release,
+    /// "1.4.2" otherwise.
     pub orders_version: &'static str,
+    /// The bad orders release runs: some order reads fail with a 500 and a `KeyError`.
     pub bad_release: bool,
+    /// Queries on the `orders` table are slow (a median of 900 ms instead of 4 ms).
     pub slow_query: bool,
+    /// The payment provider fails: most of its calls time out.
     pub provider_down: bool,
 }
 
@@ -130,6 +138,7 @@ pub fn conditions_at(now_ns: i64) -> Conditions {
 pub struct Batch {
     spans: Vec<(&'static str, Span)>,
     logs: Vec<(&'static str, LogRecord)>,
+    /// How many requests through the shop this batch holds.
     pub requests: u64,
 }
 

@@ -9,15 +9,31 @@ use serde_json::{Map, Value};
 /// Deepest nesting of arrays and maps kept; deeper values are replaced by a marker.
 pub const MAX_DEPTH: usize = 16;
 
+/// Resource attribute names of the service name; fills `service_name`.
 pub const SERVICE_NAME: &[&str] = &["service.name"];
+/// Resource attribute names of the service version; fills `service_version`.
 pub const SERVICE_VERSION: &[&str] = &["service.version"];
+/// Resource attribute names of the deployment environment, current name first; fills
+/// `environment`.
 pub const ENVIRONMENT: &[&str] = &["deployment.environment.name", "deployment.environment"];
+/// Span attribute names of the HTTP request method, current name first; fills `http_method`.
 pub const HTTP_METHOD: &[&str] = &["http.request.method", "http.method"];
+/// Span attribute names of the HTTP route template; fills `http_route`.
 pub const HTTP_ROUTE: &[&str] = &["http.route"];
+/// Span attribute names of the HTTP response status code, current name first; fills
+/// `http_status_code`.
 pub const HTTP_STATUS_CODE: &[&str] = &["http.response.status_code", "http.status_code"];
+/// Attribute names of an exception's type (on an `exception` event or a log record); fills
+/// `exception_type`.
 pub const EXCEPTION_TYPE: &[&str] = &["exception.type"];
+/// Attribute names of an exception's message (on an `exception` event or a log record); fills
+/// `exception_message`.
 pub const EXCEPTION_MESSAGE: &[&str] = &["exception.message"];
+/// Attribute names of an exception's stack trace (on an `exception` event or a log record);
+/// fills `exception_stacktrace`.
 pub const EXCEPTION_STACKTRACE: &[&str] = &["exception.stacktrace"];
+/// Log record attribute names of the logger, current name first; fills `logger` (the
+/// instrumentation scope's name when none is present).
 pub const LOGGER: &[&str] = &["logger.name", "code.namespace"];
 
 /// An AnyValue as JSON: strings, numbers, booleans, arrays and objects as themselves, bytes

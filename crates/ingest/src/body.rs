@@ -8,7 +8,9 @@ use crate::Error;
 /// How an OTLP body is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyEncoding {
+    /// Binary protobuf (`application/x-protobuf` or `application/protobuf`).
     Protobuf,
+    /// OTLP/JSON (`application/json`).
     Json,
 }
 
@@ -31,6 +33,7 @@ impl BodyEncoding {
         }
     }
 
+    /// The `Content-Type` value of this encoding, for responses written in it.
     pub fn content_type(self) -> &'static str {
         match self {
             Self::Protobuf => "application/x-protobuf",

@@ -7,6 +7,8 @@
 //! see it) -> normalize ([`traces`], [`logs`], [`metrics`]), which promotes semantic-convention
 //! attributes into columns and understands Logfire's conventions.
 
+#![deny(missing_docs)]
+
 pub mod attributes;
 pub mod body;
 pub mod error;
@@ -31,15 +33,20 @@ pub use limits::{Limited, Limits};
 /// Rows produced from one export request, and what was left out.
 #[derive(Debug, Default)]
 pub struct Normalized {
+    /// Rows for the `spans` table.
     pub spans: Vec<SpanRow>,
+    /// Rows for the `logs` table, Logfire log-spans among them.
     pub logs: Vec<LogRow>,
+    /// Rows for the `metrics` table.
     pub metrics: Vec<MetricRow>,
+    /// Records left out while the rest of the request was kept.
     pub rejections: Rejections,
     /// What the per-record limits dropped or cut (kept records, changed).
     pub limited: Limited,
 }
 
 impl Normalized {
+    /// Rows produced across all three tables.
     pub fn row_count(&self) -> usize {
         self.spans.len() + self.logs.len() + self.metrics.len()
     }
@@ -48,12 +55,15 @@ impl Normalized {
 /// Records rejected while the rest of a request was accepted (OTLP partial success).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Rejections {
+    /// How many records were rejected.
     pub count: u64,
     /// The reason the first record was rejected.
     pub first_reason: Option<String>,
 }
 
 impl Rejections {
+    /// Counts one rejected record; `reason` is called only for the first, so later rejections
+    /// cost no message.
     pub fn reject(&mut self, reason: impl FnOnce() -> String) {
         self.count += 1;
         if self.first_reason.is_none() {
@@ -61,6 +71,7 @@ impl Rejections {
         }
     }
 
+    /// Adds `other`'s rejections to these; this one's first reason stays when it has one.
     pub fn merge(&mut self, other: Rejections) {
         self.count += other.count;
         if self.first_reason.is_none() {

@@ -10,14 +10,18 @@ pub const UNKNOWN_SERVICE: &str = "unknown_service";
 /// Resource fields shared by every record of one `Resource*` block.
 #[derive(Debug, Clone)]
 pub struct ResourceInfo {
+    /// `service.name`, or [`UNKNOWN_SERVICE`] when it is missing or empty.
     pub service_name: String,
+    /// `service.version`, when present and not empty.
     pub service_version: Option<String>,
+    /// The deployment environment ([`ENVIRONMENT`]), when present and not empty.
     pub environment: Option<String>,
     /// All resource attributes as JSON object text.
     pub attributes: String,
 }
 
 impl ResourceInfo {
+    /// Reads a block's resource; a missing resource reads as one without attributes.
     pub fn from_resource(resource: Option<&Resource>) -> Self {
         let attrs = resource
             .map(|r| r.attributes.as_slice())

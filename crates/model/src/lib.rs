@@ -3,7 +3,7 @@
 //! rollups, time ranges and durations, config errors, the closed set of error codes, and the
 //! clock. No I/O lives here.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod clock;
 pub mod config;

@@ -74,7 +74,9 @@ impl QueryConfig {
 /// A column of a result: its name and its type as SQL users read it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ColumnInfo {
+    /// The column's name in the result.
     pub name: String,
+    /// The SQL type name ([`sql_type_name`]); serialized as `type`.
     #[serde(rename = "type")]
     pub data_type: String,
 }
@@ -82,8 +84,11 @@ pub struct ColumnInfo {
 /// The answer of `POST /api/v1/query`.
 #[derive(Debug, Clone, Serialize)]
 pub struct QueryResult {
+    /// The result's columns, in order.
     pub columns: Vec<ColumnInfo>,
+    /// Each row as a JSON array of cells in column order; at most `max_result_rows`.
     pub rows: Vec<Value>,
+    /// Wall time `execute` took, from planning to the JSON rows, in milliseconds.
     pub elapsed_ms: f64,
     /// True when more rows matched than were returned.
     pub truncated: bool,

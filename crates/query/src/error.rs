@@ -2,29 +2,58 @@
 
 use sightline_model::ErrorCode;
 
+/// Why a query failed, in words a user can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
         "the SQL endpoint is read-only: {statement} statements are not allowed; send a SELECT (or EXPLAIN SELECT) query instead"
     )]
-    ReadOnly { statement: String },
+    /// The statement is not a query (`SELECT`, or `EXPLAIN` of one): DDL, DML, `COPY`, `SET`
+    /// and the like.
+    ReadOnly {
+        /// What was refused: the statement's leading keywords, or DataFusion's reason.
+        statement: String,
+    },
     #[error("invalid query: {message}")]
-    Invalid { message: String },
+    /// The query or a parameter is wrong: bad SQL, an unknown table or column, a type error, a
+    /// malformed trace id, severity or attribute filter.
+    Invalid {
+        /// What is wrong, for the user.
+        message: String,
+    },
     #[error(
         "the query needs more memory than the limit of {limit_bytes} bytes: narrow the time range, filter more, or aggregate (a retry of the same query fails again)"
     )]
-    MemoryLimit { limit_bytes: usize },
+    /// The query needed more memory than memory_limit_bytes (nothing spills to disk).
+    MemoryLimit {
+        /// The limit it broke (memory_limit_bytes), in bytes.
+        limit_bytes: usize,
+    },
     #[error(
         "the query ran longer than the limit of {limit_ms} ms and was stopped: narrow the time range or filter more"
     )]
-    Timeout { limit_ms: u64 },
+    /// The query ran longer than the configured timeout and was stopped.
+    Timeout {
+        /// The timeout it broke, in milliseconds.
+        limit_ms: u64,
+    },
     #[error("{what} was not found")]
-    NotFound { what: String },
+    /// The thing asked for (a trace) has no rows.
+    NotFound {
+        /// What was looked for, as the message names it (`trace <id>`).
+        what: String,
+    },
     #[error("query failed inside Sightline: {message}")]
-    Internal { message: String },
+    /// A fault inside Sightline or DataFusion, not in the query.
+    Internal {
+        /// The underlying error's text.
+        message: String,
+    },
 }
 
 impl Error {
+    /// [`ErrorCode::BadRequest`] for what the user can fix (memory included: a retry of the
+    /// same query fails again), and the matching code for the rest.
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::ReadOnly { .. } | Self::Invalid { .. } | Self::MemoryLimit { .. } => {

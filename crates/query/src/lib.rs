@@ -8,7 +8,7 @@
 //! (a trace, a log search, per-service rates) through the same engine; windows of half an hour
 //! or more take their rates from the per-minute `span_rollups` ([`red`]).
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod engine;
 pub mod error;

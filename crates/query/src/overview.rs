@@ -25,7 +25,9 @@ const NS: i64 = 1_000_000_000;
 pub struct Buckets {
     /// Start of the first bucket, aligned to the step.
     pub start_ns: i64,
+    /// Width of each bucket, in nanoseconds.
     pub step_ns: i64,
+    /// How many buckets there are (at least 1).
     pub count: usize,
 }
 
@@ -48,6 +50,7 @@ impl Buckets {
         }
     }
 
+    /// Width of each bucket, in seconds.
     pub fn step_s(&self) -> f64 {
         self.step_ns as f64 / NS as f64
     }
@@ -100,7 +103,9 @@ pub struct RedSeries {
     pub error_rate: Vec<f64>,
     /// Latency percentiles in milliseconds; `None` for a bucket without requests.
     pub p50_ms: Vec<Option<f64>>,
+    /// The 95th percentile latency, in milliseconds, as `p50_ms`.
     pub p95_ms: Vec<Option<f64>>,
+    /// The 99th percentile latency, in milliseconds, as `p50_ms`.
     pub p99_ms: Vec<Option<f64>>,
 }
 
@@ -225,15 +230,23 @@ async fn red_series_from_rollups(
 /// One request span, as the lists of slow and failing requests show it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestSpan {
+    /// The span's trace id, 32 hex characters.
     pub trace_id: String,
+    /// The span's id, 16 hex characters.
     pub span_id: String,
+    /// The span name.
     pub name: String,
+    /// When the span started, in ns since the epoch.
     pub start_ns: i64,
+    /// How long the span took, in milliseconds.
     pub duration_ms: f64,
+    /// The span status as stored: `unset`, `ok` or `error`.
     pub status: String,
+    /// The HTTP response status code, when the span has one.
     pub http_status_code: Option<i64>,
     /// The status message or the exception, whichever says why it failed.
     pub reason: Option<String>,
+    /// The version of the service that served the request, when its resource named one.
     pub service_version: Option<String>,
 }
 
@@ -326,7 +339,9 @@ pub async fn requests(
 /// A runtime metric over time: one line per attribute set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricChart {
+    /// The metric name.
     pub name: String,
+    /// The unit the metric reports, when it names one.
     pub unit: Option<String>,
     /// True when the values are a counter's increase per second rather than the reported value.
     pub per_second: bool,
@@ -454,9 +469,13 @@ async fn names_in(
 pub struct IncomingLink {
     /// The linked span, in the trace asked about.
     pub target_span_id: String,
+    /// The linking span's trace id.
     pub trace_id: String,
+    /// The linking span's id.
     pub span_id: String,
+    /// The linking span's name.
     pub name: String,
+    /// The service that sent the linking span.
     pub service_name: String,
 }
 

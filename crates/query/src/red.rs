@@ -34,8 +34,11 @@ pub fn use_rollups(engine: &QueryEngine, range: TimeRange) -> bool {
 /// A service's route (or task), as rollups group requests.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct GroupName {
+    /// The service that served the requests.
     pub service_name: String,
+    /// The HTTP method, when the spans carry one (tasks do not).
     pub http_method: Option<String>,
+    /// The route ([`sightline_model::request::route`]): `http_route`, else the span name.
     pub route: String,
 }
 

@@ -25,12 +25,19 @@ pub fn is_trace_id(text: &str) -> bool {
 /// One trace: its spans by start time and its logs by time.
 #[derive(Debug, Serialize)]
 pub struct TraceView {
+    /// The trace id, lowercased.
     pub trace_id: String,
+    /// The spans, by start time then span id, each row an object with its JSON columns
+    /// (`attributes`, `resource_attributes`, `events`, `links`) parsed.
     pub spans: Vec<Map<String, Value>>,
+    /// The trace's log lines, by time, with `attributes` and `resource_attributes` parsed.
     pub logs: Vec<Map<String, Value>>,
+    /// True when the spans or the logs passed 50,000 rows and were cut there.
     pub truncated: bool,
 }
 
+/// The trace `trace_id` (32 hex characters, any case). [`Error::Invalid`] for an id of another
+/// form; [`Error::NotFound`] when no span or log line carries it.
 pub async fn trace(engine: &QueryEngine, trace_id: &str) -> Result<TraceView, Error> {
     if !is_trace_id(trace_id) {
         return Err(Error::Invalid {
@@ -70,20 +77,27 @@ pub async fn trace(engine: &QueryEngine, trace_id: &str) -> Result<TraceView, Er
 /// What a log search asks for.
 #[derive(Debug, Clone, Default)]
 pub struct LogSearch {
+    /// Only lines of this service (`service_name`).
     pub service: Option<String>,
     /// The lowest severity shown (`warn` shows warn, error and fatal).
     pub severity: Option<String>,
     /// Text the body must contain (case-insensitive).
     pub text: Option<String>,
+    /// Only lines of this trace (32 hex characters, any case).
     pub trace_id: Option<String>,
     /// An attribute the line (or its resource) must have, with this value as text.
     pub attribute: Option<(String, String)>,
+    /// When the lines were written (`time`).
     pub range: TimeRange,
+    /// Most lines returned, held between 1 and `max_result_rows`.
     pub limit: usize,
     /// Oldest first (used to follow new lines); newest first otherwise.
     pub ascending: bool,
 }
 
+/// The log lines matching `search`, each an object with `attributes` and
+/// `resource_attributes` parsed. [`Error::Invalid`] for an unknown severity or a malformed
+/// trace id.
 pub async fn logs(
     engine: &QueryEngine,
     search: &LogSearch,
@@ -148,31 +162,45 @@ pub fn parse_attribute_filter(text: &str) -> Result<(String, String), Error> {
 /// Requests, errors and latency of one service or route.
 #[derive(Debug, Serialize, Clone, PartialEq)]
 pub struct Red {
+    /// Requests (server and consumer spans) in the window.
     pub requests: i64,
+    /// Requests that failed (status error or HTTP 5xx).
     pub errors: i64,
+    /// `errors / requests`, from 0 to 1; 0 without requests.
     pub error_rate: f64,
     /// Requests per second over the window.
     pub rate_per_s: f64,
+    /// The median latency, in milliseconds (approximate); 0 without requests.
     pub p50_ms: f64,
+    /// The 95th percentile latency, in milliseconds (approximate); 0 without requests.
     pub p95_ms: f64,
+    /// The 99th percentile latency, in milliseconds (approximate); 0 without requests.
     pub p99_ms: f64,
     /// Time spent serving these requests (the sum of their durations).
     pub total_ms: f64,
 }
 
+/// One route (or task) of a service, per HTTP method.
 #[derive(Debug, Serialize)]
 pub struct RouteSummary {
+    /// The HTTP method, when the spans carry one (tasks do not).
     pub http_method: Option<String>,
+    /// The route: `http_route`, else the span name.
     pub http_route: String,
+    /// The route's numbers, serialized inline.
     #[serde(flatten)]
     pub red: Red,
 }
 
+/// One service: its numbers over all its requests, and per route.
 #[derive(Debug, Serialize)]
 pub struct ServiceSummary {
+    /// The service name.
     pub service_name: String,
+    /// The service's numbers over all its routes, serialized inline.
     #[serde(flatten)]
     pub red: Red,
+    /// The service's routes, the busiest first (ties by route).
     pub routes: Vec<RouteSummary>,
 }
 

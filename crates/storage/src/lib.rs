@@ -9,7 +9,7 @@
 //! new log checkpoint in one catalog transaction; queries take a [`Snapshot`] of buffer and
 //! segments under one lock, so a row is never seen twice or missed while it moves.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod catalog;
 pub mod config;

@@ -27,8 +27,7 @@ pub const NOW_NS: i64 = 1_796_083_200_000_000_000;
 /// An app over a temporary folder; the folder lives as long as the value.
 pub struct TestApp {
     pub app: App,
-    pub clock: ManualClock,
-    pub dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
 }
 
 /// The configuration of a test server on port 0 in `dir`, with `toml` as its file.
@@ -52,7 +51,7 @@ impl TestApp {
         let app = App::open(config(dir.path(), toml), Arc::new(clock.clone()))
             .await
             .expect("the app opens");
-        TestApp { app, clock, dir }
+        TestApp { app, _dir: dir }
     }
 
     /// Sends one request to the UI and API router.
