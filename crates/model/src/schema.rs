@@ -239,6 +239,37 @@ pub struct SpanRow {
     pub message: String,
 }
 
+impl SpanRow {
+    /// A span with this identity, name, service and times, and nothing else: empty attribute,
+    /// resource, event and link JSON, `sample_rate` 1.0, its name as its message; every other
+    /// field at its default (an `internal` span with status `unset`).
+    pub fn new(
+        trace_id: impl Into<String>,
+        span_id: impl Into<String>,
+        name: impl Into<String>,
+        service_name: impl Into<String>,
+        start_time_ns: i64,
+        end_time_ns: i64,
+    ) -> Self {
+        let name = name.into();
+        Self {
+            start_time_ns,
+            end_time_ns,
+            trace_id: trace_id.into(),
+            span_id: span_id.into(),
+            message: name.clone(),
+            name,
+            service_name: service_name.into(),
+            attributes: "{}".into(),
+            resource_attributes: "{}".into(),
+            events: "[]".into(),
+            links: "[]".into(),
+            sample_rate: 1.0,
+            ..Default::default()
+        }
+    }
+}
+
 /// One log record, normalized.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LogRow {

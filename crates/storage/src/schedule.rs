@@ -124,28 +124,25 @@ mod tests {
     use super::*;
     use crate::config::{StorageConfig, StoreOptions};
     use sightline_model::schema::{SpanRow, spans_to_batch};
-    use sightline_model::{HumanDuration, ManualClock, Signal, SpanKind, SpanStatus};
+    use sightline_model::{HumanDuration, ManualClock, Signal, SpanKind};
 
     const SECOND_NS: i64 = 1_000_000_000;
 
     fn spans(n: usize, start_ns: i64) -> arrow::array::RecordBatch {
         let rows: Vec<SpanRow> = (0..n)
-            .map(|i| SpanRow {
-                start_time_ns: start_ns + i as i64,
-                end_time_ns: start_ns + i as i64 + 10,
-                trace_id: format!("{i:032x}"),
-                span_id: format!("{i:016x}"),
-                name: "op".into(),
-                kind: SpanKind::Server,
-                status: SpanStatus::Ok,
-                service_name: "api".into(),
-                attributes: "{}".into(),
-                resource_attributes: "{}".into(),
-                events: "[]".into(),
-                links: "[]".into(),
-                sample_rate: 1.0,
-                message: "op".into(),
-                ..Default::default()
+            .map(|i| {
+                let start = start_ns + i as i64;
+                SpanRow {
+                    kind: SpanKind::Server,
+                    ..SpanRow::new(
+                        format!("{i:032x}"),
+                        format!("{i:016x}"),
+                        "op",
+                        "api",
+                        start,
+                        start + 10,
+                    )
+                }
             })
             .collect();
         spans_to_batch(&rows).expect("rows")

@@ -122,22 +122,15 @@ mod tests {
         let rows: Vec<SpanRow> = trace_ids
             .iter()
             .enumerate()
-            .map(|(i, t)| SpanRow {
-                start_time_ns: i as i64,
-                end_time_ns: i as i64 + 1,
-                trace_id: t.clone(),
-                span_id: format!("{i:016x}"),
-                name: "op".into(),
-                kind: sightline_model::SpanKind::Server,
-                status: sightline_model::SpanStatus::Ok,
-                service_name: "api".into(),
-                attributes: "{}".into(),
-                resource_attributes: "{}".into(),
-                events: "[]".into(),
-                links: "[]".into(),
-                sample_rate: 1.0,
-                message: "op".into(),
-                ..Default::default()
+            .map(|(i, t)| {
+                SpanRow::new(
+                    t.clone(),
+                    format!("{i:016x}"),
+                    "op",
+                    "api",
+                    i as i64,
+                    i as i64 + 1,
+                )
             })
             .collect();
         let path = dir.join(name);

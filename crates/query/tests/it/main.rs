@@ -394,24 +394,20 @@ fn request_cases() -> Vec<SpanRow> {
             for code in codes {
                 for http_route in routes {
                     let n = rows.len();
+                    let start = T0 + n as i64;
                     rows.push(SpanRow {
-                        start_time_ns: T0 + n as i64,
-                        end_time_ns: T0 + n as i64 + 1_000,
-                        trace_id: format!("{n:032x}"),
-                        span_id: format!("{n:016x}"),
-                        name: format!("op {n}"),
                         kind,
                         status,
-                        service_name: "api".into(),
                         http_route: http_route.map(str::to_string),
                         http_status_code: code,
-                        attributes: "{}".into(),
-                        resource_attributes: "{}".into(),
-                        events: "[]".into(),
-                        links: "[]".into(),
-                        sample_rate: 1.0,
-                        message: "op".into(),
-                        ..Default::default()
+                        ..SpanRow::new(
+                            format!("{n:032x}"),
+                            format!("{n:016x}"),
+                            format!("op {n}"),
+                            "api",
+                            start,
+                            start + 1_000,
+                        )
                     });
                 }
             }

@@ -7,22 +7,20 @@ use sightline_model::{ErrorCode, HumanDuration, Lifetime, ManualClock, SpanKind,
 
 fn spans(n: usize, start_ns: i64, step_ns: i64, prefix: &str) -> RecordBatch {
     let rows: Vec<SpanRow> = (0..n)
-        .map(|i| SpanRow {
-            start_time_ns: start_ns + i as i64 * step_ns,
-            end_time_ns: start_ns + i as i64 * step_ns + 10,
-            trace_id: format!("{prefix}{i:030}"),
-            span_id: format!("{i:016}"),
-            name: "op".into(),
-            kind: SpanKind::Server,
-            status: SpanStatus::Ok,
-            service_name: "api".into(),
-            attributes: "{}".into(),
-            resource_attributes: "{}".into(),
-            events: "[]".into(),
-            links: "[]".into(),
-            sample_rate: 1.0,
-            message: "op".into(),
-            ..Default::default()
+        .map(|i| {
+            let start = start_ns + i as i64 * step_ns;
+            SpanRow {
+                kind: SpanKind::Server,
+                status: SpanStatus::Ok,
+                ..SpanRow::new(
+                    format!("{prefix}{i:030}"),
+                    format!("{i:016}"),
+                    "op",
+                    "api",
+                    start,
+                    start + 10,
+                )
+            }
         })
         .collect();
     spans_to_batch(&rows).expect("valid rows")
