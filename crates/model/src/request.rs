@@ -1,5 +1,5 @@
-//! What a request and a failure are: the one definition behind every rate, error count, SLO,
-//! alert, sample and release verdict. A request is a span a service serves (`server`) or a task
+//! What a request and a failure are: the one definition behind every rate and error count the
+//! pages, the API and the CLI show. A request is a span a service serves (`server`) or a task
 //! a worker takes from a queue (`consumer`); it failed when its status is `error` or it answered
 //! with an HTTP 5xx; its route is `http_route`, else the span name.
 //!

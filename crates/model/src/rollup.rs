@@ -1,7 +1,7 @@
 //! Rows of the `span_rollups` table read back: [`RollupColumns`], a typed view of a batch, and
 //! [`RequestTotals`], the requests, failures, time spent and latency sketch of a group of
 //! requests, which rollup rows and spans both add into. The store derives the rows; the pages
-//! and the monitor read them.
+//! read them.
 
 use arrow::array::{
     Array, ArrayRef, AsArray, Int64Array, ListArray, RecordBatch, StringArray,

@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use sightline_model::Clock;
+use sightline_model::{Clock, ErrorCode};
 use sightline_query::QueryEngine;
 use sightline_storage::{OpenReport, Store};
 use tokio::net::TcpListener;
@@ -402,29 +402,25 @@ fn front_router(slot: Arc<OnceLock<axum::Router>>, replay: Arc<ReplayState>) -> 
                 replay.wal_files,
                 replay.started.elapsed().as_secs_f64()
             );
-            let body = if request.uri().path() == "/healthz" {
-                serde_json::json!({
-                    "status": "replaying",
-                    "ready": false,
-                    "replay": {
-                        "wal_files": replay.wal_files,
-                        "elapsed_seconds": replay.started.elapsed().as_secs_f64(),
-                    },
-                    "checks": [{"name": "replay", "level": "warn", "message": message}],
-                })
-            } else {
-                serde_json::json!({"error": {"code": "unavailable", "message": message}})
-            };
-            let mut response = (
+            if request.uri().path() != "/healthz" {
+                return crate::server::ApiError::new(ErrorCode::Unavailable, message)
+                    .into_response();
+            }
+            let body = serde_json::json!({
+                "status": "replaying",
+                "ready": false,
+                "replay": {
+                    "wal_files": replay.wal_files,
+                    "elapsed_seconds": replay.started.elapsed().as_secs_f64(),
+                },
+                "checks": [{"name": "replay", "level": "warn", "message": message}],
+            });
+            let response = (
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 axum::Json(body),
             )
                 .into_response();
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from(crate::server::RETRY_AFTER_SECONDS),
-            );
-            response
+            crate::server::with_retry_after(response, ErrorCode::Unavailable)
         }
     })
 }

@@ -3,7 +3,7 @@
 //! and a latency sketch ([`sightline_model::sketch`]). The store derives them from spans as the
 //! spans enter its buffer (and again from spans replayed from the log), writes them beside the
 //! span segments in the same catalog transaction, and merges them when it compacts; the
-//! incident pages and the monitor read them instead of scanning every span of a long window.
+//! incident pages read them instead of scanning every span of a long window.
 //! The bins are stored as two Parquet list columns (bin, count) rather than an opaque blob, so
 //! that they stay readable with SQL and merge by adding counts.
 

@@ -81,10 +81,16 @@ impl Schedule {
             .as_ref()
             .is_some_and(tokio::task::JoinHandle::is_finished)
             && let Some(done) = self.backfill.take()
-            && let Ok(Err(e)) = done.await
         {
-            warn!(error = %e, "rolling up older spans failed; it is retried in a minute");
-            self.backfill_retry_at_ns = now_ns.saturating_add(BACKFILL_RETRY_NS);
+            let failure = match done.await {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(e) => Some(format!("the backfill task ended: {e}")),
+            };
+            if let Some(error) = failure {
+                warn!(%error, "rolling up older spans failed; it is retried in a minute");
+                self.backfill_retry_at_ns = now_ns.saturating_add(BACKFILL_RETRY_NS);
+            }
         }
         if self.backfill.is_none()
             && !self.store.rollups_complete()
@@ -110,8 +116,9 @@ impl Schedule {
         looked
     }
 
-    /// Stops the backfill in hand: it commits after each segment, so stopping it between two
-    /// loses nothing.
+    /// Lets go of the backfill in hand: no further segment is started by this schedule. A segment
+    /// already being rolled up finishes on its blocking thread (each commits on its own, so
+    /// stopping between two loses nothing).
     pub fn stop(self) {
         if let Some(backfill) = self.backfill {
             backfill.abort();

@@ -484,3 +484,44 @@ async fn the_rust_and_sql_forms_of_a_request_and_a_failure_agree_on_every_case()
         .expect("rollups per route");
     assert_eq!(by_route.rows, rolled.rows);
 }
+
+#[tokio::test]
+async fn the_sql_form_of_the_sketch_bin_puts_every_duration_in_the_bin_rust_does() {
+    use sightline_model::sketch::{bin_of, bin_sql, bin_value};
+    let f = open_store();
+    let mut durations: Vec<i64> = vec![0, 1, 2, 3, 999, 1_000, 1_001, 1_000_000, 123_456_789];
+    // Each side of many bin edges, where a rounding difference would show.
+    for bin in [10, 100, 500, 1_000, 1_500, 2_000] {
+        let edge = bin_value(bin) as i64;
+        durations.extend([edge - 1, edge, edge + 1]);
+    }
+    durations.extend([86_400_000_000_000, 30 * 86_400_000_000_000]);
+    durations.sort_unstable();
+    durations.dedup();
+    let rows: Vec<SpanRow> = durations
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            SpanRow::new(
+                format!("{i:032x}"),
+                format!("{i:016x}"),
+                "op",
+                "api",
+                T0,
+                T0 + d,
+            )
+        })
+        .collect();
+    append_spans(&f.store, &rows).await;
+    let engine = engine(&f.store, QueryConfig::default());
+    let sql = format!(
+        "SELECT duration_ns, {} AS bin FROM spans ORDER BY duration_ns",
+        bin_sql("duration_ns")
+    );
+    let result = engine.execute(&sql).await.expect("query");
+    assert_eq!(result.rows.len(), durations.len());
+    for row in &result.rows {
+        let duration = row[0].as_i64().expect("a duration");
+        assert_eq!(row[1], bin_of(duration), "the bin of {duration} ns");
+    }
+}

@@ -20,15 +20,16 @@ const SHOWN_ROWS: usize = 1000;
 const MAX_LINES: usize = 8;
 
 /// Questions people ask during an incident, ready to run over the picked window (`{spans}` and
-/// `{time}` become its condition on `start_time` and on `time`).
+/// `{time}` become its condition on `start_time` and on `time`; `{requests}` and `{failed}` the
+/// one definition of a request and a failure, `sightline_model::request`).
 const EXAMPLES: &[(&str, &str)] = &[
     (
         "Requests and errors per minute",
-        "SELECT date_bin(INTERVAL '1 minute', start_time, TIMESTAMP '1970-01-01T00:00:00Z') AS minute,\n       count(*) AS requests,\n       sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END) AS errors\nFROM spans\nWHERE kind = 'server' AND {spans}\nGROUP BY minute ORDER BY minute",
+        "SELECT date_bin(INTERVAL '1 minute', start_time, TIMESTAMP '1970-01-01T00:00:00Z') AS minute,\n       count(*) AS requests,\n       sum(CASE WHEN {failed} THEN 1 ELSE 0 END) AS errors\nFROM spans\nWHERE {requests} AND {spans}\nGROUP BY minute ORDER BY minute",
     ),
     (
         "Slowest routes (p99)",
-        "SELECT service_name, http_route,\n       count(*) AS requests,\n       approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ns) / 1e6 AS p99_ms\nFROM spans\nWHERE kind = 'server' AND {spans}\nGROUP BY service_name, http_route\nORDER BY p99_ms DESC LIMIT 10",
+        "SELECT service_name, http_route,\n       count(*) AS requests,\n       approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ns) / 1e6 AS p99_ms\nFROM spans\nWHERE {requests} AND {spans}\nGROUP BY service_name, http_route\nORDER BY p99_ms DESC LIMIT 10",
     ),
     (
         "Most frequent exceptions",
@@ -40,7 +41,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ),
     (
         "p95 latency per version (what changed?)",
-        "SELECT service_name, service_version, count(*) AS requests,\n       approx_percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ns) / 1e6 AS p95_ms\nFROM spans\nWHERE kind = 'server' AND {spans}\nGROUP BY service_name, service_version ORDER BY service_name, service_version",
+        "SELECT service_name, service_version, count(*) AS requests,\n       approx_percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ns) / 1e6 AS p95_ms\nFROM spans\nWHERE {requests} AND {spans}\nGROUP BY service_name, service_version ORDER BY service_name, service_version",
     ),
     (
         "Busiest routes over a long window (per-minute rollups)",
@@ -102,7 +103,9 @@ pub async fn page(
         }
         @match &outcome {
             None => {}
-            Some(Err(e)) => { p.error role="alert" { (e.to_string()) } }
+            Some(Err(e)) => {
+                p.error role="alert" { (crate::server::error::client_message(e.code(), e.to_string())) }
+            }
             Some(Ok(result)) => { (result_view(result)) }
         }
         section #examples {
@@ -111,7 +114,9 @@ pub async fn page(
                 @for (title, example) in EXAMPLES {
                     @let example = example
                         .replace("{spans}", &window_condition(&window, "start_time"))
-                        .replace("{time}", &window_condition(&window, "time"));
+                        .replace("{time}", &window_condition(&window, "time"))
+                        .replace("{requests}", sightline_model::request::is_request_sql())
+                        .replace("{failed}", sightline_model::request::is_failure_sql());
                     @let pairs: Vec<(&str, String)> = std::iter::once(("sql", example)).chain(window.params()).collect();
                     li { a.example-query href=(format!("/query?{}", encode(&pairs))) { (title) } }
                 }
