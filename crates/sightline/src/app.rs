@@ -68,11 +68,17 @@ pub struct App {
 impl App {
     /// Opens the data folder (replaying its log) and builds every part from `config`.
     pub async fn open(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<App> {
+        let acceptor = tls_acceptor(&config)?;
+        Self::open_with(config, clock, acceptor).await
+    }
+
+    /// [`App::open`] with the TLS acceptor already read from `config.tls`.
+    async fn open_with(
+        config: ServeConfig,
+        clock: Arc<dyn Clock>,
+        acceptor: Option<tokio_rustls::TlsAcceptor>,
+    ) -> anyhow::Result<App> {
         let started = Instant::now();
-        let acceptor = match &config.tls {
-            Some((cert, key)) => Some(crate::tls::acceptor(cert, key)?),
-            None => None,
-        };
         let auth = crate::auth::Auth::new(&config.auth, config.tls.is_some(), clock.clone())?;
         let data_dir = config.data_dir.clone();
         let store_options = config.store.clone();
@@ -309,22 +315,19 @@ pub async fn serve(
         started: Instant::now(),
         wal_files: count_wal_files(&config.data_dir),
     });
-    let acceptor = match &config.tls {
-        Some((cert, key)) => Some(crate::tls::acceptor(cert, key)?),
-        None => None,
-    };
+    let acceptor = tls_acceptor(&config)?;
     let (front_stop, front_stopped) = watch::channel(false);
     let api_addr = listeners.api.local_addr()?;
     let api = spawn_server(
         listeners.api,
         front_router(app_slot.clone(), replay),
-        acceptor,
+        acceptor.clone(),
         async move {
             let mut rx = front_stopped;
             let _ = rx.wait_for(|stop| *stop).await;
         },
     );
-    let app = match App::open(config, clock).await {
+    let app = match App::open_with(config, clock, acceptor).await {
         Ok(app) => app,
         Err(e) => {
             let _ = front_stop.send(true);
@@ -346,6 +349,14 @@ pub async fn serve(
         shutdown,
     )
     .await
+}
+
+/// The TLS acceptor of `config.tls`, read once and shared by every listener.
+fn tls_acceptor(config: &ServeConfig) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+    match &config.tls {
+        Some((cert, key)) => Ok(Some(crate::tls::acceptor(cert, key)?)),
+        None => Ok(None),
+    }
 }
 
 /// Serves a router on a listener, over TLS when an acceptor is given, until `stop`.

@@ -91,13 +91,7 @@ impl TestApp {
 
 /// A response's status and body as text.
 pub async fn read(response: Response<Body>) -> (u16, String) {
-    let status = response.status().as_u16();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("a body")
-        .to_bytes();
+    let (status, bytes) = read_bytes(response).await;
     (status, String::from_utf8_lossy(&bytes).into_owned())
 }
 
