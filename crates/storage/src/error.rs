@@ -54,7 +54,7 @@ pub enum Error {
     Arrow(#[from] arrow::error::ArrowError),
     /// Too many appends wait for the log writer.
     #[error(
-        "the write-ahead log queue is full ({capacity} requests waiting): the server is saturated, retry after a short pause"
+        "the write-ahead log queue is full ({capacity} requests waiting, storage.queue_capacity): the server is saturated, retry after a short pause"
     )]
     Saturated {
         /// The queue's capacity.

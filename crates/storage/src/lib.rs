@@ -26,5 +26,6 @@ pub use catalog::SegmentMeta;
 pub use config::{RetentionConfig, StorageConfig, StoreOptions};
 pub use error::{Error, Result};
 pub use store::{
-    FlushReport, MaintenanceReport, OpenReport, Snapshot, Store, StoreStats, TornTail,
+    FlushReport, HeldLogWriter, MaintenanceReport, OpenReport, Snapshot, Store, StoreStats,
+    TornTail,
 };

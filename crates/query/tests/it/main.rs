@@ -525,3 +525,114 @@ async fn the_sql_form_of_the_sketch_bin_puts_every_duration_in_the_bin_rust_does
         assert_eq!(row[1], bin_of(duration), "the bin of {duration} ns");
     }
 }
+
+/// The span ids a physical plan reads when it is executed now.
+async fn span_ids_read(
+    plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    ctx: &datafusion::prelude::SessionContext,
+) -> datafusion::error::Result<Vec<String>> {
+    let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx()).await?;
+    let mut ids = Vec::new();
+    for batch in &batches {
+        let column = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)?;
+        let column = column
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .expect("strings");
+        ids.extend(column.iter().flatten().map(str::to_string));
+    }
+    Ok(ids)
+}
+
+#[tokio::test]
+async fn a_query_planned_before_a_flush_and_a_compaction_reads_every_row_once_while_the_grace_keeps_its_files()
+ {
+    use sightline_query::table::StoredTable;
+    use sightline_storage::StorageConfig;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = ManualClock::new(T0 + HOUR_NS);
+    let options = StoreOptions {
+        storage: StorageConfig {
+            delete_grace: HumanDuration::from_secs(60),
+            ..StorageConfig::default()
+        },
+        ..StoreOptions::default()
+    };
+    let (store, _) = Store::open(dir.path(), options, Arc::new(clock.clone())).expect("open");
+    let rows = |trace: usize| -> Vec<SpanRow> {
+        (0..5)
+            .map(|i| {
+                let at = T0 + (trace * 10 + i) as i64;
+                span(trace, i, at, "api", SpanStatus::Ok)
+            })
+            .collect()
+    };
+    // Four small segments of one closed hour, and five rows still in the buffer.
+    for trace in 1..=4 {
+        append_spans(&store, &rows(trace)).await;
+        store.flush().await.expect("flush");
+    }
+    append_spans(&store, &rows(5)).await;
+    let ctx = datafusion::prelude::SessionContext::new();
+    ctx.register_table(
+        "spans",
+        Arc::new(StoredTable::new(Table::Spans, store.clone())),
+    )
+    .expect("register");
+    let plan = |sql: &'static str| {
+        let ctx = ctx.clone();
+        async move {
+            ctx.sql(sql)
+                .await
+                .expect("plan")
+                .create_physical_plan()
+                .await
+                .expect("physical plan")
+        }
+    };
+    // Each plan holds the rows as they were when it was made.
+    let before_flush = plan("SELECT span_id FROM spans").await;
+    store.flush().await.expect("flush");
+    let before_compaction = plan("SELECT span_id FROM spans").await;
+    let replaced: Vec<_> = store
+        .segments()
+        .into_iter()
+        .filter(|s| s.table == Table::Spans)
+        .map(|s| dir.path().join(&s.path))
+        .collect();
+    assert_eq!(replaced.len(), 5);
+    let report = store.maintain().await.expect("maintain");
+    assert!(report.segments_compacted >= 5, "{report:?}");
+    assert_eq!(report.files_deleted, 0, "replaced files wait out the grace");
+    let spans: Vec<_> = store
+        .segments()
+        .into_iter()
+        .filter(|s| s.table == Table::Spans)
+        .collect();
+    assert_eq!(spans.len(), 1, "merged into one segment");
+
+    for (name, plan) in [
+        ("planned before the flush", before_flush),
+        ("planned before the compaction", before_compaction),
+    ] {
+        let mut ids = span_ids_read(plan, &ctx)
+            .await
+            .unwrap_or_else(|e| panic!("a query {name} reads files kept for the grace: {e}"));
+        ids.sort();
+        let read = ids.len();
+        ids.dedup();
+        assert_eq!((read, ids.len()), (25, 25), "{name}: every row once");
+    }
+
+    // The grace is measured on the store's clock: a second short of it, the files stay.
+    clock.advance_ns(59_000_000_000);
+    assert_eq!(store.maintain().await.expect("maintain").files_deleted, 0);
+    assert!(replaced.iter().all(|p| p.exists()));
+    clock.advance_ns(1_000_000_000);
+    let report = store.maintain().await.expect("maintain");
+    assert!(report.files_deleted >= 5, "{report:?}");
+    assert!(replaced.iter().all(|p| !p.exists()));
+    let fresh = plan("SELECT span_id FROM spans").await;
+    assert_eq!(span_ids_read(fresh, &ctx).await.expect("read").len(), 25);
+}

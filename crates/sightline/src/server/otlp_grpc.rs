@@ -39,7 +39,18 @@ pub struct OtlpGrpc {
 }
 
 impl OtlpGrpc {
-    async fn store(&self, signal: Signal, normalized: Normalized) -> Result<Accepted, Status> {
+    /// Lets the export's decode permit go (it is decoded and normalized by now), then stores
+    /// it: an export waiting for the log holds no permit, so the log's bounded queue, not the
+    /// permits, is what saturates.
+    async fn store(
+        &self,
+        permit: Option<DecodePermit>,
+        signal: Signal,
+        normalized: Normalized,
+    ) -> Result<Accepted, Status> {
+        if let Some(permit) = permit {
+            permit.release();
+        }
         self.pipeline
             .store(signal, normalized)
             .await
@@ -49,7 +60,8 @@ impl OtlpGrpc {
     /// A router serving the three services, decoding messages up to `max_message_bytes`, at
     /// most as many at once as `decoding` has permits (shared with OTLP/HTTP: a decoded export
     /// takes several times its size in memory, so memory stays bounded by the permits; further
-    /// exports wait their turn rather than fail).
+    /// exports wait their turn rather than fail). Decoded exports wait for the log in its
+    /// bounded queue, holding no permit.
     pub fn router(
         pipeline: Pipeline,
         max_message_bytes: usize,
@@ -90,8 +102,8 @@ impl OtlpGrpc {
     }
 }
 
-/// Reads an export's whole body first, then holds one decode permit while tonic decodes,
-/// normalizes and stores it. The body is read before the permit is taken: an HTTP/2 connection
+/// Reads an export's whole body first, then holds one decode permit while tonic decodes and
+/// the handler normalizes it (the handler lets it go before storing). The body is read before the permit is taken: an HTTP/2 connection
 /// shares one flow-control window among its streams, so streams left unread while waiting would
 /// stall the streams that hold permits.
 async fn one_permit(
@@ -116,12 +128,27 @@ async fn one_permit(
         }
     };
     // The semaphore is never closed, so a permit always comes.
-    let _permit = gate.permits.acquire_owned().await.ok();
-    next.run(axum::extract::Request::from_parts(
-        parts,
-        axum::body::Body::from(body),
-    ))
-    .await
+    let permit = DecodePermit(Arc::new(std::sync::Mutex::new(
+        gate.permits.acquire_owned().await.ok(),
+    )));
+    let mut request = axum::extract::Request::from_parts(parts, axum::body::Body::from(body));
+    request.extensions_mut().insert(permit.clone());
+    // The handler lets the permit go once the export is decoded; if it never runs (a message
+    // tonic cannot decode), the permit goes here.
+    let response = next.run(request).await;
+    permit.release();
+    response
+}
+
+/// One export's decode permit, shared by [`one_permit`] and the handler, which releases it
+/// before storing.
+#[derive(Clone)]
+struct DecodePermit(Arc<std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>);
+
+impl DecodePermit {
+    fn release(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
 }
 
 /// Whether reading a body failed because it passed the size limit (and not because the client
@@ -234,12 +261,13 @@ impl TraceService for OtlpGrpc {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let permit = request.extensions().get::<DecodePermit>().cloned();
         let normalized = sightline_ingest::prepare_traces(
             request.into_inner(),
             self.pipeline.now_ns(),
             self.limits,
         );
-        let accepted = self.store(Signal::Spans, normalized).await?;
+        let accepted = self.store(permit, Signal::Spans, normalized).await?;
         Ok(Response::new(PartialSuccess::trace_response(
             PartialSuccess::of(&accepted.rejections).as_ref(),
         )))
@@ -252,12 +280,13 @@ impl LogsService for OtlpGrpc {
         &self,
         request: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+        let permit = request.extensions().get::<DecodePermit>().cloned();
         let normalized = sightline_ingest::prepare_logs(
             request.into_inner(),
             self.pipeline.now_ns(),
             self.limits,
         );
-        let accepted = self.store(Signal::Logs, normalized).await?;
+        let accepted = self.store(permit, Signal::Logs, normalized).await?;
         Ok(Response::new(PartialSuccess::logs_response(
             PartialSuccess::of(&accepted.rejections).as_ref(),
         )))
@@ -270,12 +299,13 @@ impl MetricsService for OtlpGrpc {
         &self,
         request: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+        let permit = request.extensions().get::<DecodePermit>().cloned();
         let normalized = sightline_ingest::prepare_metrics(
             request.into_inner(),
             self.pipeline.now_ns(),
             self.limits,
         );
-        let accepted = self.store(Signal::Metrics, normalized).await?;
+        let accepted = self.store(permit, Signal::Metrics, normalized).await?;
         Ok(Response::new(PartialSuccess::metrics_response(
             PartialSuccess::of(&accepted.rejections).as_ref(),
         )))

@@ -194,7 +194,7 @@ async fn export(
     let limits = state.limits;
     // Inflating and decoding a large body is CPU work: keep it off the async workers, and do
     // only a few at once.
-    let Ok(_permit) = state.decoding.clone().acquire_owned().await else {
+    let Ok(permit) = state.decoding.clone().acquire_owned().await else {
         return fail(ApiError::new(
             ErrorCode::Unavailable,
             "the server is shutting down; retry against the restarted server",
@@ -214,6 +214,9 @@ async fn export(
             ));
         }
     };
+    // Decoded: the permit goes to the next body. The rows wait for the log in its bounded
+    // queue, which refuses with 429 when full.
+    drop(permit);
     match state.pipeline.store(signal, normalized).await {
         Ok(accepted) => success(signal, encoding, &accepted),
         Err(e) => error_response(ApiError::new(e.code(), e.to_string()), Some(encoding)),

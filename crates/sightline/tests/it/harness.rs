@@ -27,6 +27,8 @@ pub const NOW_NS: i64 = 1_796_083_200_000_000_000;
 /// An app over a temporary folder; the folder lives as long as the value.
 pub struct TestApp {
     pub app: App,
+    /// The app's clock: moving it moves the store's policy time.
+    pub clock: ManualClock,
     _dir: tempfile::TempDir,
 }
 
@@ -51,7 +53,11 @@ impl TestApp {
         let app = App::open(config(dir.path(), toml), Arc::new(clock.clone()))
             .await
             .expect("the app opens");
-        TestApp { app, _dir: dir }
+        TestApp {
+            app,
+            clock,
+            _dir: dir,
+        }
     }
 
     /// Sends one request to the UI and API router.

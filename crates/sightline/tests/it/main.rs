@@ -7,3 +7,4 @@
 mod harness;
 mod otlp;
 mod routes;
+mod saturation;

@@ -123,6 +123,11 @@ async fn exports_over_http_and_grpc_answer_partial_success_and_are_all_stored_at
     .await;
     let partial = answer.partial_success.expect("a partial success");
     assert_eq!((status, partial.rejected_data_points), (200, 1));
+    assert!(
+        partial.error_message.contains("before the server's clock"),
+        "{}",
+        partial.error_message
+    );
 
     // Over gRPC, the same.
     let endpoint = format!("http://{grpc}");
@@ -149,9 +154,26 @@ async fn exports_over_http_and_grpc_answer_partial_success_and_are_all_stored_at
     let partial = answer.partial_success.expect("a partial success");
     assert_eq!(partial.rejected_log_records, 1);
     assert!(partial.error_message.contains("before the server's clock"));
-    let answer = MetricsServiceClient::connect(endpoint.clone())
+    let mut metrics_client = MetricsServiceClient::connect(endpoint.clone())
         .await
-        .expect("a gRPC connection")
+        .expect("a gRPC connection");
+    let answer = metrics_client
+        .export(metrics(
+            "payments",
+            "cpu",
+            vec![gauge_point(TOO_OLD_NS, 0.9), gauge_point(6, 0.4)],
+        ))
+        .await
+        .expect("accepted")
+        .into_inner();
+    let partial = answer.partial_success.expect("a partial success");
+    assert_eq!(partial.rejected_data_points, 1);
+    assert!(
+        partial.error_message.contains("before the server's clock"),
+        "{}",
+        partial.error_message
+    );
+    let answer = metrics_client
         .export(metrics("payments", "cpu", vec![gauge_point(5, 0.5)]))
         .await
         .expect("accepted")
@@ -197,5 +219,5 @@ async fn exports_over_http_and_grpc_answer_partial_success_and_are_all_stored_at
     );
     assert_eq!(stored_rows(&store, Table::Spans), 3);
     assert_eq!(stored_rows(&store, Table::Logs), 2);
-    assert_eq!(stored_rows(&store, Table::Metrics), 2);
+    assert_eq!(stored_rows(&store, Table::Metrics), 3);
 }

@@ -80,6 +80,7 @@ fn commit_group(inner: &Inner, writer: &mut wal::WalWriter, group: Vec<PendingAp
     if group.is_empty() {
         return;
     }
+    inner.hold.pass();
     let framed: Vec<&[u8]> = group
         .iter()
         .flat_map(|(records, _)| records.iter().map(|r| r.framed.as_slice()))

@@ -5,6 +5,7 @@
 mod backfill;
 mod buffer;
 mod flush;
+mod hold;
 mod layout;
 mod log_writer;
 mod maintenance;
@@ -27,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::trace_index::TraceIndex;
 use crate::{rollup, segment, wal};
 use buffer::State;
+pub use hold::HeldLogWriter;
 use log_writer::{FramedRows, WalCommand};
 
 /// A torn or corrupt log tail found at open.
@@ -140,8 +142,8 @@ impl Counters {
 ///
 /// Lock order (a lock is only ever taken while holding the ones before it): `flush_lock` and
 /// `rolling_up` (held across a whole flush, import, maintenance pass or backfill), then
-/// `catalog`, then `state`, then the leaves `pending_deletes`, `rollups_pending`, `sender` and
-/// `writer`, which are never held while taking another. The log writer thread takes only
+/// `catalog`, then `state`, then the leaves `pending_deletes`, `rollups_pending`, `sender`,
+/// `writer` and `hold`, which are never held while taking another. The log writer thread takes only
 /// `state`, and never while a caller waits on it with `state` held.
 struct Inner {
     data_dir: PathBuf,
@@ -163,6 +165,8 @@ struct Inner {
     rollups_pending: Mutex<Option<Vec<SegmentMeta>>>,
     /// Held while older segments are rolled up, so that two calls never do it twice.
     rolling_up: Mutex<()>,
+    /// Where the log writer waits while [`Store::hold_log_writer`] holds it.
+    hold: Arc<hold::Hold>,
 }
 
 /// The storage engine; cheap to clone and share.
@@ -459,9 +463,20 @@ impl Store {
             })
     }
 
-    /// Stops taking writes, flushes the buffer and stops the log writer.
+    /// Holds the log writer before its next write until the value returned is dropped, as a slow
+    /// disk would: appends fill the queue behind it and then are refused as saturated. For
+    /// tests of saturation; nothing in the server calls it.
+    pub fn hold_log_writer(&self) -> HeldLogWriter {
+        HeldLogWriter::new(self.inner.hold.clone())
+    }
+
+    /// Stops taking writes, flushes the buffer and stops the log writer. Closing a closed store
+    /// does nothing.
     pub async fn close(&self) -> Result<FlushReport> {
-        self.inner.closed.store(true, Ordering::SeqCst);
+        let was_closed = self.inner.closed.swap(true, Ordering::SeqCst);
+        if was_closed && lock(&self.inner.sender).is_none() {
+            return Ok(FlushReport::default());
+        }
         let report = self.flush().await;
         lock(&self.inner.sender).take();
         let handle = lock(&self.inner.writer).take();

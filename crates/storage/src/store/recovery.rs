@@ -102,6 +102,7 @@ pub(super) fn open(
         trace_index: TraceIndex::default(),
         rollups_pending: Mutex::new(rollups_pending),
         rolling_up: Mutex::new(()),
+        hold: Default::default(),
     });
     let thread_inner = inner.clone();
     let handle = std::thread::Builder::new()
