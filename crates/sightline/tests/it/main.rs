@@ -5,6 +5,7 @@
 //! drives the built binary the same way from outside.
 
 mod harness;
+mod maintenance;
 mod otlp;
 mod routes;
 mod saturation;
