@@ -4,6 +4,7 @@
 //! with reqwest and over gRPC with tonic's generated clients). The Python suite in `tests/e2e`
 //! drives the built binary the same way from outside.
 
+mod auth;
 mod harness;
 mod maintenance;
 mod otlp;

@@ -39,7 +39,10 @@ async fn send_all(app: &TestApp, n: u32, age_ns: i64) {
             "/v1/logs",
             logs(
                 "orders",
-                vec![log_record(age_ns, "paid"), log_record(age_ns + 1, "shipped")],
+                vec![
+                    log_record(age_ns, "paid"),
+                    log_record(age_ns + 1, "shipped"),
+                ],
             )
             .encode_to_vec(),
         ),
@@ -101,7 +104,12 @@ async fn scheduled_maintenance_compacts_expires_only_what_is_past_its_age_and_ke
         send_all(&app, 2 * i + 1, 3 * HOUR_NS - 30 * MINUTE_NS - i64::from(i)).await;
         store.flush().await.expect("flush");
     }
-    let tables = [Table::Spans, Table::Logs, Table::Metrics, Table::SpanRollups];
+    let tables = [
+        Table::Spans,
+        Table::Logs,
+        Table::Metrics,
+        Table::SpanRollups,
+    ];
     let segments_of = |table| store.segments().iter().filter(|s| s.table == table).count();
     for table in tables {
         assert_eq!(segments_of(table), 5, "{table:?}: one segment a flush");
@@ -137,7 +145,11 @@ async fn scheduled_maintenance_compacts_expires_only_what_is_past_its_age_and_ke
     assert_eq!(
         (
             count(&app, "SELECT count(*) FROM spans").await,
-            count(&app, &format!("SELECT count(DISTINCT span_id) FROM spans {recent}")).await,
+            count(
+                &app,
+                &format!("SELECT count(DISTINCT span_id) FROM spans {recent}")
+            )
+            .await,
             count(&app, "SELECT count(*) FROM logs").await,
             count(&app, "SELECT count(*) FROM metrics").await,
         ),
@@ -152,7 +164,11 @@ async fn scheduled_maintenance_compacts_expires_only_what_is_past_its_age_and_ke
         (10, 5),
         "rollups keep counting every request, the expired ones' too"
     );
-    assert_eq!(segments_of(Table::SpanRollups), 2, "the old day's, and the merged one");
+    assert_eq!(
+        segments_of(Table::SpanRollups),
+        2,
+        "the old day's, and the merged one"
+    );
     // Replaced and expired files wait out the grace beside the four merged ones, then go at
     // the next pass.
     assert_eq!(parquet_files(store.data_dir()), files_before + 4);
