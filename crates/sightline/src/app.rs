@@ -128,7 +128,7 @@ impl App {
 
         // One budget of decode permits for both receivers: bodies decoded at once, whatever the
         // protocol, bound the memory decoding takes.
-        let decoding = Arc::new(tokio::sync::Semaphore::new(otlp_http::decode_permits()));
+        let decoding = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_decodes));
         let otlp_grpc = OtlpGrpc::router(
             pipeline.clone(),
             config.max_body_bytes as usize,

@@ -30,6 +30,14 @@ pub const DEFAULT_CONFIG_FILE: &str = "sightline.toml";
 /// The largest export body accepted unless configured otherwise.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
 
+/// Export bodies decoded at once unless configured: one per core, at least two.
+pub fn default_concurrent_decodes() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .max(2)
+}
+
 /// `sightline.toml`. Every key is optional; durations are written like `10s`, `7d`.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -44,6 +52,8 @@ pub struct FileConfig {
     pub listen: Option<String>,
     /// The largest export body, compressed or not, in bytes.
     pub max_body_bytes: Option<u64>,
+    /// Export bodies inflated and decoded at once (default: one per core, at least two).
+    pub max_concurrent_decodes: Option<usize>,
     /// `[storage]`.
     #[serde(default)]
     pub storage: StorageConfig,
@@ -112,6 +122,9 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// The largest export body, compressed or not, in bytes.
     pub max_body_bytes: u64,
+    /// Export bodies inflated and decoded at once, OTLP/HTTP and gRPC together; a decoded body
+    /// takes several times its size in memory, so this bounds decoding's memory.
+    pub max_concurrent_decodes: usize,
     /// Where to write the bound addresses once ready.
     pub ready_file: Option<PathBuf>,
     /// `[storage]` and `[retention]`.
@@ -193,6 +206,12 @@ impl ServeConfig {
         if max_body_bytes == 0 {
             bail!("max_body_bytes must be greater than 0");
         }
+        let max_concurrent_decodes = file
+            .max_concurrent_decodes
+            .unwrap_or_else(default_concurrent_decodes);
+        if max_concurrent_decodes == 0 {
+            bail!("config key max_concurrent_decodes must be at least 1, not 0");
+        }
         let mut storage = file.storage;
         if let Some(text) = &o.flush_interval {
             storage.flush_interval = text
@@ -229,6 +248,7 @@ impl ServeConfig {
             )?,
             listen: address(&pick(o.listen, file.listen, DEFAULT_LISTEN), "UI and API")?,
             max_body_bytes,
+            max_concurrent_decodes,
             ready_file: o.ready_file,
             store,
             query: file.query,
@@ -327,6 +347,15 @@ mod tests {
         let file = parse_file_config("[query]\ntimeout = \"0s\"").expect("valid toml");
         let err = ServeConfig::merge(Overrides::default(), file, None).expect_err("zero timeout");
         assert!(format!("{err:#}").contains("query.timeout"), "{err:#}");
+        let file = parse_file_config("max_concurrent_decodes = 0").expect("valid toml");
+        let err = ServeConfig::merge(Overrides::default(), file, None).expect_err("no decodes");
+        assert!(
+            format!("{err:#}").contains("max_concurrent_decodes must be at least 1"),
+            "{err:#}"
+        );
+        let file = parse_file_config("max_concurrent_decodes = 3").expect("valid toml");
+        let config = ServeConfig::merge(Overrides::default(), file, None).expect("valid");
+        assert_eq!(config.max_concurrent_decodes, 3);
         let overrides = Overrides {
             otlp_grpc: Some("localhost".into()),
             ..Default::default()
@@ -378,6 +407,7 @@ mod tests {
         assert_eq!(file.otlp_http.as_deref(), Some(DEFAULT_OTLP_HTTP));
         assert_eq!(file.listen.as_deref(), Some(DEFAULT_LISTEN));
         assert_eq!(file.max_body_bytes, Some(DEFAULT_MAX_BODY_BYTES));
+        assert!(file.max_concurrent_decodes.is_some(), "the sample shows it");
         let shown: toml::Table = toml::from_str(sample).expect("a table");
         let defaults = toml::Table::try_from(FileConfig::default()).expect("serializable");
         for section in ["storage", "retention", "limits", "query"] {

@@ -31,14 +31,6 @@ pub struct OtlpHttpState {
     pub decoding: Arc<tokio::sync::Semaphore>,
 }
 
-/// How many bodies are decoded at once: one per core, at least two.
-pub fn decode_permits() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .max(2)
-}
-
 pub fn router(state: OtlpHttpState) -> Router {
     Router::new()
         .route("/v1/traces", post(traces))
