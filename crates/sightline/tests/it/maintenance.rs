@@ -91,11 +91,15 @@ async fn count(app: &TestApp, sql: &str) -> i64 {
 async fn scheduled_maintenance_compacts_expires_only_what_is_past_its_age_and_keeps_counts_exact() {
     let app = TestApp::open(
         "[storage]\nmaintenance_interval = \"10m\"\ndelete_grace = \"1m\"\n\
-         [retention]\nspans = \"2d\"\nlogs = \"2d\"\nmetrics = \"2d\"\nspan_rollups = \"30d\"\n",
+         [retention]\nspans = \"2d\"\nlogs = \"2d\"\nmetrics = \"2d\"\nspan_rollups = \"30d\"\n\
+         [limits]\nmax_timestamp_age = \"forever\"\n",
     )
     .await;
     let store = app.app.store().clone();
     let mut schedule = Schedule::new(store.clone(), Arc::new(app.clock.clone()));
+    // Forty days old: past every table's retention.
+    send_all(&app, 200, 40 * DAY_NS - 30 * MINUTE_NS).await;
+    store.flush().await.expect("flush");
     // Three days old: past retention for spans, logs and metrics, not for rollups.
     send_all(&app, 100, 3 * DAY_NS - 30 * MINUTE_NS).await;
     store.flush().await.expect("flush");
@@ -112,7 +116,7 @@ async fn scheduled_maintenance_compacts_expires_only_what_is_past_its_age_and_ke
     ];
     let segments_of = |table| store.segments().iter().filter(|s| s.table == table).count();
     for table in tables {
-        assert_eq!(segments_of(table), 5, "{table:?}: one segment a flush");
+        assert_eq!(segments_of(table), 6, "{table:?}: one segment a flush");
     }
     let before = (
         count(&app, "SELECT count(*) FROM spans").await,
@@ -121,14 +125,14 @@ async fn scheduled_maintenance_compacts_expires_only_what_is_past_its_age_and_ke
         count(&app, "SELECT sum(requests) FROM span_rollups").await,
         count(&app, "SELECT sum(errors) FROM span_rollups").await,
     );
-    assert_eq!(before, (10, 10, 10, 10, 5));
+    assert_eq!(before, (12, 12, 12, 12, 6));
     let files_before = parquet_files(store.data_dir());
-    assert_eq!(files_before, 20);
+    assert_eq!(files_before, 24);
 
     // Not yet due: nothing moves.
     app.clock.advance_ns(9 * MINUTE_NS);
     assert!(!schedule.look().await.maintained);
-    assert_eq!(store.segments().len(), 20);
+    assert_eq!(store.segments().len(), 24);
 
     app.clock.advance_ns(MINUTE_NS);
     assert!(schedule.look().await.maintained);
@@ -138,7 +142,11 @@ async fn scheduled_maintenance_compacts_expires_only_what_is_past_its_age_and_ke
             .into_iter()
             .filter(|s| s.table == table)
             .collect();
-        assert_eq!(left.len(), 1, "{table:?}: the old one expired, four merged");
+        assert_eq!(
+            left.len(),
+            1,
+            "{table:?}: the old ones expired, four merged"
+        );
         assert_eq!((left[0].row_count, left[0].level), (8, 1), "{table:?}");
     }
     let recent = "WHERE start_time > to_timestamp_seconds(1796083200 - 86400)";
@@ -162,12 +170,12 @@ async fn scheduled_maintenance_compacts_expires_only_what_is_past_its_age_and_ke
             count(&app, "SELECT sum(errors) FROM span_rollups").await,
         ),
         (10, 5),
-        "rollups keep counting every request, the expired ones' too"
+        "rollups keep counting the requests of spans past their age, until their own"
     );
     assert_eq!(
         segments_of(Table::SpanRollups),
         2,
-        "the old day's, and the merged one"
+        "three days ago's, and the merged one"
     );
     // Replaced and expired files wait out the grace beside the four merged ones, then go at
     // the next pass.

@@ -435,7 +435,45 @@ async fn close_flushes_everything_and_refuses_later_writes() {
         .await
         .expect_err("closed");
     assert!(matches!(err, Error::ShuttingDown));
+    let again = store.close().await.expect("closing again does nothing");
+    assert_eq!(again.rows, 0);
+    drop(store);
     let (_, report) = open(dir.path(), &clock);
     assert_eq!(report.records_replayed, 0);
     assert_eq!(report.segments, 2, "the spans and their rollups");
+}
+
+#[tokio::test]
+async fn files_the_catalog_does_not_list_are_removed_at_open_and_the_listed_ones_read() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = ManualClock::new(NS_PER_HOUR);
+    let (store, _) = open(dir.path(), &clock);
+    store
+        .append(vec![(Signal::Spans, spans(4, 5, 1, "g"))])
+        .await
+        .expect("append");
+    store.flush().await.expect("flush");
+    let listed = store.segments();
+    drop(store);
+    // What a crash in the middle of writing a segment leaves: a torn temporary file, and a
+    // renamed file whose catalog commit never happened.
+    let hour = dir
+        .path()
+        .join(&listed[0].path)
+        .parent()
+        .expect("an hour folder")
+        .to_path_buf();
+    std::fs::write(hour.join("99-0.parquet.tmp"), b"PAR1 torn").expect("a torn file");
+    std::fs::copy(dir.path().join(&listed[0].path), hour.join("98-0.parquet"))
+        .expect("an unlisted copy");
+    let (store, report) = open(dir.path(), &clock);
+    assert_eq!(report.orphan_files_removed, 2);
+    assert!(!hour.join("99-0.parquet.tmp").exists());
+    assert!(!hour.join("98-0.parquet").exists());
+    assert_eq!(report.segments, listed.len());
+    assert_eq!(
+        snapshot_rows(&store, Table::Spans),
+        4,
+        "the unlisted copy is not read"
+    );
 }
