@@ -127,11 +127,13 @@ class SightlineServer:
 
     def __init__(self, data_dir: Path | None, log_dir: Path, extra_args: list[str] | None = None,
                  name: str = "sightline", cwd: Path | None = None, env: dict[str, str] | None = None,
-                 address_flags: bool = True):
+                 address_flags: bool = True, preexec_fn: Callable[[], None] | None = None):
         """data_dir=None starts the server without --data-dir (the env or sightline.toml decides);
         cwd is its working folder (default: log_dir), env is added to its environment, where
         every other SIGHTLINE_* variable of the test process is removed. address_flags=False
-        leaves out --otlp-grpc/--otlp-http/--listen 127.0.0.1:0 (the env or the file must say 0)."""
+        leaves out --otlp-grpc/--otlp-http/--listen 127.0.0.1:0 (the env or the file must say 0).
+        preexec_fn runs in the child before the server is executed, at every start (e.g. to set
+        resource limits or signal dispositions that the server inherits)."""
         self.bin = sightline_bin()
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.log_dir = Path(log_dir)
@@ -140,6 +142,7 @@ class SightlineServer:
         self.cwd = Path(cwd) if cwd is not None else self.log_dir
         self.env = dict(env or {})
         self.address_flags = address_flags
+        self.preexec_fn = preexec_fn
         self.proc: subprocess.Popen | None = None
         self.starts = 0
         self.ready: dict = {}
@@ -170,7 +173,7 @@ class SightlineServer:
         env = server_env(self.env)
         with open(self.stderr_path, "wb") as err, open(stdout_path, "wb") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
-                                         cwd=str(self.cwd))
+                                         cwd=str(self.cwd), preexec_fn=self.preexec_fn)
         _STARTED.append(self)
 
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -330,12 +333,14 @@ def sightline_factory(tmp_path):
 
     def make(extra_args: list[str] | None = None, data_dir: Path | None = None, name: str = "extra",
              cwd: Path | None = None, env: dict[str, str] | None = None,
-             data_dir_flag: bool = True, address_flags: bool = True) -> SightlineServer:
-        """data_dir_flag=False starts it without --data-dir; cwd, env, address_flags as in SightlineServer."""
+             data_dir_flag: bool = True, address_flags: bool = True,
+             preexec_fn: Callable[[], None] | None = None) -> SightlineServer:
+        """data_dir_flag=False starts it without --data-dir; cwd, env, address_flags, preexec_fn as
+        in SightlineServer."""
         idx = len(servers)
         srv = SightlineServer((data_dir or tmp_path / f"{name}-{idx}-data") if data_dir_flag else None,
                               tmp_path / "logs", extra_args=extra_args, name=f"{name}-{idx}", cwd=cwd, env=env,
-                              address_flags=address_flags)
+                              address_flags=address_flags, preexec_fn=preexec_fn)
         servers.append(srv)
         return srv
 

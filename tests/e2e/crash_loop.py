@@ -16,9 +16,11 @@ One run:
     in the folder, restarts the server on the same folder, and repeats for N cycles;
   * every `check_every` cycles and at the end, checks the stored rows against that ledger: the
     duplicate query `SELECT span_id, count(*) FROM spans GROUP BY span_id HAVING count(*) > 1`
-    (and the same for logs) must be empty, every acknowledged id must be there, and no row may
-    carry an id that nobody sent. The end also stops the server with SIGTERM, restarts it once
-    more and checks again (a replay after a clean shutdown must not double anything either).
+    (and the same for logs) must be empty, every acknowledged id must be there, no row may carry
+    an id that nobody sent, no request may be stored in part, and `span_rollups` must count
+    every stored span of the loop (all are server spans) once as a request. The end also stops
+    the server with SIGTERM, restarts it once more and checks again (a replay after a clean
+    shutdown must not double anything either).
 
 The seed fixes the kill schedule and each sender's mix of requests; thread timing is not
 reproducible, so a seed makes a failure likely, not certain, to come back.
@@ -321,13 +323,15 @@ class Ledger:
 # ---- the senders -------------------------------------------------------------------------
 
 
-def spans_body(req: Request, trace_prefix: str, now_ns: int) -> dict:
+def spans_body(req: Request, trace_prefix: str, now_ns: int, kind: int = 2) -> dict:
+    """The spans of one request: server spans (kind 2), so that span_rollups counts each one as
+    a request; the request number is in an attribute, the span name is the same for all."""
     by_service: dict[str, list] = {s: [] for s in SPAN_SERVICES}
     trace_id = f"{trace_prefix}{req.no:016x}"
     for pos, sid in enumerate(req.ids()):
         start = now_ns - 5_000_000 - pos * 1000
         by_service[SPAN_SERVICES[pos % 2]].append({
-            "traceId": trace_id, "spanId": sid, "name": f"crash-loop {req.no}", "kind": 2,
+            "traceId": trace_id, "spanId": sid, "name": "crash-loop", "kind": kind,
             "startTimeUnixNano": str(start), "endTimeUnixNano": str(start + 1_000_000 + pos),
             "attributes": [{"key": "crashloop.request", "value": {"intValue": str(req.no)}}],
         })
@@ -483,7 +487,8 @@ def check_store(server: Server, ledger: Ledger) -> dict:
     """Compare what is stored with the ledger; return counts and samples (never raises on a
     finding: problems_of() says what is wrong). Runs while no sender is sending."""
     reqs = ledger.snapshot()  # a request still pending (none should be) counts as not acknowledged
-    result: dict[str, Any] = {"missing": [], "duplicates": [], "foreign": [], "partial_requests": []}
+    result: dict[str, Any] = {"missing": [], "duplicates": [], "foreign": [], "partial_requests": [],
+                              "rollups": []}
     t0 = time.monotonic()
     for signal_, table, col in (("spans", "spans", "span_id"), ("logs", "logs", "body")):
         # 1. The duplicate query, exactly as a person would type it.
@@ -527,19 +532,46 @@ def check_store(server: Server, ledger: Ledger) -> dict:
         result[f"{signal_}_acked"] = sum(r.size for r in mine if r.outcome == ACKED)
         result[f"{signal_}_not_acked_stored"] = sum(stored_per_req[r.no] for r in mine if r.outcome != ACKED)
         for r in mine:
-            if r.outcome != ACKED and 0 < stored_per_req[r.no] < r.size:
+            # One request is one log record: it is stored whole or not at all. (An answer that
+            # said some records were rejected would explain a part; the loop never sees one.)
+            if r.outcome != ACKED and 0 < stored_per_req[r.no] < r.size \
+                    and not r.detail.startswith("partial success"):
                 result["partial_requests"].append({"signal": signal_, "request": r.no, "size": r.size,
                                                    "stored": stored_per_req[r.no], "outcome": r.outcome})
+    # 4. span_rollups against the spans: every span the loop sends is a server span, so the
+    # rollups of the loop's services must count each stored one once as a request, in the
+    # buffer as in segments; and none of them failed.
+    scope = f"service_name IN ({', '.join(_sql_str(s) for s in SPAN_SERVICES)})"
+    (rollup_requests, rollup_errors), = server.rows(
+        f"SELECT sum(requests) AS requests, sum(errors) AS errors FROM span_rollups WHERE {scope}")
+    (stored_spans, failed_spans), = server.rows(
+        f"SELECT count(*) AS n, sum(CASE WHEN status = 'error' OR http_status_code >= 500 THEN 1 ELSE 0 END) "
+        f"AS failed FROM spans WHERE {scope}")
+    rollup_requests, rollup_errors, failed_spans = rollup_requests or 0, rollup_errors or 0, failed_spans or 0
+    ledger_spans = result["spans_acked"] + result["spans_not_acked_stored"]
+    if not rollup_requests == stored_spans == ledger_spans:
+        result["rollups"].append({"column": "requests", "span_rollups": rollup_requests, "spans": stored_spans,
+                                  "ledger": ledger_spans})
+    if rollup_errors != failed_spans:
+        result["rollups"].append({"column": "errors", "span_rollups": rollup_errors, "spans": failed_spans})
+    result["rollup_requests"] = rollup_requests
     result["seconds"] = round(time.monotonic() - t0, 2)
     return result
 
 
 def problems_of(check: dict) -> list[str]:
+    """What is wrong, one phrase per kind of error; empty when the store matches the ledger."""
     out = []
     for key, what in (("missing", "acknowledged records missing"), ("duplicates", "records stored more than once"),
-                      ("foreign", "stored records nobody sent")):
+                      ("foreign", "stored records nobody sent"), ("partial_requests", "requests stored in part")):
         if check[key]:
             out.append(f"{len(check[key])} {what}")
+    for r in check["rollups"]:
+        if r["column"] == "requests":
+            out.append(f"span_rollups count {r['span_rollups']} requests, the spans stored are {r['spans']}, "
+                       f"the ledger says {r['ledger']}")
+        else:
+            out.append(f"span_rollups count {r['span_rollups']} errors, the failed spans stored are {r['spans']}")
     return out
 
 
@@ -577,12 +609,12 @@ def _evidence(cfg: Config, cycle: int, check: dict, ledger: Ledger, lives: list[
               data_dir: Path, recheck: dict | None) -> str:
     lines = [f"CRASH LOOP FAILED: seed={cfg.seed} cycle={cycle} ({', '.join(problems_of(check))})",
              f"data folder kept at {data_dir}; server stderr per life in {server.log_dir}"]
-    for key in ("missing", "duplicates", "foreign"):
+    for key in ("missing", "duplicates", "foreign", "partial_requests", "rollups"):
         if check[key]:
             lines.append(f"{key} (first {SAMPLE} of {len(check[key])}):")
             lines += [f"  {json.dumps(x)}" for x in check[key][:SAMPLE]]
     by_no = {r.no: r for r in ledger.snapshot()}
-    involved = sorted({x["request"] for x in check["missing"]}
+    involved = sorted({x["request"] for x in check["missing"] + check["partial_requests"]}
                       | {p[0] for x in check["duplicates"] if (p := split_id(x["signal"], str(x["id"])))})
     if involved:
         lines.append(f"requests involved ({len(involved)}):")
@@ -715,7 +747,8 @@ def run(cfg: Config) -> dict:
             raise CrashLoopFailure(_evidence(cfg, cycle, c, ledger, lives, server, data_dir, recheck))
         note(f"check after cycle {cycle} ({when}): {c['spans_acked']} spans and {c['logs_acked']} logs "
              f"acknowledged, all present once; {c['spans_not_acked_stored'] + c['logs_not_acked_stored']} "
-             f"unacknowledged ones stored once ({c['seconds']}s)")
+             f"unacknowledged ones stored once; span_rollups count {c['rollup_requests']} requests "
+             f"({c['seconds']}s)")
         return c
 
     load.start()
@@ -795,6 +828,7 @@ def run(cfg: Config) -> dict:
         "not_acknowledged_but_stored": final2["spans_not_acked_stored"] + final2["logs_not_acked_stored"],
         "partially_stored_requests": len(final2["partial_requests"]),
         "rows_stored": {"spans": final2["spans_rows"], "logs": final2["logs_rows"]},
+        "span_rollup_requests": final2["rollup_requests"],
         "duplicates": 0,
         "missing": 0,
         "foreign": 0,

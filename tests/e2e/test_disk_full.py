@@ -1,17 +1,25 @@
-"""A full disk: ingest answers 503 with Retry-After, queries keep working, nothing on disk is
-corrupted, and ingest resumes by itself once space returns. The data folder lives on a small
-tmpfs (mounted by the test; the test command runs as root)."""
+"""A full disk: ingest answers 503 with Retry-After, queries keep working, the write-ahead log is
+cut back to its last intact record, and ingest resumes by itself once space returns.
+
+No privilege is needed to run out of space: the server runs under a file-size limit
+(RLIMIT_FSIZE) with SIGXFSZ ignored, both set before it is executed (an ignored signal stays
+ignored across exec). The limit starts unlimited; the test lowers it with prlimit to just above
+the current size of the log file, so the next log write fails part-way with EFBIG as it would on
+a full disk, then lifts it again to model space returning. The flush interval is an hour, so no
+segment write happens while the limit is low: only the log is written.
+"""
 
 from __future__ import annotations
 
-import os
-import subprocess
+import resource
+import signal
 import time
 import uuid
+from pathlib import Path
 
-import pytest
-
-from conftest import wait_for
+# The limit is set this far above the log's length: less than one record, so the next append
+# writes part of its record, fails, and must be cut back.
+PART_OF_A_RECORD = 1024
 
 
 def span_body(service: str, n: int = 50) -> tuple[dict, list[str]]:
@@ -25,58 +33,71 @@ def span_body(service: str, n: int = 50) -> tuple[dict, list[str]]:
                                   for sid in ids]}]}]}, ids
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); the disk-full test needs root")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+def ignore_sigxfsz_without_a_file_size_limit() -> None:
+    """Runs in the server's process before exec: a write past the limit fails with EFBIG instead
+    of killing the process, and the limit starts unlimited."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
 
 
-def fill(path, chunk: int = 1 << 20) -> int:
-    """Writes a file until the disk is full; returns the bytes written."""
-    written = 0
-    # Big chunks first, then the last few kilobytes, so even small log appends find no room.
-    for name, size in ((path, chunk), (str(path) + ".tail", 4096)):
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT)
-        try:
-            while True:
-                written += os.write(fd, b"\0" * size)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-    return written
+def set_file_size_limit(pid: int, limit: int) -> None:
+    """Sets the soft file-size limit of a running process, and checks that it took."""
+    resource.prlimit(pid, resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+    assert resource.prlimit(pid, resource.RLIMIT_FSIZE) == (limit, resource.RLIM_INFINITY)
 
 
-def test_a_full_disk_refuses_ingest_keeps_queries_and_recovers(small_disk, sightline_factory):
-    # small_disk comes first: it is unmounted only after the server has stopped.
-    server = sightline_factory(["--flush-interval", "1s"], data_dir=small_disk / "data", name="full").start()
+def log_file(data_dir: Path) -> Path:
+    """The write-ahead log file being written: the largest (with no flush, the only one)."""
+    files = sorted((data_dir / "wal").glob("*.wal"), key=lambda p: p.stat().st_size)
+    assert files, f"no write-ahead log file in {data_dir / 'wal'}"
+    return files[-1]
+
+
+def signal_disposition(pid: int, signum: int) -> str:
+    """'ignored' or 'not ignored', from /proc/PID/status."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    ignored = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:")), 16)
+    return "ignored" if ignored & (1 << (signum - 1)) else "not ignored"
+
+
+def test_a_full_disk_refuses_ingest_keeps_queries_and_recovers(sightline_factory):
+    server = sightline_factory(["--flush-interval", "1h"], name="full",
+                               preexec_fn=ignore_sigxfsz_without_a_file_size_limit).start()
     acknowledged: list[str] = []
-    body, ids = span_body("before")
+    # Some spans in a segment (written by the flush at SIGTERM), the rest in the buffer.
+    body, ids = span_body("in-a-segment")
     assert server.post_otlp("/v1/traces", body).status_code == 200
     acknowledged += ids
-    wait_for(lambda: server.metric("sightline_segments", signal="spans") >= 1, timeout=30,
-             what="a first segment")
+    server.stop()
+    server.start()
+    assert server.metric("sightline_segments", signal="spans") >= 1
+    for _ in range(4):
+        body, ids = span_body("in-the-buffer")
+        assert server.post_otlp("/v1/traces", body).status_code == 200
+        acknowledged += ids
 
-    fill(small_disk / "filler")
-    refused = None
-    for _ in range(20):
-        body, ids = span_body("during")
-        resp = server.post_otlp("/v1/traces", body)
-        if resp.status_code == 200:
-            acknowledged += ids  # it still fit; try again
-            continue
-        refused = resp
-        break
-    assert refused is not None, "the disk never refused a write"
+    pid = server.proc.pid
+    assert signal_disposition(pid, signal.SIGXFSZ) == "ignored"
+    assert resource.prlimit(pid, resource.RLIMIT_FSIZE)[0] == resource.RLIM_INFINITY
+    wal = log_file(server.data_dir)
+    intact = wal.stat().st_size
+    # The limit binds every file the server writes, its stderr too: that must stay below it.
+    assert server.stderr_path.stat().st_size + 16_384 < intact, (server.stderr_path.stat().st_size, intact)
+
+    # The disk is full: the next log write fails part-way through its record.
+    set_file_size_limit(pid, intact + PART_OF_A_RECORD)
+    body, ids = span_body("during")
+    refused = server.post_otlp("/v1/traces", body)
     assert refused.status_code == 503 and refused.headers.get("Retry-After"), (refused.status_code, refused.text)
     assert refused.json()["error"]["code"] == "unavailable", refused.text
     assert server.metric("sightline_wal_write_errors_total") >= 1
+    assert wal.stat().st_size == intact, "the failed write must be cut back to the last intact record"
+    assert server.running()
+    # Still full: the next request is refused too, and the log is still intact.
+    again = server.post_otlp("/v1/traces", span_body("during")[0])
+    assert again.status_code == 503 and again.json()["error"]["code"] == "unavailable", again.text
+    assert wal.stat().st_size == intact
+    assert server.metric("sightline_wal_write_errors_total") == 2
 
     # Queries still answer, with everything acknowledged so far; health says what is wrong.
     rows = server.rows("SELECT span_id FROM spans")
@@ -84,15 +105,16 @@ def test_a_full_disk_refuses_ingest_keeps_queries_and_recovers(small_disk, sight
     health = server.get("/healthz").json()
     assert health["status"] == "failing", health
     checks = {c["name"]: c for c in health["checks"]}
-    assert checks["write-ahead log"]["level"] == "fail" and "failed" in checks["write-ahead log"]["message"]
+    assert checks["write-ahead log"]["level"] == "fail" and "failed" in checks["write-ahead log"]["message"], checks
 
     # Space returns: ingest resumes without a restart.
-    os.remove(small_disk / "filler")
-    os.remove(str(small_disk / "filler") + ".tail")
+    set_file_size_limit(pid, resource.RLIM_INFINITY)
     body, ids = span_body("after")
     resp = server.post_otlp("/v1/traces", body)
     assert resp.status_code == 200, resp.text
     acknowledged += ids
+    assert wal.stat().st_size > intact
+    assert server.rows("SELECT count(*) AS n FROM spans") == [{"n": len(acknowledged)}]
 
     # Nothing is corrupted: after a restart every acknowledged span is there exactly once.
     server.stop()

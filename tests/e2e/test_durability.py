@@ -1,17 +1,22 @@
 """No acknowledged record is ever lost, and none is doubled.
 
 kill -9 right after an acknowledgement (and in the middle of a stream of
-requests), restart on the same data folder, and every 2xx'd span is there
-exactly once. A clean SIGTERM restart keeps everything too, and the log search
-and service summary APIs answer from the restarted server.
+requests, one of them certainly still in flight), restart on the same data
+folder, and every 2xx'd span is there exactly once. A clean SIGTERM restart
+keeps everything too: a request still in flight at SIGTERM is finished and
+stored, new connections are refused meanwhile, and the log search and service
+summary APIs answer from the restarted server.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from urllib.parse import urlencode
 
 import pytest
@@ -77,6 +82,35 @@ def accepted(resp: requests.Response) -> bool:
     return not rejected or str(rejected) == "0"
 
 
+class HeldBody:
+    """A request body sent with chunked transfer encoding in two parts: the first at once, the
+    rest only after release(). Until then the request is certainly in flight: the server cannot
+    have read all of it, so it cannot have answered."""
+
+    def __init__(self, body: bytes):
+        self.body = body
+        self.first_part_sent = threading.Event()
+        self._released = threading.Event()
+
+    def chunks(self):
+        half = len(self.body) // 2
+        yield self.body[:half]
+        self.first_part_sent.set()
+        self._released.wait(timeout=60)
+        yield self.body[half:]
+
+    def release(self) -> None:
+        self._released.set()
+
+
+def post_held(pool: ThreadPoolExecutor, url: str, held: HeldBody) -> Future:
+    """POST the held body from a pool thread; the future holds the answer (or the exception)."""
+    future = pool.submit(requests.post, url, data=held.chunks(), headers={"Content-Type": "application/json"},
+                         timeout=60)
+    assert held.first_part_sent.wait(timeout=10), "the first part of the body was never sent"
+    return future
+
+
 def span_counts(srv, service: str) -> dict[str, int]:
     rows = srv.rows(f"SELECT span_id, count(*) AS n FROM spans WHERE service_name = '{service}' GROUP BY span_id")
     return {r["span_id"]: r["n"] for r in rows}
@@ -130,24 +164,82 @@ def test_sigkill_loses_no_acknowledged_span(sightline_factory):
             with lock:
                 acked.update(ids)
 
+    # One request of the stream is held open: half of its body is sent before the kill, the
+    # rest after. It is certainly in flight when the kill comes, and it can never be stored.
+    held_ids, held_spans = zip(*(span(service, f"held-{j}", start=now_ns(), dur_ns=2_000_000)
+                                 for j in range(per_request)))
+    sent |= set(held_ids)
+    held = HeldBody(json.dumps(traces_body({service: list(held_spans)})).encode())
+
     before = len(acked)
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        futures = [pool.submit(send, i) for i in range(n_requests)]
-        wait_for(lambda: len(acked) - before >= per_request * 10 or all(f.done() for f in futures),
-                 timeout=60, what="a third of the stream to be acknowledged")
-        srv.kill()
-        stop.set()
+    with ThreadPoolExecutor(max_workers=1) as held_pool, ThreadPoolExecutor(max_workers=4) as pool:
+        try:
+            held_answer = post_held(held_pool, f"{srv.otlp_http_url}/v1/traces", held)
+            futures = [pool.submit(send, i) for i in range(n_requests)]
+            wait_for(lambda: len(acked) - before >= per_request * 10, timeout=60,
+                     what="a third of the stream to be acknowledged")
+            assert not held_answer.done(), "the held request must still be in flight at the kill"
+            srv.kill()
+        finally:
+            stop.set()
+            held.release()
         for f in futures:
             f.result()
+        with pytest.raises(requests.RequestException):
+            held_answer.result(timeout=30)  # cut off by the kill: no answer
     assert len(acked) - before >= per_request * 10
 
     srv.start()
     assert_exactly_once(srv, service, acked, sent)
+    assert not set(span_counts(srv, service)) & set(held_ids), "a request cut off mid-body must store nothing"
 
     # 3. Replaying an already replayed log must not double anything either.
     srv.stop()
     srv.start()
     assert_exactly_once(srv, service, acked, sent)
+
+
+def connection_refused(address: str) -> bool:
+    """Whether a new TCP connection to host:port is refused (one that connects is closed at once)."""
+    host, port = address.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            return False
+    except ConnectionRefusedError:
+        return True
+
+
+def test_a_request_in_flight_at_sigterm_is_finished_and_stored(sightline_factory):
+    """SIGTERM stops the server cleanly: a request whose body is still arriving when the signal
+    comes is read to the end, answered 200 and stored; new connections are refused on every
+    port meanwhile; the server exits 0, and after a restart every span of the request is there
+    exactly once."""
+    srv = sightline_factory(name="sigterm-in-flight").start()
+    service = "in-flight-at-sigterm"
+    ids, spans = zip(*(span(service, f"in-flight-{i}", start=now_ns(), dur_ns=1_000_000) for i in range(50)))
+    held = HeldBody(json.dumps(traces_body({service: list(spans)})).encode())
+    addresses = [srv.ready["otlp_http"], srv.ready["otlp_grpc"], srv.ready["listen"]]
+    assert not any(connection_refused(a) for a in addresses)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        try:
+            answer = post_held(pool, f"{srv.otlp_http_url}/v1/traces", held)
+            time.sleep(0.5)  # nothing tells when the server has taken the connection and read the headers
+            srv.proc.send_signal(signal.SIGTERM)
+            wait_for(lambda: "shutting down: finishing in-flight requests" in srv.stderr_tail(), timeout=10,
+                     what="the server to begin its shutdown")
+            # Refused, not answered 503: the listeners are closed, the request in flight goes on.
+            wait_for(lambda: all(connection_refused(a) for a in addresses), timeout=5,
+                     what="new connections to be refused on every port")
+            assert srv.running() and not answer.done(), "the server must wait for the request in flight"
+        finally:
+            held.release()
+        resp = answer.result(timeout=30)
+    assert resp.status_code == 200 and resp.json() == {}, resp.text  # no partialSuccess: all accepted
+    assert srv.proc.wait(timeout=20) == 0, srv.stderr_tail()
+
+    srv.start()
+    assert span_counts(srv, service) == {sid: 1 for sid in ids}
 
 
 ROUTE_A = "/a/{id}"

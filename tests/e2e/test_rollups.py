@@ -48,6 +48,9 @@ def test_a_long_window_answers_from_rollups_with_the_spans_counts(sightline_fact
         f"SELECT service_name, count(*) AS requests, sum(CASE WHEN {FAILED} THEN 1 ELSE 0 END) AS errors, "
         f"sum(duration_ns) AS total FROM spans WHERE {window} AND {REQUESTS} GROUP BY service_name")}
     assert set(services) == set(raw) and len(raw) >= 4, (sorted(services), sorted(raw))
+    # The window has failed requests to count: the demo's gateway, orders and payments fail at times.
+    failing = {name for name, row in raw.items() if row["errors"] > 0}
+    assert {"api-gateway", "orders", "payments"} <= failing, {name: row["errors"] for name, row in raw.items()}
     for name, row in raw.items():
         s = services[name]
         assert (s["requests"], s["errors"]) == (row["requests"], row["errors"]), name
@@ -73,6 +76,7 @@ def test_span_rollups_is_a_table_that_counts_every_request(sightline_factory):
     spans = srv.rows(
         f"SELECT count(*) AS requests, sum(CASE WHEN {FAILED} THEN 1 ELSE 0 END) AS errors "
         f"FROM spans WHERE {REQUESTS}")[0]
+    assert spans["errors"] > 0, spans  # failed requests to count
     assert (rollups["requests"], rollups["errors"]) == (spans["requests"], spans["errors"])
     assert rollups["minutes"] >= 59 and rollups["rows"] < spans["requests"] / 2, rollups
 
@@ -128,5 +132,6 @@ def test_the_service_page_finds_the_slowest_and_newest_failing_requests_through_
         failing = srv.rows(
             f"SELECT trace_id, span_id FROM spans WHERE {window} AND {REQUESTS} AND {FAILED} "
             f"AND service_name = '{service}' ORDER BY start_time DESC, span_id LIMIT 10")
-        shown = _trace_links(page.text, "failing-traces") if failing else []
+        assert len(failing) == 10, (service, failing)  # the window has more than ten failed requests
+        shown = _trace_links(page.text, "failing-traces")
         assert set(shown) == {(r["trace_id"], r["span_id"]) for r in failing}, service
