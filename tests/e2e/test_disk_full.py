@@ -115,6 +115,12 @@ def test_a_full_disk_refuses_ingest_keeps_queries_and_recovers(sightline_factory
     acknowledged += ids
     assert wal.stat().st_size > intact
     assert server.rows("SELECT count(*) AS n FROM spans") == [{"n": len(acknowledged)}]
+    # Health no longer fails, but remembers the trouble until the next start.
+    health = server.get("/healthz").json()
+    checks = {c["name"]: c for c in health["checks"]}
+    assert checks["write-ahead log"]["level"] == "warn", checks
+    assert "ingest works again" in checks["write-ahead log"]["message"], checks
+    assert health["status"] != "failing", health
 
     # Nothing is corrupted: after a restart every acknowledged span is there exactly once.
     server.stop()

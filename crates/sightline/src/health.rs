@@ -87,14 +87,24 @@ pub fn checks(store: &Store, torn_tails_at_start: usize) -> Vec<Check> {
         )),
     }
     let stats = store.stats();
-    out.push(if stats.wal_write_errors > 0 {
+    out.push(if stats.wal_failing {
         Check::new(
             "write-ahead log",
             Level::Fail,
             format!(
-                "{} writes to the write-ahead log failed since the server started (a full disk or \
-                 a failing device); those requests were answered 503 and their senders retry. \
-                 The server's log says why.",
+                "the latest write to the write-ahead log failed ({} since the server started: a \
+                 full disk or a failing device); ingest answers 503 and senders retry. The \
+                 server's log says why.",
+                stats.wal_write_errors
+            ),
+        )
+    } else if stats.wal_write_errors > 0 {
+        Check::new(
+            "write-ahead log",
+            Level::Warn,
+            format!(
+                "{} writes to the write-ahead log failed since the server started, and the ones \
+                 since succeeded: ingest works again. The server's log says why they failed.",
                 stats.wal_write_errors
             ),
         )

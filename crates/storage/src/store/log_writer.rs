@@ -93,6 +93,10 @@ fn commit_group(inner: &Inner, writer: &mut wal::WalWriter, group: Vec<PendingAp
         .counters
         .wal_sync_ns
         .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    inner
+        .counters
+        .wal_failing
+        .store(result.is_err(), Ordering::Relaxed);
     match result {
         Ok(()) => {
             {

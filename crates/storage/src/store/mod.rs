@@ -105,6 +105,8 @@ pub struct StoreStats {
     pub wal_sync_seconds_total: f64,
     /// Group commits that failed.
     pub wal_write_errors: u64,
+    /// Whether the latest group commit failed (the disk is still in trouble).
+    pub wal_failing: bool,
     /// Rows in the buffer, per table.
     pub buffered_rows: HashMap<Table, u64>,
     /// Bytes in the buffer.
@@ -127,6 +129,7 @@ struct Counters {
     wal_syncs: AtomicU64,
     wal_sync_ns: AtomicU64,
     wal_write_errors: AtomicU64,
+    wal_failing: AtomicBool,
     flushes: AtomicU64,
     flush_errors: AtomicU64,
 }
@@ -498,6 +501,7 @@ impl Store {
             wal_syncs: counters.wal_syncs.load(Ordering::Relaxed),
             wal_sync_seconds_total: counters.wal_sync_ns.load(Ordering::Relaxed) as f64 / 1e9,
             wal_write_errors: counters.wal_write_errors.load(Ordering::Relaxed),
+            wal_failing: counters.wal_failing.load(Ordering::Relaxed),
             flushes: counters.flushes.load(Ordering::Relaxed),
             flush_errors: counters.flush_errors.load(Ordering::Relaxed),
             queue_depth,
