@@ -113,8 +113,13 @@ def test_timestamp_bounds_are_configurable(sightline_factory, tmp_path):
     config.write_text('[limits]\nmax_timestamp_age = "forever"\nmax_timestamp_ahead = "10m"\n')
     server = sightline_factory(extra_args=["--config", str(config)], name="clock-conf").start()
     now = time.time_ns()
-    old = server.post_otlp("/v1/traces", spans_body("old", [stamped_span("old", now - 400 * 86_400 * 10**9)]))
+    old_span = stamped_span("old", now - 400 * 86_400 * 10**9)
+    old = server.post_otlp("/v1/traces", spans_body("old", [old_span]))
     assert old.status_code == 200 and "partialSuccess" not in old.json(), old.text
+    # Stored where it belongs in time, and found there.
+    rows = server.rows("SELECT span_id, CAST(start_time AS BIGINT) AS start_ns FROM spans "
+                       "WHERE service_name = 'old'")
+    assert rows == [{"span_id": old_span["spanId"], "start_ns": int(old_span["startTimeUnixNano"])}], rows
     ahead = server.post_otlp("/v1/traces", spans_body("ahead", [stamped_span("ahead", now + 3600 * 10**9)]))
     assert ahead.status_code == 400 and "600 s after the server's clock" in ahead.json()["message"], ahead.text
 

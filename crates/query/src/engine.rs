@@ -1,13 +1,18 @@
 //! The SQL engine: one DataFusion session over the stored tables (spans, logs, metrics,
-//! span_rollups), with the JSON functions, a shared memory pool (no spilling to disk), a timeout and a cap on returned rows. Only queries
-//! are accepted: DDL, DML, COPY and session statements are refused before planning.
+//! span_rollups), with the JSON functions, a shared memory pool (no spilling to disk) that also
+//! counts what expanding functions build and the answer's rows, a timeout, and caps on an
+//! answer's rows and bytes. Queries pass the admission gate ([`crate::admission`]) and run on
+//! their own runtime ([`crate::runtime`]). Only queries are accepted: DDL, DML, COPY and session
+//! statements are refused before planning.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
@@ -18,8 +23,10 @@ use serde_json::Value;
 use sightline_model::{ConfigError, HumanDuration, Table};
 use sightline_storage::Store;
 
+use crate::admission::{Admission, QueryClass};
 use crate::error::Error;
 use crate::json;
+use crate::runtime::QueryRuntime;
 use crate::table::StoredTable;
 
 /// `[query]` of `sightline.toml`: bounds on what queries may use. Every key is optional.
@@ -33,6 +40,15 @@ pub struct QueryConfig {
     pub timeout: HumanDuration,
     /// Rows returned to a client at most; the answer says when it was cut. At least 1.
     pub max_result_rows: usize,
+    /// Bytes of JSON rows returned to a client at most; the answer says when it was cut. At
+    /// least 1024.
+    pub max_result_bytes: usize,
+    /// Queries running at once (default: the number of cores); the rest wait. At least 1.
+    pub max_concurrent: Option<usize>,
+    /// Queries waiting for a slot at most, all callers together; more are refused (429).
+    pub max_queued: usize,
+    /// How long a query waits for a slot before it is refused (429).
+    pub queue_timeout: HumanDuration,
 }
 
 impl Default for QueryConfig {
@@ -41,6 +57,10 @@ impl Default for QueryConfig {
             memory_limit_bytes: 1 << 30,
             timeout: HumanDuration::from_secs(30),
             max_result_rows: 10_000,
+            max_result_bytes: 8 << 20,
+            max_concurrent: None,
+            max_queued: 64,
+            queue_timeout: HumanDuration::from_secs(10),
         }
     }
 }
@@ -67,8 +87,31 @@ impl QueryConfig {
                 "must be more than 0 bytes, e.g. 1073741824 (1 GiB)",
             ));
         }
+        if self.max_result_bytes < 1024 {
+            return Err(ConfigError::new(
+                key("max_result_bytes"),
+                format!("must be at least 1024 bytes, not {}", self.max_result_bytes),
+            ));
+        }
+        if self.max_concurrent == Some(0) {
+            return Err(ConfigError::new(
+                key("max_concurrent"),
+                "must be at least 1, not 0",
+            ));
+        }
         Ok(())
     }
+
+    /// Queries running at once: `max_concurrent`, else the number of cores.
+    pub fn concurrent(&self) -> usize {
+        self.max_concurrent.unwrap_or_else(cores)
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
 }
 
 /// A column of a result: its name and its type as SQL users read it.
@@ -92,14 +135,25 @@ pub struct QueryResult {
     pub elapsed_ms: f64,
     /// True when more rows matched than were returned.
     pub truncated: bool,
+    /// Which limit cut the answer: `max_result_rows` or `max_result_bytes`; absent when whole.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated_by: Option<&'static str>,
+    /// The answer's rows, counted in the query memory pool until the answer is dropped.
+    #[serde(skip)]
+    _reservation: Option<Arc<MemoryReservation>>,
 }
 
-/// Read-only SQL over a [`Store`].
+/// Read-only SQL over a [`Store`]. Clones share the session, the memory pool, the admission
+/// gate and the runtime; each asks as its [`QueryClass`].
 #[derive(Clone)]
 pub struct QueryEngine {
     ctx: SessionContext,
     config: QueryConfig,
     store: Store,
+    pool: Arc<dyn MemoryPool>,
+    admission: Admission,
+    class: QueryClass,
+    runtime: Arc<QueryRuntime>,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -127,8 +181,10 @@ impl QueryEngine {
             .with_information_schema(true)
             .set_bool("datafusion.execution.parquet.pushdown_filters", true)
             .set_bool("datafusion.execution.parquet.reorder_filters", true);
+        let pool = runtime.memory_pool.clone();
         let mut ctx = SessionContext::new_with_config_rt(session, runtime);
         datafusion_functions_json::register_all(&mut ctx).map_err(internal)?;
+        crate::bounded::register(&ctx, pool.clone());
         for table in Table::ALL {
             ctx.register_table(
                 table.name(),
@@ -136,7 +192,41 @@ impl QueryEngine {
             )
             .map_err(internal)?;
         }
-        Ok(Self { ctx, config, store })
+        let admission = Admission::new(
+            config.concurrent(),
+            config.max_queued,
+            config.queue_timeout.as_std(),
+        );
+        let runtime = QueryRuntime::new(cores()).map_err(|e| Error::Internal {
+            message: format!("the query runtime could not start: {e}"),
+        })?;
+        Ok(Self {
+            ctx,
+            config,
+            store,
+            pool,
+            admission,
+            class: QueryClass::Api,
+            runtime: Arc::new(runtime),
+        })
+    }
+
+    /// The same engine asking as `class` (the API's by default).
+    pub fn for_class(&self, class: QueryClass) -> Self {
+        Self {
+            class,
+            ..self.clone()
+        }
+    }
+
+    /// The gate queries pass: running and waiting queries.
+    pub fn admission(&self) -> &Admission {
+        &self.admission
+    }
+
+    /// Bytes the query memory pool has given out now.
+    pub fn memory_reserved(&self) -> usize {
+        self.pool.reserved()
     }
 
     /// Whether `span_rollups` counts every stored span (see [`Store::rollups_complete`]);
@@ -155,13 +245,113 @@ impl QueryEngine {
         &self.config
     }
 
-    /// Runs one read-only statement and returns up to `max_result_rows` rows.
+    /// Runs one read-only statement and returns its rows as JSON, at most `max_result_rows`
+    /// rows and `max_result_bytes` bytes (the answer says which cut it).
     pub async fn execute(&self, sql: &str) -> Result<QueryResult, Error> {
+        let _slot = self.admission.admit(self.class).await?;
+        let engine = self.clone();
+        let sql = sql.to_string();
+        self.runtime
+            .run(async move { engine.within_timeout(engine.answer(&sql)).await })
+            .await
+    }
+
+    /// Runs one read-only statement and returns its batches, at most `max_rows` rows (and
+    /// whether more matched).
+    pub async fn collect(
+        &self,
+        sql: &str,
+        max_rows: usize,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>, bool), Error> {
+        let _slot = self.admission.admit(self.class).await?;
+        let engine = self.clone();
+        let sql = sql.to_string();
+        self.runtime
+            .run(async move { engine.within_timeout(engine.batches(&sql, max_rows)).await })
+            .await
+    }
+
+    async fn within_timeout<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(self.config.timeout.as_std(), work).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout {
+                limit_ms: self.config.timeout.as_std().as_millis() as u64,
+            }),
+        }
+    }
+
+    fn memory_error(&self) -> Error {
+        Error::MemoryLimit {
+            limit_bytes: self.config.memory_limit_bytes,
+        }
+    }
+
+    /// Plans one read-only statement and starts it.
+    async fn stream(&self, sql: &str) -> Result<(SchemaRef, SendableRecordBatchStream), Error> {
+        let df_err = |e| Error::from_datafusion(e, self.config.memory_limit_bytes);
+        let state = self.ctx.state();
+        let dialect = state.config().options().sql_parser.dialect;
+        let statement = state.sql_to_statement(sql, &dialect).map_err(df_err)?;
+        check_read_only(&statement)?;
+        let plan = state.statement_to_plan(statement).await.map_err(df_err)?;
+        SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false)
+            .verify_plan(&plan)
+            .map_err(|e| Error::ReadOnly {
+                statement: e.message().to_string(),
+            })?;
+        let frame = self.ctx.execute_logical_plan(plan).await.map_err(df_err)?;
+        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+        let stream = frame.execute_stream().await.map_err(df_err)?;
+        Ok((schema, stream))
+    }
+
+    /// The rows of `sql` as JSON, within the answer's limits, counted in the memory pool.
+    async fn answer(&self, sql: &str) -> Result<QueryResult, Error> {
         let started = Instant::now();
-        let (schema, batches, truncated) = self.collect(sql, self.config.max_result_rows).await?;
+        let df_err = |e| Error::from_datafusion(e, self.config.memory_limit_bytes);
+        let (schema, mut stream) = self.stream(sql).await?;
+        let reservation = MemoryConsumer::new("query answer").register(&self.pool);
+        let (max_rows, max_bytes) = (self.config.max_result_rows, self.config.max_result_bytes);
         let mut rows = Vec::new();
-        for batch in &batches {
-            json::batch_rows(batch, &mut rows, self.config.max_result_rows);
+        // `{"rows":[` and the rest of the answer around the rows.
+        let mut bytes = 256usize;
+        let mut truncated_by = None;
+        'batches: while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(df_err)?;
+            for row in 0..batch.num_rows() {
+                if rows.len() >= max_rows {
+                    truncated_by = Some("max_result_rows");
+                    break 'batches;
+                }
+                // Text cells alone say a row is too large before it is copied into JSON.
+                let at_least = json::row_text_bytes(&batch, row);
+                let value = (bytes + at_least < max_bytes).then(|| json::row(&batch, row));
+                let size = value
+                    .as_ref()
+                    .map_or(at_least, |value| json::encoded_len(value) + 1);
+                let Some(value) = value.filter(|_| bytes + size <= max_bytes) else {
+                    if rows.is_empty() {
+                        return Err(Error::RowTooLarge {
+                            row_bytes: size,
+                            limit_bytes: max_bytes,
+                        });
+                    }
+                    truncated_by = Some("max_result_bytes");
+                    break 'batches;
+                };
+                // JSON values take about twice their text in memory.
+                reservation
+                    .try_grow(2 * size)
+                    .map_err(|_| self.memory_error())?;
+                bytes += size;
+                rows.push(value);
+            }
         }
         let columns = schema
             .fields()
@@ -175,57 +365,39 @@ impl QueryEngine {
             columns,
             rows,
             elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
-            truncated,
+            truncated: truncated_by.is_some(),
+            truncated_by,
+            _reservation: Some(Arc::new(reservation)),
         })
     }
 
-    /// Runs one read-only statement and returns its batches, at most `max_rows` rows (and
-    /// whether more matched).
-    pub async fn collect(
+    /// The batches of `sql`, at most `max_rows` rows, counted in the memory pool while they
+    /// are gathered.
+    async fn batches(
         &self,
         sql: &str,
         max_rows: usize,
     ) -> Result<(SchemaRef, Vec<RecordBatch>, bool), Error> {
-        let limit_bytes = self.config.memory_limit_bytes;
-        let df_err = |e| Error::from_datafusion(e, limit_bytes);
-        let work = async {
-            let state = self.ctx.state();
-            let dialect = state.config().options().sql_parser.dialect;
-            let statement = state.sql_to_statement(sql, &dialect).map_err(df_err)?;
-            check_read_only(&statement)?;
-            let plan = state.statement_to_plan(statement).await.map_err(df_err)?;
-            SQLOptions::new()
-                .with_allow_ddl(false)
-                .with_allow_dml(false)
-                .with_allow_statements(false)
-                .verify_plan(&plan)
-                .map_err(|e| Error::ReadOnly {
-                    statement: e.message().to_string(),
-                })?;
-            let frame = self.ctx.execute_logical_plan(plan).await.map_err(df_err)?;
-            let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-            let mut stream = frame.execute_stream().await.map_err(df_err)?;
-            let mut batches = Vec::new();
-            let mut rows = 0usize;
-            let mut truncated = false;
-            while let Some(batch) = stream.next().await {
-                let batch = batch.map_err(df_err)?;
-                if rows + batch.num_rows() > max_rows {
-                    batches.push(batch.slice(0, max_rows - rows));
-                    truncated = true;
-                    break;
-                }
-                rows += batch.num_rows();
-                batches.push(batch);
+        let df_err = |e| Error::from_datafusion(e, self.config.memory_limit_bytes);
+        let (schema, mut stream) = self.stream(sql).await?;
+        let reservation = MemoryConsumer::new("query batches").register(&self.pool);
+        let mut batches = Vec::new();
+        let mut rows = 0usize;
+        let mut truncated = false;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(df_err)?;
+            reservation
+                .try_grow(batch.get_array_memory_size())
+                .map_err(|_| self.memory_error())?;
+            if rows + batch.num_rows() > max_rows {
+                batches.push(batch.slice(0, max_rows - rows));
+                truncated = true;
+                break;
             }
-            Ok((schema, batches, truncated))
-        };
-        match tokio::time::timeout(self.config.timeout.as_std(), work).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::Timeout {
-                limit_ms: self.config.timeout.as_std().as_millis() as u64,
-            }),
+            rows += batch.num_rows();
+            batches.push(batch);
         }
+        Ok((schema, batches, truncated))
     }
 }
 

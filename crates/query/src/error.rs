@@ -37,6 +37,30 @@ pub enum Error {
         /// The timeout it broke, in milliseconds.
         limit_ms: u64,
     },
+    #[error(
+        "the server is running {running} queries, the most it runs at once, and {queued} more wait ([query] max_concurrent, max_queued); this {class} query was not run ({why}): retry after a short pause"
+    )]
+    /// No query slot came free in time, or the queue of waiting queries was full.
+    Busy {
+        /// Queries that may run at once (max_concurrent).
+        running: usize,
+        /// Queries waiting when this one was refused.
+        queued: usize,
+        /// Who asked: `api`, `ui` or `monitor`.
+        class: &'static str,
+        /// Why it was refused, in words.
+        why: String,
+    },
+    #[error(
+        "the answer's first row alone is {row_bytes} bytes of JSON, above the answer limit of {limit_bytes} bytes ([query] max_result_bytes): select fewer or shorter columns, e.g. with substr() (a retry of the same query fails again)"
+    )]
+    /// Not even one row of the answer fits in max_result_bytes.
+    RowTooLarge {
+        /// The row's size as JSON, at least.
+        row_bytes: usize,
+        /// The limit it broke (max_result_bytes).
+        limit_bytes: usize,
+    },
     #[error("{what} was not found")]
     /// The thing asked for (a trace) has no rows.
     NotFound {
@@ -56,9 +80,11 @@ impl Error {
     /// same query fails again), and the matching code for the rest.
     pub fn code(&self) -> ErrorCode {
         match self {
-            Self::ReadOnly { .. } | Self::Invalid { .. } | Self::MemoryLimit { .. } => {
-                ErrorCode::BadRequest
-            }
+            Self::ReadOnly { .. }
+            | Self::Invalid { .. }
+            | Self::MemoryLimit { .. }
+            | Self::RowTooLarge { .. } => ErrorCode::BadRequest,
+            Self::Busy { .. } => ErrorCode::TooManyRequests,
             Self::Timeout { .. } => ErrorCode::Timeout,
             Self::NotFound { .. } => ErrorCode::NotFound,
             Self::Internal { .. } => ErrorCode::Internal,

@@ -75,16 +75,44 @@ fn formatted(array: &ArrayRef, row: usize) -> Value {
     }
 }
 
-/// Rows as arrays of cells.
-pub fn batch_rows(batch: &RecordBatch, out: &mut Vec<Value>, limit: usize) {
-    for row in 0..batch.num_rows() {
-        if out.len() >= limit {
-            return;
+/// One row as an array of cells.
+pub fn row(batch: &RecordBatch, row: usize) -> Value {
+    Value::Array(batch.columns().iter().map(|c| cell(c, row)).collect())
+}
+
+/// The bytes of a row's text and binary cells: a lower bound of its JSON size, known before
+/// anything is copied.
+pub fn row_text_bytes(batch: &RecordBatch, row: usize) -> usize {
+    batch
+        .columns()
+        .iter()
+        .filter(|c| !c.is_null(row))
+        .map(|c| match c.data_type() {
+            DataType::Utf8 => c.as_string::<i32>().value(row).len(),
+            DataType::LargeUtf8 => c.as_string::<i64>().value(row).len(),
+            DataType::Utf8View => c.as_string_view().value(row).len(),
+            DataType::Binary => c.as_binary::<i32>().value(row).len(),
+            DataType::LargeBinary => c.as_binary::<i64>().value(row).len(),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// The length of `value` written as JSON, without writing it anywhere.
+pub fn encoded_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
         }
-        out.push(Value::Array(
-            batch.columns().iter().map(|c| cell(c, row)).collect(),
-        ));
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 /// Rows as objects keyed by column name; the named columns hold JSON text and are parsed.

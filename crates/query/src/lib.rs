@@ -4,20 +4,25 @@
 //! [`sightline_storage::Snapshot`] of the buffer and of the segments whose time range overlaps
 //! the query's time filters, and reads both (buffer from memory, segments as Parquet with the
 //! filters pushed into row-group, page and bloom-filter pruning). [`engine::QueryEngine`] runs
-//! read-only SQL under a memory limit and a timeout; [`views`] answers the API's fixed questions
+//! read-only SQL under a memory limit and a timeout, admitted by [`admission`] and run on the
+//! queries' own runtime ([`runtime`]); [`views`] answers the API's fixed questions
 //! (a trace, a log search, per-service rates) through the same engine; windows of half an hour
 //! or more take their rates from the per-minute `span_rollups` ([`red`]).
 
 #![deny(missing_docs)]
 
+pub mod admission;
+pub mod bounded;
 pub mod engine;
 pub mod error;
 pub mod json;
 pub mod overview;
 pub mod red;
+pub mod runtime;
 pub mod sql;
 pub mod table;
 pub mod views;
 
+pub use admission::{Admission, QueryClass};
 pub use engine::{QueryConfig, QueryEngine, QueryResult};
 pub use error::Error;

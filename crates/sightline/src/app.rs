@@ -156,9 +156,14 @@ impl App {
             metrics,
             ready: ready.clone(),
             torn_tails_at_start: report.torn_tails.len(),
+            memory_budget: crate::health::MemoryBudget::of(&config),
         };
         let api = ui::router(ui::UiState {
-            api: api_state.clone(),
+            // The pages ask as the UI: their queries take turns with the API's.
+            api: api::ApiState {
+                engine: api_state.engine.for_class(sightline_query::QueryClass::Ui),
+                ..api_state.clone()
+            },
             tail,
             shutdown: stop_rx,
             auth: auth.clone(),

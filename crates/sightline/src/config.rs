@@ -393,8 +393,12 @@ mod tests {
             StorageConfig::default(),
             "[storage] shows the defaults"
         );
+        assert!(file.query.max_concurrent.is_some(), "shown as an example");
         assert_eq!(
-            file.query,
+            QueryConfig {
+                max_concurrent: None,
+                ..file.query.clone()
+            },
             QueryConfig::default(),
             "[query] shows the defaults"
         );

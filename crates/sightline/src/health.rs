@@ -1,5 +1,6 @@
 //! What `/healthz` and `sightline doctor` say about the server, in words a newcomer understands:
-//! the disk, the write-ahead log, the buffer, the last start's replay.
+//! the disk, the write-ahead log, the buffer, memory against its budget, the last start's
+//! replay.
 
 use serde::Serialize;
 use sightline_storage::Store;
@@ -50,8 +51,113 @@ pub fn disk_space(path: &std::path::Path) -> Option<(u64, u64)> {
     ))
 }
 
+/// What the server's memory is made of, by configuration: the most each part may take. The
+/// process should stay within their sum; `/healthz` warns when it nears it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryBudget {
+    /// Rows waiting to be flushed (`[storage] max_buffer_bytes`).
+    pub buffer: u64,
+    /// Running queries, what their functions build and their answers (`[query]
+    /// memory_limit_bytes`).
+    pub queries: u64,
+    /// Export bodies being decoded: `max_concurrent_decodes` × `max_body_bytes` ×
+    /// [`DECODE_EXPANSION`].
+    pub decoding: u64,
+    /// The program, its runtimes and caches (the segments' trace-id filters are reported on
+    /// top, as they are measured).
+    pub base: u64,
+}
+
+/// How many times its size a body may take while decoded: a 15 MB OTLP/JSON export peaks near
+/// 500 MB in memory.
+pub const DECODE_EXPANSION: u64 = 32;
+
+/// The program's own share of the budget: code, runtimes, connection buffers, caches.
+pub const BASE_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Share of the budget above which `/healthz` warns.
+const MEMORY_WARN_SHARE: f64 = 0.9;
+
+impl MemoryBudget {
+    /// The budget `config` allows.
+    pub fn of(config: &crate::config::ServeConfig) -> Self {
+        Self {
+            buffer: config.store.storage.max_buffer_bytes,
+            queries: config.query.memory_limit_bytes as u64,
+            decoding: (config.max_concurrent_decodes as u64)
+                .saturating_mul(config.max_body_bytes)
+                .saturating_mul(DECODE_EXPANSION),
+            base: BASE_BYTES,
+        }
+    }
+
+    /// The whole budget, in bytes, with `measured` bytes of caches on top.
+    pub fn total(&self, measured: u64) -> u64 {
+        self.buffer
+            .saturating_add(self.queries)
+            .saturating_add(self.decoding)
+            .saturating_add(self.base)
+            .saturating_add(measured)
+    }
+}
+
+/// The process's resident memory now, in bytes (Linux; `None` elsewhere).
+pub fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{} MiB", bytes / (1024 * 1024))
+}
+
+/// The memory finding: resident memory against the budget.
+pub fn memory_check(budget: &MemoryBudget, resident: Option<u64>, caches: u64) -> Check {
+    let total = budget.total(caches);
+    let parts = format!(
+        "buffer {}, queries {}, decoding {}, trace-id filters {}, base {}",
+        mib(budget.buffer),
+        mib(budget.queries),
+        mib(budget.decoding),
+        mib(caches),
+        mib(budget.base)
+    );
+    match resident {
+        Some(resident) if resident as f64 > total as f64 * MEMORY_WARN_SHARE => Check::new(
+            "memory",
+            Level::Warn,
+            format!(
+                "{} resident, near the budget of {} ({parts}): lower [storage] \
+                 max_buffer_bytes, [query] memory_limit_bytes or max_concurrent_decodes, or give \
+                 the server more memory",
+                mib(resident),
+                mib(total)
+            ),
+        ),
+        Some(resident) => Check::new(
+            "memory",
+            Level::Ok,
+            format!(
+                "{} resident of a budget of {} ({parts})",
+                mib(resident),
+                mib(total)
+            ),
+        ),
+        None => Check::new(
+            "memory",
+            Level::Ok,
+            format!(
+                "budget {} ({parts}); resident memory cannot be read here",
+                mib(total)
+            ),
+        ),
+    }
+}
+
 /// The server's own findings, cheapest first; none of them queries the tables.
-pub fn checks(store: &Store, torn_tails_at_start: usize) -> Vec<Check> {
+pub fn checks(store: &Store, torn_tails_at_start: usize, budget: &MemoryBudget) -> Vec<Check> {
     let mut out = Vec::new();
     let dir = store.data_dir();
     match disk_space(dir) {
@@ -134,6 +240,11 @@ pub fn checks(store: &Store, torn_tails_at_start: usize) -> Vec<Check> {
             format!("{:.0}% of the in-memory buffer in use", share * 100.0),
         )
     });
+    out.push(memory_check(
+        budget,
+        resident_bytes(),
+        stats.trace_index_bytes,
+    ));
     if stats.flush_errors > 0 {
         out.push(Check::new(
             "flush",
@@ -157,4 +268,47 @@ pub fn checks(store: &Store, torn_tails_at_start: usize) -> Vec<Check> {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1024 * 1024;
+
+    #[test]
+    fn memory_is_fine_within_its_budget_and_warned_about_near_it() {
+        let budget = MemoryBudget {
+            buffer: 512 * MIB,
+            queries: 1024 * MIB,
+            decoding: 1024 * MIB,
+            base: BASE_BYTES,
+        };
+        assert_eq!(budget.total(10 * MIB), 2826 * MIB);
+        let fine = memory_check(&budget, Some(900 * MIB), 10 * MIB);
+        assert_eq!(fine.level, Level::Ok);
+        assert!(
+            fine.message
+                .starts_with("900 MiB resident of a budget of 2826 MiB"),
+            "{}",
+            fine.message
+        );
+        assert!(
+            fine.message.contains("queries 1024 MiB"),
+            "{}",
+            fine.message
+        );
+        let near = memory_check(&budget, Some(2600 * MIB), 10 * MIB);
+        assert_eq!(near.level, Level::Warn);
+        assert!(
+            near.message.contains("memory_limit_bytes"),
+            "{}",
+            near.message
+        );
+        assert_eq!(memory_check(&budget, None, 0).level, Level::Ok);
+        assert!(
+            resident_bytes().is_some_and(|b| b > MIB),
+            "this process has some"
+        );
+    }
 }

@@ -99,8 +99,8 @@ impl SelfMetrics {
         self.query_ns_total.fetch_add(elapsed_ns, Ordering::Relaxed);
     }
 
-    /// The Prometheus text exposition of these counters and the store's gauges.
-    pub fn render(&self, store: &StoreStats) -> String {
+    /// The Prometheus text exposition of these counters, the store's gauges and the process's.
+    pub fn render(&self, store: &StoreStats, process: &ProcessGauges) -> String {
         let mut out = String::new();
         let per_signal = |f: &dyn Fn(Signal) -> String| Signal::ALL.map(f).join("\n");
         // Stored tables: the signals' and the span rollups derived from spans.
@@ -293,8 +293,87 @@ impl SelfMetrics {
                 load(&self.query_ns_total) as f64 / 1e9
             ),
         );
+        let classes = sightline_query::QueryClass::ALL;
+        section(
+            &mut out,
+            "sightline_queries_running",
+            "gauge",
+            "Queries running now (at most [query] max_concurrent).",
+            format!("sightline_queries_running {}", process.queries.running),
+        );
+        section(
+            &mut out,
+            "sightline_queries_queued",
+            "gauge",
+            "Queries waiting for a slot, by who asked (api, ui, monitor).",
+            classes
+                .iter()
+                .zip(process.queries.queued)
+                .map(|(c, n)| format!("sightline_queries_queued{{class=\"{}\"}} {n}", c.as_str()))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+        section(
+            &mut out,
+            "sightline_queries_refused_total",
+            "counter",
+            "Queries refused as busy (429): the queue was full or no slot came in time.",
+            classes
+                .iter()
+                .zip(process.queries.refused)
+                .map(|(c, n)| {
+                    format!(
+                        "sightline_queries_refused_total{{class=\"{}\"}} {n}",
+                        c.as_str()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+        section(
+            &mut out,
+            "sightline_query_memory_bytes",
+            "gauge",
+            "Bytes the query memory pool has given out now (of [query] memory_limit_bytes).",
+            format!(
+                "sightline_query_memory_bytes {}",
+                process.query_memory_bytes
+            ),
+        );
+        if let Some(resident) = process.resident_bytes {
+            section(
+                &mut out,
+                "sightline_resident_memory_bytes",
+                "gauge",
+                "The server's resident memory.",
+                format!("sightline_resident_memory_bytes {resident}"),
+            );
+        }
+        section(
+            &mut out,
+            "sightline_memory_budget_bytes",
+            "gauge",
+            "The memory the configuration allows: buffer, queries, decoding, caches, base.",
+            format!(
+                "sightline_memory_budget_bytes {}",
+                process.memory_budget_bytes
+            ),
+        );
         out
     }
+}
+
+/// The process's gauges beside the store's: queries and memory.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessGauges {
+    /// Running, waiting and refused queries.
+    pub queries: sightline_query::admission::AdmissionStats,
+    /// Bytes the query memory pool has given out.
+    pub query_memory_bytes: usize,
+    /// Resident memory, where it can be read.
+    pub resident_bytes: Option<u64>,
+    /// The configured budget, in bytes.
+    pub memory_budget_bytes: u64,
 }
 
 fn section(out: &mut String, name: &str, kind: &str, help: &str, body: String) {

@@ -278,6 +278,128 @@ async fn results_are_cut_at_the_row_limit_and_say_so() {
         .expect("query");
     assert_eq!(result.rows.len(), 7);
     assert!(result.truncated);
+    assert_eq!(result.truncated_by, Some("max_result_rows"));
+}
+
+/// Waits until the memory pool has given out nothing, looking every few milliseconds for at most
+/// five seconds.
+async fn pool_drained(engine: &QueryEngine, what: &str) {
+    for _ in 0..1000 {
+        if engine.memory_reserved() == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("{what}: {} bytes still reserved", engine.memory_reserved());
+}
+
+#[tokio::test]
+async fn functions_that_build_large_results_count_against_the_memory_limit_before_they_build() {
+    let f = open_store();
+    let engine = engine(
+        &f.store,
+        QueryConfig {
+            memory_limit_bytes: 64 << 20,
+            ..Default::default()
+        },
+    );
+    for sql in [
+        "SELECT repeat('x', 1500000000) AS big",
+        "SELECT lpad('x', 500000000) AS big",
+        "SELECT rpad('x', 200000000, 'ab') AS big",
+        "SELECT array_repeat(1, 100000000) AS big",
+        "SELECT generate_series(1, 1000000000) AS big",
+        "SELECT range(0, 100000000000, 7) AS big",
+        "SELECT array_resize([1], 100000000) AS big",
+        "SELECT length(repeat(name, 10000000)) FROM (VALUES ('abcdefgh')) AS t(name)",
+        "SELECT string_agg(repeat('x', 100000), ',') FROM generate_series(1, 100000) AS t(n)",
+        "SELECT length(string_agg(CAST(n AS VARCHAR) || '-padding-padding-padding-padding-padding', ',')) \
+         FROM generate_series(1, 3000000) AS t(n)",
+    ] {
+        let err = engine.execute(sql).await.expect_err(sql);
+        assert!(
+            matches!(err, Error::MemoryLimit { limit_bytes } if limit_bytes == 64 << 20),
+            "{sql}: {err}"
+        );
+        // The query's other tasks give their memory back as they are stopped.
+        pool_drained(&engine, sql).await;
+    }
+    // Within the limit, the same functions answer.
+    let result = engine
+        .execute("SELECT length(repeat('ab', 1000)), cardinality(array_repeat(0, 5))")
+        .await
+        .expect("small enough");
+    assert_eq!(result.rows, vec![serde_json::json!([2000, 5])]);
+}
+
+#[tokio::test]
+async fn answers_are_cut_at_the_byte_limit_and_say_so_and_are_counted_until_dropped() {
+    let f = open_store();
+    let engine = engine(
+        &f.store,
+        QueryConfig {
+            max_result_bytes: 64 * 1024,
+            ..Default::default()
+        },
+    );
+    let result = engine
+        .execute("SELECT n, repeat('x', 1000) AS pad FROM generate_series(1, 100000) AS t(n)")
+        .await
+        .expect("cut, not refused");
+    assert!(result.truncated);
+    assert_eq!(result.truncated_by, Some("max_result_bytes"));
+    let encoded = serde_json::to_string(&result).expect("JSON").len();
+    assert!(
+        encoded <= 64 * 1024,
+        "the whole answer fits: {encoded} bytes"
+    );
+    assert!(result.rows.len() > 50, "{} rows", result.rows.len());
+    assert!(
+        engine.memory_reserved() > 0,
+        "the answer is counted while it lives"
+    );
+    drop(result);
+    pool_drained(&engine, "the answer dropped").await;
+    let err = engine
+        .execute("SELECT repeat('x', 100000) AS wide")
+        .await
+        .expect_err("not even one row fits");
+    assert!(
+        matches!(err, Error::RowTooLarge { row_bytes, limit_bytes: 65536 } if row_bytes >= 100_000),
+        "{err}"
+    );
+    assert!(err.to_string().contains("max_result_bytes"), "{err}");
+}
+
+#[tokio::test]
+async fn beyond_the_running_queries_and_the_queue_a_query_is_refused_as_busy() {
+    use sightline_query::QueryClass;
+    let f = open_store();
+    let engine = engine(
+        &f.store,
+        QueryConfig {
+            max_concurrent: Some(1),
+            max_queued: 0,
+            ..Default::default()
+        },
+    );
+    let held = engine
+        .admission()
+        .admit(QueryClass::Monitor)
+        .await
+        .expect("the one slot");
+    let err = engine.execute("SELECT 1").await.expect_err("busy");
+    assert!(matches!(err, Error::Busy { class: "api", .. }), "{err}");
+    assert_eq!(err.code(), sightline_model::ErrorCode::TooManyRequests);
+    let err = engine
+        .for_class(QueryClass::Ui)
+        .collect("SELECT 1", 10)
+        .await
+        .expect_err("busy");
+    assert!(matches!(err, Error::Busy { class: "ui", .. }), "{err}");
+    assert_eq!(engine.admission().stats().refused, [1, 1, 0]);
+    drop(held);
+    assert_eq!(scalar(&engine, "SELECT 1 + 1").await, 2);
 }
 
 #[tokio::test]

@@ -33,6 +33,8 @@ pub struct ApiState {
     pub ready: Arc<AtomicBool>,
     /// Write-ahead log files the last start found cut short.
     pub torn_tails_at_start: usize,
+    /// What the server's memory may take, by configuration.
+    pub memory_budget: crate::health::MemoryBudget,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -190,7 +192,11 @@ async fn services(
 async fn healthz(State(state): State<ApiState>) -> Response {
     let ready = state.ready.load(Ordering::SeqCst);
     let stats = state.store.stats();
-    let checks = crate::health::checks(&state.store, state.torn_tails_at_start);
+    let checks = crate::health::checks(
+        &state.store,
+        state.torn_tails_at_start,
+        &state.memory_budget,
+    );
     let worst = checks
         .iter()
         .map(|c| c.level)
@@ -224,6 +230,13 @@ async fn healthz(State(state): State<ApiState>) -> Response {
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {
-    let text = state.metrics.render(&state.store.stats());
+    let stats = state.store.stats();
+    let process = crate::self_metrics::ProcessGauges {
+        queries: state.engine.admission().stats(),
+        query_memory_bytes: state.engine.memory_reserved(),
+        resident_bytes: crate::health::resident_bytes(),
+        memory_budget_bytes: state.memory_budget.total(stats.trace_index_bytes),
+    };
+    let text = state.metrics.render(&stats, &process);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

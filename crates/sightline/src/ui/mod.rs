@@ -168,7 +168,10 @@ impl IntoResponse for UiError {
             },
             false,
         );
-        (status, Html(body.into_string())).into_response()
+        crate::server::with_retry_after(
+            (status, Html(body.into_string())).into_response(),
+            self.code,
+        )
     }
 }
 

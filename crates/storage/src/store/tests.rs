@@ -47,6 +47,12 @@ async fn append_is_visible_at_once_and_survives_reopen_without_duplicates() {
         .await
         .expect("append");
     assert_eq!(snapshot_rows(&store, Table::Spans), 5);
+    let stats = store.stats();
+    assert_eq!(
+        (stats.wal_syncs, stats.wal_write_errors, stats.wal_failing),
+        (1, 0, false),
+        "the log was synced before the append answered"
+    );
     drop(store); // no close: as after a crash, the rows live only in the log
     let (store, report) = open(dir.path(), &clock);
     assert_eq!(report.rows_replayed.get(&Signal::Spans), Some(&5));
