@@ -14,6 +14,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
@@ -182,7 +183,13 @@ impl QueryEngine {
             .set_bool("datafusion.execution.parquet.pushdown_filters", true)
             .set_bool("datafusion.execution.parquet.reorder_filters", true);
         let pool = runtime.memory_pool.clone();
-        let mut ctx = SessionContext::new_with_config_rt(session, runtime);
+        let state = SessionStateBuilder::new()
+            .with_config(session)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(crate::cooperative::YieldingJoins))
+            .build();
+        let mut ctx = SessionContext::new_with_state(state);
         datafusion_functions_json::register_all(&mut ctx).map_err(internal)?;
         crate::bounded::register(&ctx, pool.clone());
         for table in Table::ALL {
@@ -248,12 +255,17 @@ impl QueryEngine {
     /// Runs one read-only statement and returns its rows as JSON, at most `max_result_rows`
     /// rows and `max_result_bytes` bytes (the answer says which cut it).
     pub async fn execute(&self, sql: &str) -> Result<QueryResult, Error> {
-        let _slot = self.admission.admit(self.class).await?;
+        let slot = self.admission.admit(self.class).await?;
         let engine = self.clone();
         let sql = sql.to_string();
-        self.runtime
-            .run(async move { engine.within_timeout(engine.answer(&sql)).await })
-            .await
+        // The clock runs here, not on the queries' busy threads: the answer comes on time, and
+        // the query is stopped as it does. The slot goes with the query: it is free again only
+        // once the query has stopped.
+        let work = self.runtime.run(async move {
+            let _slot = slot;
+            engine.answer(&sql).await
+        });
+        self.within_timeout(work).await
     }
 
     /// Runs one read-only statement and returns its batches, at most `max_rows` rows (and
@@ -263,12 +275,14 @@ impl QueryEngine {
         sql: &str,
         max_rows: usize,
     ) -> Result<(SchemaRef, Vec<RecordBatch>, bool), Error> {
-        let _slot = self.admission.admit(self.class).await?;
+        let slot = self.admission.admit(self.class).await?;
         let engine = self.clone();
         let sql = sql.to_string();
-        self.runtime
-            .run(async move { engine.within_timeout(engine.batches(&sql, max_rows)).await })
-            .await
+        let work = self.runtime.run(async move {
+            let _slot = slot;
+            engine.batches(&sql, max_rows).await
+        });
+        self.within_timeout(work).await
     }
 
     async fn within_timeout<T>(

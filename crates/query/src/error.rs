@@ -38,11 +38,11 @@ pub enum Error {
         limit_ms: u64,
     },
     #[error(
-        "the server is running {running} queries, the most it runs at once, and {queued} more wait ([query] max_concurrent, max_queued); this {class} query was not run ({why}): retry after a short pause"
+        "all {running} query slots are taken ([query] max_concurrent) and {queued} queries wait for one ([query] max_queued); this {class} query was not run ({why}): retry after a short pause"
     )]
     /// No query slot came free in time, or the queue of waiting queries was full.
     Busy {
-        /// Queries that may run at once (max_concurrent).
+        /// Query slots: queries that may run at once (max_concurrent).
         running: usize,
         /// Queries waiting when this one was refused.
         queued: usize,

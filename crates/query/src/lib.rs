@@ -13,6 +13,7 @@
 
 pub mod admission;
 pub mod bounded;
+pub mod cooperative;
 pub mod engine;
 pub mod error;
 pub mod json;

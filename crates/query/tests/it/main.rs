@@ -758,3 +758,29 @@ async fn a_query_planned_before_a_flush_and_a_compaction_reads_every_row_once_wh
     let fresh = plan("SELECT span_id FROM spans").await;
     assert_eq!(span_ids_read(fresh, &ctx).await.expect("read").len(), 25);
 }
+
+#[tokio::test]
+async fn joins_yield_so_a_stopped_query_ends() {
+    let f = open_store();
+    let engine = engine(&f.store, QueryConfig::default());
+    let result = engine
+        .execute("EXPLAIN SELECT count(*) FROM generate_series(1, 10) a, generate_series(1, 10) b")
+        .await
+        .expect("explain");
+    let plan: String = result
+        .rows
+        .iter()
+        .map(|row| row[1].as_str().unwrap_or_default().to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let join = plan
+        .lines()
+        .position(|line| line.contains("JoinExec"))
+        .unwrap_or_else(|| panic!("a join in:\n{plan}"));
+    assert!(
+        plan.lines()
+            .nth(join - 1)
+            .is_some_and(|line| line.contains("CooperativeExec")),
+        "the join's output yields:\n{plan}"
+    );
+}
