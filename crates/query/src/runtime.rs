@@ -1,5 +1,5 @@
 //! Where queries run: a runtime of their own, apart from the one that serves the receivers and
-//! the log writer's callers, with its threads at a lower scheduling priority (nice 10). When
+//! the log writer's callers, with its threads at a lower scheduling priority (nice 19). When
 //! queries and ingest both want the cores, the kernel gives ingest the larger share, so a storm
 //! of full scans slows the scans, not the acknowledgements.
 
@@ -11,7 +11,7 @@ use tokio::runtime::{Builder, Handle, Runtime};
 use crate::error::Error;
 
 /// How much lower than the server's other threads queries run, in `nice` levels (at most 19).
-pub const QUERY_NICENESS: i32 = 10;
+pub const QUERY_NICENESS: i32 = 19;
 
 /// The queries' runtime; dropping it stops its threads without waiting for them.
 #[derive(Debug)]

@@ -42,6 +42,12 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
         })
         .unwrap_or_default();
     let truncated = answer["truncated"].as_bool().unwrap_or(false);
+    let cut = match answer["truncated_by"].as_str() {
+        Some("max_result_bytes") => {
+            "cut at the server's answer size limit ([query] max_result_bytes)"
+        }
+        _ => "cut at the server's row limit ([query] max_result_rows)",
+    };
     print!("{}", render(args.format, &columns, &rows));
     if let Format::Table = args.format {
         let elapsed = answer["elapsed_ms"].as_f64().unwrap_or(0.0);
@@ -50,13 +56,13 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
             rows.len(),
             if rows.len() == 1 { "" } else { "s" },
             if truncated {
-                " (cut at the server's row limit)"
+                format!(" ({cut})")
             } else {
-                ""
+                String::new()
             }
         );
     } else if truncated {
-        eprintln!("warning: the result was cut at the server's row limit");
+        eprintln!("warning: the result was {cut}");
     }
     Ok(())
 }

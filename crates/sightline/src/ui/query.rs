@@ -141,7 +141,8 @@ fn result_view(result: &QueryResult) -> Markup {
     html! {
         p.hint #query-summary {
             (result.rows.len()) " row" @if result.rows.len() != 1 { "s" }
-            @if result.truncated { " (more matched: the answer is cut at the server's row limit)" }
+            @if result.truncated_by == Some("max_result_bytes") { " (more matched: the answer is cut at the server's size limit, [query] max_result_bytes)" }
+            @else if result.truncated { " (more matched: the answer is cut at the server's row limit, [query] max_result_rows)" }
             " in " (format!("{:.1}", result.elapsed_ms)) " ms"
             @if shown < result.rows.len() { "; the first " (shown) " are shown" }
         }
