@@ -2,7 +2,7 @@
 //! run; the rest wait in one bounded queue per [`QueryClass`] (`max_queued` in all) for at most
 //! `queue_timeout`, and are then refused as busy (429 with `Retry-After`). A freed slot goes to
 //! the classes in turn, oldest waiter first within a class, so a storm of API queries waits
-//! behind itself: alert evaluation and the pages still get every other slot.
+//! behind itself: the pages (and the monitor's evaluation) still get their turns.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -19,7 +19,8 @@ pub enum QueryClass {
     Api,
     /// The web UI's pages.
     Ui,
-    /// The monitor's evaluation of SLOs and alert rules.
+    /// The monitor's evaluation of SLOs and alert rules (kept for it: its queries take their
+    /// turn beside the API's and the pages').
     Monitor,
 }
 
