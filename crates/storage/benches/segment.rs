@@ -14,8 +14,8 @@ use std::time::Duration;
 use arrow::compute::concat_batches;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sightline_demo::Dice;
+use sightline_model::Table;
 use sightline_model::schema::{spans_schema, spans_to_batch};
-use sightline_model::{Signal, Table};
 use sightline_storage::rollup;
 use sightline_storage::segment::{read_segment, sort_for_segment, write_segment};
 

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sightline_demo::Dice;
+use sightline_model::Signal;
 use sightline_model::schema::spans_to_batch;
-use sightline_model::{Signal, Table};
 use sightline_storage::wal::{WalWriter, encode_record};
 
 mod common;

@@ -3,19 +3,13 @@
 //! or 403, the public routes answer everyone, the receivers refuse over HTTP (401/403) and gRPC
 //! (UNAUTHENTICATED/PERMISSION_DENIED), and a refused export stores nothing.
 
-use std::sync::Arc;
-
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message;
-use sightline::app::App;
-use sightline_model::ManualClock;
 use tonic::Code;
 
-use crate::harness::{
-    NOW_NS, config, gauge_point, listeners, log_record, logs, metrics, server_span, traces,
-};
+use crate::harness::{Served, gauge_point, log_record, logs, metrics, server_span, traces};
 
 const INGEST: &str = "ingest-token-7f3a9c1e5b2d4a60";
 const READ: &str = "read-token-2b8e6d4f0a1c3e57";
@@ -73,28 +67,13 @@ fn with_bearer<T>(bearer: Option<&str>, message: T) -> tonic::Request<T> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_refuses_without_a_token_and_with_the_wrong_scope_and_answers_the_right_one() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = config(
-        dir.path(),
-        &format!(
-            "[[auth.tokens]]\nname = \"collector\"\ntoken = \"{INGEST}\"\nscopes = [\"ingest\"]\n\
-             [[auth.tokens]]\nname = \"oncall\"\ntoken = \"{READ}\"\nscopes = [\"read\"]\n\
-             [[auth.tokens]]\nname = \"ops\"\ntoken = \"{ADMIN}\"\nscopes = [\"admin\"]\n"
-        ),
-    );
-    let listeners = listeners(&config).await;
-    let (grpc, http, api) = (
-        listeners.otlp_grpc.local_addr().expect("addr"),
-        listeners.otlp_http.local_addr().expect("addr"),
-        listeners.api.local_addr().expect("addr"),
-    );
-    let app = App::open(config, Arc::new(ManualClock::new(NOW_NS)))
-        .await
-        .expect("the app opens");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run(listeners, async {
-        let _ = stopped.await;
-    }));
+    let served = Served::start(&format!(
+        "[[auth.tokens]]\nname = \"collector\"\ntoken = \"{INGEST}\"\nscopes = [\"ingest\"]\n\
+         [[auth.tokens]]\nname = \"oncall\"\ntoken = \"{READ}\"\nscopes = [\"read\"]\n\
+         [[auth.tokens]]\nname = \"ops\"\ntoken = \"{ADMIN}\"\nscopes = [\"admin\"]\n"
+    ))
+    .await;
+    let (grpc, http, api) = (served.grpc, served.http, served.api);
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -291,9 +270,5 @@ async fn every_route_refuses_without_a_token_and_with_the_wrong_scope_and_answer
         .expect("JSON");
     assert_eq!(answer["rows"], serde_json::json!([[3, 2, 2]]), "{answer}");
 
-    let _ = stop.send(());
-    server
-        .await
-        .expect("the server task")
-        .expect("a clean stop");
+    served.stop().await;
 }

@@ -118,6 +118,72 @@ pub async fn listeners(config: &ServeConfig) -> Listeners {
     Listeners::bind(config).await.expect("listeners on port 0")
 }
 
+/// An app served on port-0 listeners of a new folder, with a manual clock, until stopped.
+pub struct Served {
+    /// The OTLP/gRPC address.
+    pub grpc: std::net::SocketAddr,
+    /// The OTLP/HTTP address.
+    pub http: std::net::SocketAddr,
+    /// The UI and API address.
+    pub api: std::net::SocketAddr,
+    /// The app's store, shared with the running app.
+    pub store: sightline_storage::Store,
+    /// The OTLP/HTTP router, to send a request in process beside the served ones.
+    pub otlp_router: axum::Router,
+    /// The app's clock.
+    pub clock: ManualClock,
+    dir: tempfile::TempDir,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Served {
+    /// Serves an app with `toml` as its config file.
+    pub async fn start(toml: &str) -> Served {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let clock = ManualClock::new(NOW_NS);
+        let config = config(dir.path(), toml);
+        let listeners = listeners(&config).await;
+        let addr = |l: &tokio::net::TcpListener| l.local_addr().expect("an address");
+        let (grpc, http, api) = (
+            addr(&listeners.otlp_grpc),
+            addr(&listeners.otlp_http),
+            addr(&listeners.api),
+        );
+        let app = App::open(config, Arc::new(clock.clone()))
+            .await
+            .expect("the app opens");
+        let store = app.store().clone();
+        let otlp_router = app.otlp_http_router();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(app.run(listeners, async {
+            let _ = stopped.await;
+        }));
+        Served {
+            grpc,
+            http,
+            api,
+            store,
+            otlp_router,
+            clock,
+            dir,
+            stop,
+            server,
+        }
+    }
+
+    /// Stops the app as a shutdown signal would, checks it stopped cleanly, and hands back its
+    /// folder and clock (to open the folder again).
+    pub async fn stop(self) -> (tempfile::TempDir, ManualClock) {
+        let _ = self.stop.send(());
+        self.server
+            .await
+            .expect("the server task")
+            .expect("a clean stop");
+        (self.dir, self.clock)
+    }
+}
+
 fn text(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.into(),

@@ -10,13 +10,11 @@ use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message;
-use sightline::app::App;
-use sightline_model::{ManualClock, Table, TimeRange};
+use sightline_model::{Table, TimeRange};
 use sightline_storage::{Store, StoreOptions};
 
 use crate::harness::{
-    NOW_NS, TOO_OLD_NS, config, gauge_point, listeners, log_record, logs, metrics, server_span,
-    traces,
+    Served, TOO_OLD_NS, gauge_point, log_record, logs, metrics, server_span, traces,
 };
 
 /// Posts a protobuf export and decodes the answer.
@@ -50,22 +48,8 @@ fn stored_rows(store: &Store, table: Table) -> i64 {
 
 #[tokio::test]
 async fn exports_over_http_and_grpc_answer_partial_success_and_are_all_stored_at_shutdown() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let clock = ManualClock::new(NOW_NS);
-    let config = config(dir.path(), "");
-    let listeners = listeners(&config).await;
-    let (grpc, http, api) = (
-        listeners.otlp_grpc.local_addr().expect("addr"),
-        listeners.otlp_http.local_addr().expect("addr"),
-        listeners.api.local_addr().expect("addr"),
-    );
-    let app = App::open(config, Arc::new(clock.clone()))
-        .await
-        .expect("the app opens");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run(listeners, async {
-        let _ = stopped.await;
-    }));
+    let served = Served::start("").await;
+    let (grpc, http, api) = (served.grpc, served.http, served.api);
 
     // Over HTTP: each export keeps its good records and names why the bad one was left out.
     let client = reqwest::Client::new();
@@ -206,11 +190,7 @@ async fn exports_over_http_and_grpc_answer_partial_success_and_are_all_stored_at
     );
 
     // Stopping flushes; reopened, the folder holds every acknowledged record once.
-    let _ = stop.send(());
-    server
-        .await
-        .expect("the server task")
-        .expect("a clean stop");
+    let (dir, clock) = served.stop().await;
     let (store, report) =
         Store::open(dir.path(), StoreOptions::default(), Arc::new(clock)).expect("reopen");
     assert_eq!(

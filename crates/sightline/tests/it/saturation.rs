@@ -9,12 +9,11 @@ use axum::body::Body;
 use axum::http::{Request, Response};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message;
-use sightline::app::App;
-use sightline_model::{ManualClock, Table};
+use sightline_model::Table;
 use sightline_storage::schedule::Schedule;
 use tower::ServiceExt;
 
-use crate::harness::{NOW_NS, TestApp, config, listeners, read, server_span, traces};
+use crate::harness::{Served, TestApp, read, server_span, traces};
 
 fn export(trace: u32) -> Request<Body> {
     Request::post("/v1/traces")
@@ -46,19 +45,12 @@ async fn until(what: &str, done: impl Fn() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_log_queue_answers_429_with_retry_after_and_the_waiting_exports_are_stored() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = config(dir.path(), "[storage]\nqueue_capacity = 2\n");
-    let listeners = listeners(&config).await;
-    let grpc = listeners.otlp_grpc.local_addr().expect("addr");
-    let app = App::open(config, Arc::new(ManualClock::new(NOW_NS)))
-        .await
-        .expect("the app opens");
-    let store = app.store().clone();
-    let router = app.otlp_http_router();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run(listeners, async {
-        let _ = stopped.await;
-    }));
+    let served = Served::start("[storage]\nqueue_capacity = 2\n").await;
+    let (store, router, grpc) = (
+        served.store.clone(),
+        served.otlp_router.clone(),
+        served.grpc,
+    );
 
     // The writer stops before writing its first group, as behind a slow disk.
     let held = store.hold_log_writer();
@@ -120,28 +112,17 @@ async fn a_full_log_queue_answers_429_with_retry_after_and_the_waiting_exports_a
         .map(|b| b.num_rows())
         .sum();
     assert_eq!(stored, 3);
-    let _ = stop.send(());
-    server
-        .await
-        .expect("the server task")
-        .expect("a clean stop");
+    served.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_store_answers_503_with_retry_after_over_http_and_unavailable_over_grpc() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = config(dir.path(), "");
-    let listeners = listeners(&config).await;
-    let grpc = listeners.otlp_grpc.local_addr().expect("addr");
-    let app = App::open(config, Arc::new(ManualClock::new(NOW_NS)))
-        .await
-        .expect("the app opens");
-    let store = app.store().clone();
-    let router = app.otlp_http_router();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run(listeners, async {
-        let _ = stopped.await;
-    }));
+    let served = Served::start("").await;
+    let (store, router, grpc) = (
+        served.store.clone(),
+        served.otlp_router.clone(),
+        served.grpc,
+    );
     let (status, _) = read(router.clone().oneshot(export(1)).await.expect("answer")).await;
     assert_eq!(status, 200);
 
@@ -161,11 +142,7 @@ async fn a_stopping_store_answers_503_with_retry_after_over_http_and_unavailable
         .expect_err("refused");
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
 
-    let _ = stop.send(());
-    server
-        .await
-        .expect("the server task")
-        .expect("a clean stop");
+    let (dir, _) = served.stop().await;
     let segments = sightline_storage::catalog::Catalog::open(&dir.path().join("catalog.db"))
         .expect("the catalog")
         .segments()
