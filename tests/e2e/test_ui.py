@@ -466,6 +466,15 @@ def test_trace_page_shows_the_waterfall_with_logs_and_span_details(page, demo_se
     expect(linked_from).to_have_count(1)
     assert query_of(linked_from.get_attribute("href")).get("span") == [consumer], linked_from.get_attribute("href")
 
+    # A span's own log lines read as lines in the panel, not one character per line.
+    logged = next(log for log in api["logs"] if log.get("span_id"))
+    page.locator(f'#waterfall .span-row[data-span-id="{logged["span_id"]}"] a.span-link').click()
+    body = panel.locator("table.logs.compact td.body").filter(has_text=logged["body"]).first
+    expect(body).to_be_visible()
+    panel_box, body_box = panel.bounding_box(), body.bounding_box()
+    assert body_box["width"] > 0.6 * panel_box["width"], (body_box, panel_box)
+    assert body_box["height"] < 100, f"a {len(logged['body'])}-character line is {body_box['height']} px tall"
+
 
 def test_trace_page_shows_an_exception_with_its_stacktrace(page, demo_server):
     row = demo_server.rows("SELECT trace_id, span_id, exception_type FROM spans "

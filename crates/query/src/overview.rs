@@ -29,6 +29,9 @@ pub struct Buckets {
     pub step_ns: i64,
     /// How many buckets there are (at least 1).
     pub count: usize,
+    /// The window's end (now, for a window up to now): the last bucket may reach past it, and
+    /// only its part before this has happened.
+    pub end_ns: i64,
 }
 
 impl Buckets {
@@ -47,12 +50,17 @@ impl Buckets {
             start_ns: first,
             step_ns,
             count,
+            end_ns,
         }
     }
 
-    /// Width of each bucket, in seconds.
-    pub fn step_s(&self) -> f64 {
-        self.step_ns as f64 / NS as f64
+    /// Seconds of bucket `i` that have passed by the window's end: a whole step, except for an
+    /// unfinished last bucket. Rates divide by this, so the bucket in progress shows its real rate
+    /// so far instead of a drop in traffic.
+    pub fn seconds(&self, i: usize) -> f64 {
+        let start = self.start_ns + i as i64 * self.step_ns;
+        let end = (start + self.step_ns).min(self.end_ns.max(start + NS));
+        (end - start) as f64 / NS as f64
     }
 
     /// The bucket holding a time, if it falls in the window.
@@ -172,7 +180,6 @@ pub async fn red_series(
         filter = conditions.join(" AND "),
         failed = is_failure_sql(),
     );
-    let step_s = buckets.step_s();
     let mut out: BTreeMap<String, RedSeries> = BTreeMap::new();
     for row in objects(engine, &sql, 1_000_000).await? {
         let Some(i) = buckets.row_index(&row) else {
@@ -181,8 +188,8 @@ pub async fn red_series(
         let series = out
             .entry(str_of(&row, "service_name"))
             .or_insert_with(|| RedSeries::empty(buckets.count));
-        series.rate[i] = f64_of(&row, "requests").unwrap_or(0.0) / step_s;
-        series.error_rate[i] = f64_of(&row, "errors").unwrap_or(0.0) / step_s;
+        series.rate[i] = f64_of(&row, "requests").unwrap_or(0.0) / buckets.seconds(i);
+        series.error_rate[i] = f64_of(&row, "errors").unwrap_or(0.0) / buckets.seconds(i);
         series.p50_ms[i] = f64_of(&row, "p50").map(|v| v / 1e6);
         series.p95_ms[i] = f64_of(&row, "p95").map(|v| v / 1e6);
         series.p99_ms[i] = f64_of(&row, "p99").map(|v| v / 1e6);
@@ -210,14 +217,13 @@ async fn red_series_from_rollups(
             .or_default()
             .merge(t);
     }
-    let step_s = buckets.step_s();
     let mut out: BTreeMap<String, RedSeries> = BTreeMap::new();
     for ((service_name, i), t) in totals {
         let series = out
             .entry(service_name.to_string())
             .or_insert_with(|| RedSeries::empty(buckets.count));
-        series.rate[i] = t.requests as f64 / step_s;
-        series.error_rate[i] = t.errors as f64 / step_s;
+        series.rate[i] = t.requests as f64 / buckets.seconds(i);
+        series.error_rate[i] = t.errors as f64 / buckets.seconds(i);
         if latency {
             series.p50_ms[i] = t.percentile_ms(0.5);
             series.p95_ms[i] = t.percentile_ms(0.95);
@@ -376,7 +382,6 @@ pub async fn runtime_metrics(
         bucket = buckets.sql("time"),
         filter = conditions.join(" AND "),
     );
-    let step_s = buckets.step_s();
     let mut charts: Vec<MetricChart> = Vec::new();
     for row in objects(engine, &sql, 1_000_000).await? {
         let Some(i) = buckets.row_index(&row) else {
@@ -409,7 +414,7 @@ pub async fn runtime_metrics(
             None => continue,
         };
         let value = if counter {
-            f64_of(&row, "increase").map(|v| v / step_s)
+            f64_of(&row, "increase").map(|v| v / buckets.seconds(i))
         } else {
             f64_of(&row, "mean")
         };
@@ -537,6 +542,10 @@ mod tests {
         assert_eq!(week.step_ns, 7200 * NS);
         assert_eq!(week.count, 84);
         assert_eq!(week.times_s()[1], 7200.0);
+        // The hour ends 7 s into its 61st minute: that bucket has lasted 7 s so far.
+        assert_eq!(b.seconds(0), 60.0);
+        assert_eq!(b.seconds(60), 7.0);
+        assert_eq!(week.seconds(83), 7200.0, "a window ending on a step");
     }
 
     #[test]
