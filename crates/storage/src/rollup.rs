@@ -16,6 +16,7 @@ use arrow::array::{
 };
 use arrow::datatypes::{Int32Type, Int64Type, TimestampNanosecondType};
 use arrow::error::ArrowError;
+use sightline_model::Signal;
 use sightline_model::request::{SpanKind, SpanStatus, is_failure, route};
 use sightline_model::rollup::{RequestTotals, RollupColumns};
 use sightline_model::schema::span_rollups_schema;
@@ -194,6 +195,16 @@ impl<'a> Rollup<'a> {
             Arc::new(counts.finish()),
         ];
         Ok(RecordBatch::try_new(span_rollups_schema(), columns)?)
+    }
+}
+
+/// The rows a batch of `signal` adds to derived tables: the span rollups of spans, when they
+/// hold a server or consumer span. The one place that says which signals derive what, for the
+/// append, the replay and the import.
+pub fn derived(signal: Signal, batch: &RecordBatch) -> Result<Option<RecordBatch>> {
+    match signal {
+        Signal::Spans => Ok(Some(from_spans(batch)?).filter(|rollups| rollups.num_rows() > 0)),
+        Signal::Logs | Signal::Metrics => Ok(None),
     }
 }
 

@@ -71,8 +71,7 @@ pub(super) fn import_blocking(
     let mut written = Vec::new();
     let committed = (|| {
         let mut metas = write_rows_as_segments(inner, signal.table(), batch, 0, &mut written)?;
-        if signal == Signal::Spans {
-            let rollups = rollup::from_spans(batch)?;
+        if let Some(rollups) = rollup::derived(signal, batch)? {
             metas.extend(write_rows_as_segments(
                 inner,
                 Table::SpanRollups,

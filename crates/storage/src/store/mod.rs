@@ -250,17 +250,14 @@ impl Store {
             }
             // Span rollups are derived here, before the log, and enter the buffer with their
             // spans; they are not logged themselves (a replay derives them again).
-            let rollups = match signal {
-                Signal::Spans => Some(rollup::from_spans(&batch)?),
-                Signal::Logs | Signal::Metrics => None,
-            };
+            let rollups = rollup::derived(signal, &batch)?;
             let framed = wal::encode_record(signal, &batch)?;
             records.push(FramedRows {
                 table,
                 batch,
                 framed,
             });
-            if let Some(rollups) = rollups.filter(|b| b.num_rows() > 0) {
+            if let Some(rollups) = rollups {
                 records.push(FramedRows {
                     table: Table::SpanRollups,
                     batch: rollups,

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
-use sightline_model::{Clock, Signal, Table};
+use sightline_model::{Clock, Table};
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -75,12 +75,9 @@ pub(super) fn open(
         for record in replay.records {
             *report.rows_replayed.entry(record.signal).or_default() += record.batch.num_rows();
             // Rollups are not logged: they are derived again from the replayed spans.
-            let rollups = match record.signal {
-                Signal::Spans => Some(rollup::from_spans(&record.batch)?),
-                Signal::Logs | Signal::Metrics => None,
-            };
+            let rollups = rollup::derived(record.signal, &record.batch)?;
             state.buffer_batch(record.signal.table(), record.batch, now_ns);
-            if let Some(rollups) = rollups.filter(|b| b.num_rows() > 0) {
+            if let Some(rollups) = rollups {
                 state.buffer_batch(Table::SpanRollups, rollups, now_ns);
             }
         }
