@@ -120,16 +120,12 @@ impl Admission {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.shared.lock()
-    }
-
     /// A slot for a query of `class`: at once when one is free and nobody waits, else after the
     /// waiters before it in its class and its class's turn; refused as [`Error::Busy`] when the
     /// queue is full or the wait passes `queue_timeout`.
     pub async fn admit(&self, class: QueryClass) -> Result<Slot, Error> {
         let waiting = {
-            let mut state = self.lock();
+            let mut state = self.shared.lock();
             state.forget_gone();
             if state.running < self.shared.max_running && state.queued() == 0 {
                 state.running += 1;
@@ -161,7 +157,7 @@ impl Admission {
                 gate: self.shared.clone(),
             });
         }
-        let mut state = self.lock();
+        let mut state = self.shared.lock();
         state.forget_gone();
         state.refused[class.index()] += 1;
         Err(self.busy(class, "no slot freed in time", state.queued()))
@@ -178,7 +174,7 @@ impl Admission {
 
     /// Running and waiting queries now, and refusals since start.
     pub fn stats(&self) -> AdmissionStats {
-        let state = self.lock();
+        let state = self.shared.lock();
         AdmissionStats {
             running: state.running,
             queued: [

@@ -255,17 +255,8 @@ impl QueryEngine {
     /// Runs one read-only statement and returns its rows as JSON, at most `max_result_rows`
     /// rows and `max_result_bytes` bytes (the answer says which cut it).
     pub async fn execute(&self, sql: &str) -> Result<QueryResult, Error> {
-        let slot = self.admission.admit(self.class).await?;
-        let engine = self.clone();
-        let sql = sql.to_string();
-        // The clock runs here, not on the queries' busy threads: the answer comes on time, and
-        // the query is stopped as it does. The slot goes with the query: it is free again only
-        // once the query has stopped.
-        let work = self.runtime.run(async move {
-            let _slot = slot;
-            engine.answer(&sql).await
-        });
-        self.within_timeout(work).await
+        self.admitted(sql, |engine, sql| async move { engine.answer(&sql).await })
+            .await
     }
 
     /// Runs one read-only statement and returns its batches, at most `max_rows` rows (and
@@ -275,26 +266,38 @@ impl QueryEngine {
         sql: &str,
         max_rows: usize,
     ) -> Result<(SchemaRef, Vec<RecordBatch>, bool), Error> {
-        let slot = self.admission.admit(self.class).await?;
-        let engine = self.clone();
-        let sql = sql.to_string();
-        let work = self.runtime.run(async move {
-            let _slot = slot;
+        self.admitted(sql, move |engine, sql| async move {
             engine.batches(&sql, max_rows).await
-        });
-        self.within_timeout(work).await
+        })
+        .await
     }
 
-    async fn within_timeout<T>(
-        &self,
-        work: impl std::future::Future<Output = Result<T, Error>>,
-    ) -> Result<T, Error> {
+    /// Runs `work` once the gate admits this engine's class, on the queries' runtime, within
+    /// the timeout. The clock runs here, not on the queries' busy threads: the answer comes on
+    /// time, and the query is stopped as it does. The slot goes with the query: it is free
+    /// again only once the query has stopped.
+    async fn admitted<T, F, Fut>(&self, sql: &str, work: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(QueryEngine, String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Error>> + Send + 'static,
+    {
+        let slot = self.admission.admit(self.class).await?;
+        let running = work(self.clone(), sql.to_string());
+        let work = self.runtime.run(async move {
+            let _slot = slot;
+            running.await
+        });
         match tokio::time::timeout(self.config.timeout.as_std(), work).await {
             Ok(result) => result,
             Err(_) => Err(Error::Timeout {
                 limit_ms: self.config.timeout.as_std().as_millis() as u64,
             }),
         }
+    }
+
+    fn df_error(&self, error: datafusion::error::DataFusionError) -> Error {
+        Error::from_datafusion(error, self.config.memory_limit_bytes)
     }
 
     fn memory_error(&self) -> Error {
@@ -305,7 +308,7 @@ impl QueryEngine {
 
     /// Plans one read-only statement and starts it.
     async fn stream(&self, sql: &str) -> Result<(SchemaRef, SendableRecordBatchStream), Error> {
-        let df_err = |e| Error::from_datafusion(e, self.config.memory_limit_bytes);
+        let df_err = |e| self.df_error(e);
         let state = self.ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
         let statement = state.sql_to_statement(sql, &dialect).map_err(df_err)?;
@@ -328,7 +331,7 @@ impl QueryEngine {
     /// The rows of `sql` as JSON, within the answer's limits, counted in the memory pool.
     async fn answer(&self, sql: &str) -> Result<QueryResult, Error> {
         let started = Instant::now();
-        let df_err = |e| Error::from_datafusion(e, self.config.memory_limit_bytes);
+        let df_err = |e| self.df_error(e);
         let (schema, mut stream) = self.stream(sql).await?;
         let reservation = MemoryConsumer::new("query answer").register(&self.pool);
         let (max_rows, max_bytes) = (self.config.max_result_rows, self.config.max_result_bytes);
@@ -392,7 +395,7 @@ impl QueryEngine {
         sql: &str,
         max_rows: usize,
     ) -> Result<(SchemaRef, Vec<RecordBatch>, bool), Error> {
-        let df_err = |e| Error::from_datafusion(e, self.config.memory_limit_bytes);
+        let df_err = |e| self.df_error(e);
         let (schema, mut stream) = self.stream(sql).await?;
         let reservation = MemoryConsumer::new("query batches").register(&self.pool);
         let mut batches = Vec::new();

@@ -4,7 +4,6 @@
 //! of full scans slows the scans, not the acknowledgements.
 
 use std::future::Future;
-use std::sync::Mutex;
 
 use tokio::runtime::{Builder, Handle, Runtime};
 
@@ -17,7 +16,7 @@ pub const QUERY_NICENESS: i32 = 19;
 #[derive(Debug)]
 pub struct QueryRuntime {
     handle: Handle,
-    runtime: Mutex<Option<Runtime>>,
+    runtime: Option<Runtime>,
 }
 
 impl QueryRuntime {
@@ -32,7 +31,7 @@ impl QueryRuntime {
             .build()?;
         Ok(Self {
             handle: runtime.handle().clone(),
-            runtime: Mutex::new(Some(runtime)),
+            runtime: Some(runtime),
         })
     }
 
@@ -54,12 +53,7 @@ impl QueryRuntime {
 
 impl Drop for QueryRuntime {
     fn drop(&mut self) {
-        let runtime = self
-            .runtime
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(runtime) = runtime {
+        if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
     }
