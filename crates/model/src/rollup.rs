@@ -108,6 +108,15 @@ pub struct RollupColumns<'a> {
     bin_values: &'a [i32],
     count_offsets: &'a [i32],
     count_values: &'a [i64],
+    within: Option<Within<'a>>,
+}
+
+/// The exact latency counts of rollup rows: thresholds and the good requests within each.
+struct Within<'a> {
+    thresholds: &'a ListArray,
+    threshold_values: &'a [i64],
+    count_offsets: &'a [i32],
+    count_values: &'a [i64],
 }
 
 impl<'a> RollupColumns<'a> {
@@ -120,6 +129,32 @@ impl<'a> RollupColumns<'a> {
         };
         let bins = list("latency_bins")?;
         let counts = list("latency_counts")?;
+        let int64_values = |list: &'a ListArray, name: &str| -> Result<&'a [i64], ArrowError> {
+            Ok(list
+                .values()
+                .as_primitive_opt::<Int64Type>()
+                .ok_or_else(|| {
+                    ArrowError::SchemaError(format!("{name} should hold 64-bit integers"))
+                })?
+                .values())
+        };
+        // Rows made before the exact latency counts existed have neither column.
+        let within = match (
+            batch.column_by_name("latency_thresholds_ns"),
+            batch.column_by_name("good_within_counts"),
+        ) {
+            (Some(_), Some(_)) => {
+                let thresholds = list("latency_thresholds_ns")?;
+                let good = list("good_within_counts")?;
+                Some(Within {
+                    thresholds,
+                    threshold_values: int64_values(thresholds, "latency_thresholds_ns")?,
+                    count_offsets: good.value_offsets(),
+                    count_values: int64_values(good, "good_within_counts")?,
+                })
+            }
+            _ => None,
+        };
         Ok(Self {
             time: column(batch, "time")?
                 .as_primitive_opt::<TimestampNanosecondType>()
@@ -153,7 +188,33 @@ impl<'a> RollupColumns<'a> {
                     ArrowError::SchemaError("latency_counts should hold 64-bit integers".into())
                 })?
                 .values(),
+            within,
         })
+    }
+
+    /// Row `row`'s exact latency counts: pairs of a threshold (ns) and the requests that did not
+    /// fail and took at most that long, by threshold. Empty for rows made without thresholds.
+    pub fn good_within(&self, row: usize) -> Vec<(i64, i64)> {
+        let Some(w) = &self.within else {
+            return Vec::new();
+        };
+        if w.thresholds.is_null(row) {
+            return Vec::new();
+        }
+        let offsets = w.thresholds.value_offsets();
+        let (t0, t1) = (offsets[row] as usize, offsets[row + 1] as usize);
+        let (c0, c1) = (
+            w.count_offsets[row] as usize,
+            w.count_offsets[row + 1] as usize,
+        );
+        if t1 - t0 != c1 - c0 || t1 > w.threshold_values.len() || c1 > w.count_values.len() {
+            return Vec::new();
+        }
+        w.threshold_values[t0..t1]
+            .iter()
+            .copied()
+            .zip(w.count_values[c0..c1].iter().copied())
+            .collect()
     }
 
     /// The row's `http_method`, if any.

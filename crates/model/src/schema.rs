@@ -131,7 +131,10 @@ pub fn metrics_schema() -> SchemaRef {
 /// Schema of the `span_rollups` table: per minute and per service, version, environment, kind
 /// and route, the requests (server and consumer spans), the failed ones, their durations and a
 /// latency sketch (DDSketch's logarithmic buckets at 1% relative accuracy: `latency_bins[i]`
-/// holds `latency_counts[i]` durations).
+/// holds `latency_counts[i]` durations), and exact counts for latency SLOs:
+/// `good_within_counts[i]` requests did not fail and took at most `latency_thresholds_ns[i]`
+/// (the thresholds the server was configured with when the row was made; NULL in rows made
+/// before these columns existed).
 pub fn span_rollups_schema() -> SchemaRef {
     static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
     SCHEMA
@@ -152,6 +155,8 @@ pub fn span_rollups_schema() -> SchemaRef {
                 Field::new("duration_max_ns", DataType::Int64, false),
                 Field::new("latency_bins", list(DataType::Int32), false),
                 Field::new("latency_counts", list(DataType::Int64), false),
+                Field::new("latency_thresholds_ns", list(DataType::Int64), true),
+                Field::new("good_within_counts", list(DataType::Int64), true),
             ]))
         })
         .clone()

@@ -151,6 +151,16 @@ impl LatencySketch {
         Some(self.max_ns as f64)
     }
 
+    /// How many durations lie in bins at or below the bin of `duration_ns`: those at most
+    /// `duration_ns`, give or take the 1% of that one bin.
+    pub fn count_at_most(&self, duration_ns: i64) -> i64 {
+        let last = bin_of(duration_ns);
+        self.bins()
+            .take_while(|(bin, _)| *bin <= last)
+            .map(|(_, count)| count)
+            .sum()
+    }
+
     /// Adds the bins of one `span_rollups` row: `bins[i]` holds `counts[i]` durations.
     pub fn add_row(&mut self, bins: &[i32], counts: &[i64], min_ns: i64, max_ns: i64) {
         let mut added = 0;

@@ -29,6 +29,11 @@ impl TimeRange {
         self.start_ns.is_none_or(|s| max_ns >= s) && self.end_ns.is_none_or(|e| min_ns < e)
     }
 
+    /// Whether `ns` lies in the range.
+    pub fn contains(&self, ns: i64) -> bool {
+        self.start_ns.is_none_or(|s| ns >= s) && self.end_ns.is_none_or(|e| ns < e)
+    }
+
     /// The narrowest range that lies in both.
     pub fn intersect(&self, other: &TimeRange) -> TimeRange {
         let start_ns = match (self.start_ns, other.start_ns) {

@@ -64,6 +64,14 @@ pub struct SloConfig {
     pub runbook_url: Option<String>,
     /// Where its alerts go (names of `[[notify]]`); default: every one.
     pub notify: Option<Vec<String>>,
+    /// Fewer requests than this in an alert's long window: no page or ticket, so that one
+    /// failure of a quiet route does not wake anyone.
+    #[serde(default = "default_slo_min_requests")]
+    pub min_requests: u64,
+}
+
+fn default_slo_min_requests() -> u64 {
+    100
 }
 
 fn default_slo_window() -> HumanDuration {
@@ -229,6 +237,25 @@ fn well_formed(name: &str) -> bool {
 }
 
 impl MonitorConfig {
+    /// The thresholds of the latency SLOs (ns), each once: span rollups count good requests
+    /// within them.
+    pub fn latency_thresholds_ns(&self) -> Vec<i64> {
+        let mut out: Vec<i64> = self
+            .slos
+            .iter()
+            .filter(|s| s.indicator == Indicator::Latency)
+            .filter_map(|s| s.threshold.map(HumanDuration::as_nanos))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Whether anything is configured to be watched.
+    pub fn is_empty(&self) -> bool {
+        self.slos.is_empty() && self.alerts.is_empty()
+    }
+
     /// Refuses what cannot work, naming the key (`slo[2].objective`) and what was expected.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let interval = self.monitor.evaluation_interval;
@@ -353,6 +380,12 @@ impl MonitorConfig {
                     return Err(ConfigError::new(
                         key("sql"),
                         "is needed by measure = \"sql\": a read-only query with a numeric column `value`",
+                    ));
+                }
+                (Measure::Sql, Some(_)) if rule.baseline.is_some() => {
+                    return Err(ConfigError::new(
+                        key("baseline"),
+                        "belongs to the span measures (error_rate, request_rate, p50, p95, p99); a sql rule compares its value with above or below",
                     ));
                 }
                 (Measure::Sql, Some(_)) => {}

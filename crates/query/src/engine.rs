@@ -306,8 +306,35 @@ impl QueryEngine {
         }
     }
 
-    /// Plans one read-only statement and starts it.
-    async fn stream(&self, sql: &str) -> Result<(SchemaRef, SendableRecordBatchStream), Error> {
+    /// Adds a table that another part of the server keeps (the monitor's `alert_events`):
+    /// every clone of this engine sees it. A name already taken is refused.
+    pub fn register_table(
+        &self,
+        name: &str,
+        table: Arc<dyn datafusion::catalog::TableProvider>,
+    ) -> Result<(), Error> {
+        if self.ctx.table_exist(name).unwrap_or(false) {
+            return Err(Error::Internal {
+                message: format!("a table named {name} is registered already"),
+            });
+        }
+        self.ctx
+            .register_table(name, table)
+            .map(|_| ())
+            .map_err(|e| Error::Internal {
+                message: e.to_string(),
+            })
+    }
+
+    /// The columns `sql` would answer with, without running it: for checking configured
+    /// queries at start. Refuses what [`QueryEngine::execute`] refuses (not read-only, bad SQL).
+    pub async fn plan_columns(&self, sql: &str) -> Result<SchemaRef, Error> {
+        let plan = self.plan(sql).await?;
+        Ok(Arc::new(plan.schema().as_arrow().clone()))
+    }
+
+    /// Parses and plans one statement, refusing anything but a query.
+    async fn plan(&self, sql: &str) -> Result<datafusion::logical_expr::LogicalPlan, Error> {
         let df_err = |e| self.df_error(e);
         let state = self.ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
@@ -322,6 +349,13 @@ impl QueryEngine {
             .map_err(|e| Error::ReadOnly {
                 statement: e.message().to_string(),
             })?;
+        Ok(plan)
+    }
+
+    /// Plans one read-only statement and starts it.
+    async fn stream(&self, sql: &str) -> Result<(SchemaRef, SendableRecordBatchStream), Error> {
+        let df_err = |e| self.df_error(e);
+        let plan = self.plan(sql).await?;
         let frame = self.ctx.execute_logical_plan(plan).await.map_err(df_err)?;
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         let stream = frame.execute_stream().await.map_err(df_err)?;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use sightline_model::{Clock, ErrorCode};
+use sightline_monitor::Monitor;
 use sightline_query::QueryEngine;
 use sightline_storage::{OpenReport, Store};
 use tokio::net::TcpListener;
@@ -54,6 +55,7 @@ impl Listeners {
 /// `oneshot` or to [`App::run`] it on listeners of port 0.
 pub struct App {
     store: Store,
+    monitor: Monitor,
     report: OpenReport,
     config: ServeConfig,
     clock: Arc<dyn Clock>,
@@ -120,6 +122,17 @@ impl App {
             );
         });
         let engine = QueryEngine::new(store.clone(), config.query.clone())?;
+        let monitor = Monitor::open(
+            &engine,
+            config.monitor.clone(),
+            clock.clone(),
+            &config.data_dir,
+        )
+        .context("cannot open the monitor's state")?;
+        // SQL rules are planned now: one that cannot run is a config mistake, refused at start.
+        sightline_monitor::eval::check_sql_rules(&engine, &config.monitor)
+            .await
+            .context("invalid configuration")?;
         let metrics = Arc::new(SelfMetrics::default());
         let tail = LogTail::default();
         let pipeline = Pipeline::new(store.clone(), clock.clone(), metrics.clone(), tail.clone());
@@ -157,6 +170,7 @@ impl App {
             ready: ready.clone(),
             torn_tails_at_start: report.torn_tails.len(),
             memory_budget: crate::health::MemoryBudget::of(&config),
+            monitor: monitor.clone(),
         };
         let api = ui::router(ui::UiState {
             // The pages ask as the UI: their queries take turns with the API's.
@@ -168,6 +182,7 @@ impl App {
             shutdown: stop_rx,
             auth: auth.clone(),
         })
+        .merge(crate::server::monitor_api::router(monitor.clone()))
         .merge(api::router(api_state))
         .layer(axum::middleware::from_fn_with_state(
             auth,
@@ -175,6 +190,7 @@ impl App {
         ));
         Ok(App {
             store,
+            monitor,
             report,
             config,
             clock,
@@ -190,6 +206,11 @@ impl App {
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The monitor: SLOs, alerts, silences.
+    pub fn monitor(&self) -> &Monitor {
+        &self.monitor
     }
 
     /// What opening the data folder found.
@@ -275,6 +296,10 @@ impl App {
             self.clock.clone(),
             self.stopped(),
         ));
+        let monitor = tokio::spawn(sightline_monitor::run(
+            self.monitor.clone(),
+            self.stopped(),
+        ));
         self.ready.store(true, Ordering::SeqCst);
         if let Some(path) = &self.config.ready_file {
             write_ready_file(path, addrs.0, addrs.1, addrs.2, self.config.tls.is_some())?;
@@ -293,6 +318,8 @@ impl App {
             }
         }
         let _ = schedule.await;
+        // Notifications in flight are delivered (or kept for the next start) and the state written.
+        let _ = monitor.await;
         let flushed = self.store.close().await.context(
             "final flush failed; the rows stay in the write-ahead log and are replayed at the next start",
         )?;

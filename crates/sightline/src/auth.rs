@@ -348,9 +348,21 @@ fn is_public(path: &str) -> bool {
     path == "/healthz" || path == "/login" || path == "/logout" || path.starts_with("/static/")
 }
 
-/// Middleware of the UI and API: a token with the `read` scope (Bearer) or a session. Pages send
-/// a browser to the login page; the API and `/metrics` answer 401 or 403.
-pub async fn require_read(State(auth): State<Auth>, request: Request, next: Next) -> Response {
+/// The scope a UI or API request needs: `admin` to change silences (the API's writes and the
+/// pages' forms), `read` for the rest.
+fn scope_for(method: &axum::http::Method, path: &str) -> Scope {
+    let writes = method != axum::http::Method::GET && method != axum::http::Method::HEAD;
+    if writes && (path.starts_with("/api/v1/silences") || path.starts_with("/silences")) {
+        Scope::Admin
+    } else {
+        Scope::Read
+    }
+}
+
+/// Middleware of the UI and API: a token with the `read` scope (Bearer) or a session, `admin`
+/// for the writes [`scope_for`] names. Pages send a browser to the login page; the API and
+/// `/metrics` answer 401 or 403. Who asked travels on as an [`Identity`] extension.
+pub async fn require_read(State(auth): State<Auth>, mut request: Request, next: Next) -> Response {
     let path = request.uri().path().to_string();
     if !auth.enabled() || is_public(&path) {
         return next.run(request).await;
@@ -358,8 +370,14 @@ pub async fn require_read(State(auth): State<Auth>, request: Request, next: Next
     let identity = auth
         .identify_bearer(request.headers())
         .or_else(|| auth.identify_session(request.headers()));
-    match auth.refusal(identity.as_ref(), Scope::Read) {
-        None => next.run(request).await,
+    let scope = scope_for(request.method(), &path);
+    match auth.refusal(identity.as_ref(), scope) {
+        None => {
+            if let Some(identity) = identity {
+                request.extensions_mut().insert(identity);
+            }
+            next.run(request).await
+        }
         Some((code, message)) => {
             let is_api = path.starts_with("/api/") || path == "/metrics";
             if is_api || code == ErrorCode::Forbidden || request.method() != axum::http::Method::GET

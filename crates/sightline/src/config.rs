@@ -2,7 +2,8 @@
 //! precedence of command-line flags, then `SIGHTLINE_*` environment variables (both read by
 //! clap), then `sightline.toml`, then defaults. Every other table of the file belongs to the
 //! crate it configures — `[storage]` and `[retention]` to the store, `[query]` to the query
-//! engine, `[limits]` to ingest, `[auth]` to [`crate::auth`] — which deserializes it, fills
+//! engine, `[limits]` to ingest, `[auth]` to [`crate::auth`], `[monitor]`, `[[slo]]`, `[[alert]]`
+//! and `[[notify]]` to the monitor — which deserializes it, fills
 //! defaults, refuses unknown keys and validates it; this module only reads the file and asks
 //! each to check itself.
 
@@ -12,6 +13,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use sightline_model::HumanDuration;
+use sightline_monitor::MonitorConfig;
+use sightline_monitor::config::{AlertConfig, MonitorSection, NotifyConfig, SloConfig};
 use sightline_query::QueryConfig;
 use sightline_storage::{RetentionConfig, StorageConfig, StoreOptions};
 
@@ -72,6 +75,18 @@ pub struct FileConfig {
     /// `[tls]`.
     #[serde(default)]
     pub tls: TlsSection,
+    /// `[monitor]`.
+    #[serde(default)]
+    pub monitor: MonitorSection,
+    /// `[[slo]]`.
+    #[serde(default)]
+    pub slo: Vec<SloConfig>,
+    /// `[[alert]]`.
+    #[serde(default)]
+    pub alert: Vec<AlertConfig>,
+    /// `[[notify]]`.
+    #[serde(default)]
+    pub notify: Vec<NotifyConfig>,
 }
 
 /// `[tls]`: a PEM certificate chain and its private key; every listener then speaks TLS.
@@ -135,6 +150,8 @@ pub struct ServeConfig {
     pub limits: sightline_ingest::Limits,
     /// `[auth]`: access tokens; none means open access, allowed on loopback addresses only.
     pub auth: AuthConfig,
+    /// `[monitor]`, `[[slo]]`, `[[alert]]` and `[[notify]]`.
+    pub monitor: MonitorConfig,
     /// Certificate chain and private key (PEM) when the listeners speak TLS.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Where the file configuration came from, if any.
@@ -218,9 +235,18 @@ impl ServeConfig {
                 .parse::<HumanDuration>()
                 .context("--flush-interval (SIGHTLINE_FLUSH_INTERVAL)")?;
         }
+        let monitor = MonitorConfig {
+            monitor: file.monitor,
+            slos: file.slo,
+            alerts: file.alert,
+            notify: file.notify,
+        };
+        monitor.validate()?;
         let store = StoreOptions {
             storage,
             retention: file.retention,
+            // Rollups count good requests within each latency SLO's threshold, exactly.
+            latency_thresholds_ns: monitor.latency_thresholds_ns(),
         };
         store.validate()?;
         file.query.validate()?;
@@ -254,6 +280,7 @@ impl ServeConfig {
             query: file.query,
             limits: file.limits,
             auth: file.auth,
+            monitor,
             tls,
             config_file,
         };

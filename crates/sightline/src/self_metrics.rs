@@ -382,3 +382,110 @@ fn section(out: &mut String, name: &str, kind: &str, help: &str, body: String) {
         let _ = writeln!(out, "{body}");
     }
 }
+
+/// A label value escaped for the text exposition.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The monitor's part of `/metrics`: evaluations, alerts by state, silences, and every
+/// notification target's deliveries and failures.
+pub fn render_monitor(stats: &sightline_monitor::monitor::MonitorStats) -> String {
+    let mut out = String::new();
+    section(
+        &mut out,
+        "sightline_monitor_evaluations_total",
+        "counter",
+        "Evaluation cycles of SLOs and alert rules, by outcome.",
+        format!(
+            "sightline_monitor_evaluations_total{{outcome=\"ok\"}} {}\nsightline_monitor_evaluations_total{{outcome=\"failed\"}} {}",
+            stats.evaluations, stats.evaluation_failures
+        ),
+    );
+    section(
+        &mut out,
+        "sightline_monitor_evaluation_seconds",
+        "gauge",
+        "How long the last evaluation cycle took.",
+        format!(
+            "sightline_monitor_evaluation_seconds {}",
+            stats.last_duration_s
+        ),
+    );
+    section(
+        &mut out,
+        "sightline_alerts",
+        "gauge",
+        "Alert instances by state.",
+        stats
+            .alerts_by_state
+            .iter()
+            .map(|(state, n)| format!("sightline_alerts{{state=\"{state}\"}} {n}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    section(
+        &mut out,
+        "sightline_silences_active",
+        "gauge",
+        "Silences muting notifications now.",
+        format!("sightline_silences_active {}", stats.silences_active),
+    );
+    section(
+        &mut out,
+        "sightline_monitor_state_write_failures_total",
+        "counter",
+        "Writes of the monitor's state or alert events that failed (retried at the next cycle).",
+        format!(
+            "sightline_monitor_state_write_failures_total {}",
+            stats.state_write_failures
+        ),
+    );
+    let per_target = |f: &dyn Fn(&sightline_monitor::notify::TargetStats) -> u64, name: &str| {
+        stats
+            .notify
+            .targets
+            .iter()
+            .map(|t| format!("{name}{{target=\"{}\"}} {}", label(&t.target), f(t)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    for (name, kind, help, f) in [
+        (
+            "sightline_notifications_sent_total",
+            "counter",
+            "Notifications delivered, by target.",
+            (|t| t.sent) as fn(&sightline_monitor::notify::TargetStats) -> u64,
+        ),
+        (
+            "sightline_notifications_failed_total",
+            "counter",
+            "Delivery attempts that failed (retried or not), by target.",
+            |t| t.failed_attempts,
+        ),
+        (
+            "sightline_notifications_retried_total",
+            "counter",
+            "Delivery attempts that retried a failed one, by target.",
+            |t| t.retried,
+        ),
+        (
+            "sightline_notifications_dropped_total",
+            "counter",
+            "Notifications a receiver refused for good (4xx), by target.",
+            |t| t.dropped_permanent,
+        ),
+        (
+            "sightline_notifications_pending",
+            "gauge",
+            "Notifications decided and not yet delivered, by target.",
+            |t| t.pending,
+        ),
+    ] {
+        section(&mut out, name, kind, help, per_target(&f, name));
+    }
+    out
+}

@@ -67,7 +67,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             bodies
                 .iter()
-                .map(|body| rollup::from_spans(body).expect("rollup").num_rows())
+                .map(|body| rollup::from_spans(body, &[]).expect("rollup").num_rows())
                 .sum::<usize>()
         })
     });

@@ -126,6 +126,10 @@ pub struct StoreOptions {
     pub storage: StorageConfig,
     /// `[retention]`.
     pub retention: RetentionConfig,
+    /// The latency thresholds (ns) span rollups count good requests within
+    /// (`latency_thresholds_ns`, `good_within_counts`): the server passes those of its latency
+    /// SLOs. Not a key of its own.
+    pub latency_thresholds_ns: Vec<i64>,
 }
 
 impl StoreOptions {

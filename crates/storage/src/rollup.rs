@@ -6,6 +6,13 @@
 //! incident pages read them instead of scanning every span of a long window.
 //! The bins are stored as two Parquet list columns (bin, count) rather than an opaque blob, so
 //! that they stay readable with SQL and merge by adding counts.
+//!
+//! A sketch places a duration within 1% of its value, which cannot say exactly how many requests
+//! took at most 300 ms. So each row also counts, for each latency threshold the store was given
+//! (the latency SLOs' thresholds), the requests that did not fail and took at most that long
+//! (`latency_thresholds_ns`, `good_within_counts`). Merged rows keep only the thresholds every
+//! one of them counted: a minute partly counted before a threshold was configured is not exact
+//! for it, and says so by not listing it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,10 +44,19 @@ struct Key<'a> {
     route: &'a str,
 }
 
+/// One group's totals, and for each threshold counted, the good requests within it.
+#[derive(Default)]
+struct Group {
+    totals: RequestTotals,
+    within: Vec<(i64, i64)>,
+}
+
 /// Accumulates spans or rollup rows into rollup rows.
 #[derive(Default)]
 struct Rollup<'a> {
-    groups: HashMap<Key<'a>, RequestTotals>,
+    groups: HashMap<Key<'a>, Group>,
+    /// The thresholds spans are counted within, ascending.
+    thresholds: Vec<i64>,
 }
 
 fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
@@ -111,10 +127,17 @@ impl<'a> Rollup<'a> {
                 SpanStatus::parse(status.value(row)).unwrap_or_default(),
                 code.is_valid(row).then(|| i64::from(code.value(row))),
             );
-            self.groups
-                .entry(key)
-                .or_default()
-                .add_request(duration.value(row), failed);
+            let took = duration.value(row);
+            let group = self.groups.entry(key).or_insert_with(|| Group {
+                totals: RequestTotals::default(),
+                within: self.thresholds.iter().map(|&t| (t, 0)).collect(),
+            });
+            group.totals.add_request(took, failed);
+            if !failed {
+                for (threshold, good) in &mut group.within {
+                    *good += i64::from(took <= *threshold);
+                }
+            }
         }
         Ok(())
     }
@@ -132,10 +155,28 @@ impl<'a> Rollup<'a> {
                 http_method: opt_str(rows.method, row),
                 route: rows.route.value(row),
             };
-            self.groups
-                .entry(key)
-                .or_default()
-                .add_rollup_row(&rows, row);
+            let within = rows.good_within(row);
+            match self.groups.entry(key) {
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    let mut totals = RequestTotals::default();
+                    totals.add_rollup_row(&rows, row);
+                    slot.insert(Group { totals, within });
+                }
+                std::collections::hash_map::Entry::Occupied(mut slot) => {
+                    let group = slot.get_mut();
+                    group.totals.add_rollup_row(&rows, row);
+                    // Only thresholds both counted stay exact.
+                    group.within.retain_mut(|(threshold, good)| {
+                        match within.iter().find(|(t, _)| t == threshold) {
+                            Some((_, more)) => {
+                                *good += more;
+                                true
+                            }
+                            None => false,
+                        }
+                    });
+                }
+            }
         }
         Ok(())
     }
@@ -158,7 +199,16 @@ impl<'a> Rollup<'a> {
         let mut max = Vec::with_capacity(n);
         let mut bins = ListBuilder::new(Int32Builder::new());
         let mut counts = ListBuilder::new(Int64Builder::new());
-        for (key, totals) in &groups {
+        let mut thresholds = ListBuilder::new(Int64Builder::new());
+        let mut good_within = ListBuilder::new(Int64Builder::new());
+        for (key, group) in &groups {
+            let totals = &group.totals;
+            for &(threshold, good) in &group.within {
+                thresholds.values().append_value(threshold);
+                good_within.values().append_value(good);
+            }
+            thresholds.append(true);
+            good_within.append(true);
             time.push(key.minute_ns);
             service.push(key.service_name);
             version.push(key.service_version);
@@ -193,24 +243,39 @@ impl<'a> Rollup<'a> {
             Arc::new(Int64Array::from(max)),
             Arc::new(bins.finish()),
             Arc::new(counts.finish()),
+            Arc::new(thresholds.finish()),
+            Arc::new(good_within.finish()),
         ];
         Ok(RecordBatch::try_new(span_rollups_schema(), columns)?)
     }
 }
 
 /// The rows a batch of `signal` adds to derived tables: the span rollups of spans, when they
-/// hold a server or consumer span. The one place that says which signals derive what, for the
-/// append, the replay and the import.
-pub fn derived(signal: Signal, batch: &RecordBatch) -> Result<Option<RecordBatch>> {
+/// hold a server or consumer span, with good requests counted within `thresholds_ns`. The one
+/// place that says which signals derive what, for the append, the replay and the import.
+pub fn derived(
+    signal: Signal,
+    batch: &RecordBatch,
+    thresholds_ns: &[i64],
+) -> Result<Option<RecordBatch>> {
     match signal {
-        Signal::Spans => Ok(Some(from_spans(batch)?).filter(|rollups| rollups.num_rows() > 0)),
+        Signal::Spans => {
+            Ok(Some(from_spans(batch, thresholds_ns)?).filter(|rollups| rollups.num_rows() > 0))
+        }
         Signal::Logs | Signal::Metrics => Ok(None),
     }
 }
 
-/// The rollup rows of a `spans` batch (no rows when it holds no server or consumer span).
-pub fn from_spans(batch: &RecordBatch) -> Result<RecordBatch> {
-    let mut rollup = Rollup::default();
+/// The rollup rows of a `spans` batch (no rows when it holds no server or consumer span), with
+/// good requests counted within `thresholds_ns`.
+pub fn from_spans(batch: &RecordBatch, thresholds_ns: &[i64]) -> Result<RecordBatch> {
+    let mut thresholds = thresholds_ns.to_vec();
+    thresholds.sort_unstable();
+    thresholds.dedup();
+    let mut rollup = Rollup {
+        thresholds,
+        ..Rollup::default()
+    };
     rollup.add_spans(batch)?;
     rollup.finish()
 }
@@ -274,7 +339,7 @@ mod tests {
             ),
         ];
         let batch = spans_to_batch(&rows).expect("spans");
-        let rollup = from_spans(&batch).expect("rollup");
+        let rollup = from_spans(&batch, &[6_000_000]).expect("rollup");
         assert_eq!(rollup.num_rows(), 3, "two minutes of /orders and one task");
         let cols = RollupColumns::of(&rollup).expect("columns");
         let total: i64 = cols.requests.values().iter().sum();
@@ -283,8 +348,8 @@ mod tests {
         assert_eq!(errors, 1);
 
         // Splitting the spans in two and merging the halves gives the same rows.
-        let first = from_spans(&batch.slice(0, 2)).expect("first half");
-        let second = from_spans(&batch.slice(2, 3)).expect("second half");
+        let first = from_spans(&batch.slice(0, 2), &[6_000_000]).expect("first half");
+        let second = from_spans(&batch.slice(2, 3), &[6_000_000]).expect("second half");
         let merged = merge(&[first, second]).expect("merge");
         assert_eq!(merged, rollup);
 
@@ -297,5 +362,58 @@ mod tests {
         assert_eq!(sketch.count(), 3);
         let max = sketch.quantile(1.0).expect("not empty");
         assert_eq!(max, 9_000_000.0, "the maximum is exact");
+    }
+
+    #[test]
+    fn good_requests_within_each_threshold_are_counted_exactly_and_merge_only_where_all_counted() {
+        let minute = NS_PER_MINUTE;
+        // Durations on both sides of 300 ms, one exactly on it, one slow failure, one fast one.
+        let rows = vec![
+            span(minute, 299_999_999, SpanKind::Server, "/orders", 200),
+            span(minute + 1, 300_000_000, SpanKind::Server, "/orders", 200),
+            span(minute + 2, 300_000_001, SpanKind::Server, "/orders", 200),
+            span(minute + 3, 10_000_000, SpanKind::Server, "/orders", 503),
+            span(minute + 4, 900_000_000, SpanKind::Server, "/orders", 503),
+        ];
+        let batch = spans_to_batch(&rows).expect("spans");
+        let thresholds = [300_000_000, 100_000_000, 300_000_000];
+        let rollup = from_spans(&batch, &thresholds).expect("rollup");
+        let cols = RollupColumns::of(&rollup).expect("columns");
+        assert_eq!(
+            cols.good_within(0),
+            vec![(100_000_000, 0), (300_000_000, 2)],
+            "thresholds sorted and once each; a failed request is never good, however fast"
+        );
+
+        // A row counted without thresholds makes the merged minute inexact for all of them;
+        // rows that counted the same thresholds add up.
+        let without = from_spans(&batch.slice(0, 1), &[]).expect("without thresholds");
+        let merged = merge(&[rollup.clone(), without]).expect("merge");
+        let merged_cols = RollupColumns::of(&merged).expect("columns");
+        assert_eq!(merged_cols.requests.value(0), 6);
+        assert!(merged_cols.good_within(0).is_empty());
+        let twice = merge(&[rollup.clone(), rollup.clone()]).expect("merge");
+        let twice_cols = RollupColumns::of(&twice).expect("columns");
+        assert_eq!(
+            twice_cols.good_within(0),
+            vec![(100_000_000, 0), (300_000_000, 4)]
+        );
+
+        // A segment written before the columns existed reads as no thresholds.
+        let old_schema = Arc::new(arrow::datatypes::Schema::new(
+            rollup.schema().fields()[..14].to_vec(),
+        ));
+        let old = RecordBatch::try_new(old_schema, rollup.columns()[..14].to_vec()).expect("old");
+        let aligned = sightline_model::schema::align_to_schema(&old, &span_rollups_schema())
+            .expect("aligned");
+        let aligned_cols = RollupColumns::of(&aligned).expect("columns");
+        assert!(aligned_cols.good_within(0).is_empty());
+        let merged_old = merge(&[old, rollup]).expect("merge with an old row");
+        assert!(
+            RollupColumns::of(&merged_old)
+                .expect("cols")
+                .good_within(0)
+                .is_empty()
+        );
     }
 }

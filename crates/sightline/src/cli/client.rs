@@ -7,6 +7,8 @@ use serde_json::Value;
 pub struct ApiClient {
     base: String,
     http: reqwest::Client,
+    /// `SIGHTLINE_TOKEN`, sent as a bearer token when the server needs one.
+    token: Option<String>,
 }
 
 impl ApiClient {
@@ -17,11 +19,21 @@ impl ApiClient {
         Ok(Self {
             base: url.trim_end_matches('/').to_string(),
             http,
+            token: std::env::var("SIGHTLINE_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
         })
     }
 
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
     async fn read(&self, request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Value> {
-        let response = request.send().await.map_err(|e| {
+        let response = self.authorized(request).send().await.map_err(|e| {
             anyhow!("cannot reach Sightline at {} ({e}); is `sightline serve` running? (--url sets the address)", self.base)
         })?;
         let status = response.status();
@@ -52,6 +64,11 @@ impl ApiClient {
 
     pub async fn post(&self, path: &str, body: &Value, what: &str) -> anyhow::Result<Value> {
         let request = self.http.post(format!("{}{path}", self.base)).json(body);
+        self.read(request, what).await
+    }
+
+    pub async fn delete(&self, path: &str, what: &str) -> anyhow::Result<Value> {
+        let request = self.http.delete(format!("{}{path}", self.base));
         self.read(request, what).await
     }
 }

@@ -4,6 +4,7 @@
 mod client;
 mod doctor;
 mod logs;
+mod monitor;
 mod query;
 mod trace;
 
@@ -39,6 +40,12 @@ pub enum Command {
     Doctor(doctor::DoctorArgs),
     /// Send a small Python shop's telemetry (traces, logs, metrics, faults) to a server.
     Demo(DemoArgs),
+    /// Every SLO: its SLI, error budget left, burn rates and state.
+    Slos(monitor::SlosArgs),
+    /// The alerts: firing, pending, no data, silenced and recently resolved.
+    Alerts(monitor::AlertsArgs),
+    /// Mute notifications of alerts matching labels for a while (--list, --expire ID).
+    Silence(monitor::SilenceArgs),
     /// Benchmarks (not tests): load generators that report throughput, latency and cost.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -292,6 +299,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Trace(args) => runtime().and_then(|rt| rt.block_on(trace::run(args))),
         Command::Logs(args) => runtime().and_then(|rt| rt.block_on(logs::run(args))),
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo(args))),
+        Command::Slos(args) => runtime().and_then(|rt| rt.block_on(monitor::slos(args))),
+        Command::Alerts(args) => runtime().and_then(|rt| rt.block_on(monitor::alerts(args))),
+        Command::Silence(args) => runtime().and_then(|rt| rt.block_on(monitor::silence(args))),
         Command::Doctor(args) => match runtime().and_then(|rt| rt.block_on(doctor::run(args))) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,

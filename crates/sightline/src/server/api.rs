@@ -35,6 +35,8 @@ pub struct ApiState {
     pub torn_tails_at_start: usize,
     /// What the server's memory may take, by configuration.
     pub memory_budget: crate::health::MemoryBudget,
+    /// SLOs, alerts and silences.
+    pub monitor: sightline_monitor::Monitor,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -53,7 +55,7 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         sightline_model::ErrorCode::NotFound,
         format!(
-            "no route {}: the API lives under /api/v1 (query, traces, logs, services)",
+            "no route {}: the API lives under /api/v1 (query, traces, logs, services, slos, alerts, silences)",
             uri.path()
         ),
     )
@@ -237,6 +239,7 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         resident_bytes: crate::health::resident_bytes(),
         memory_budget_bytes: state.memory_budget.total(stats.trace_index_bytes),
     };
-    let text = state.metrics.render(&stats, &process);
+    let mut text = state.metrics.render(&stats, &process);
+    text.push_str(&crate::self_metrics::render_monitor(&state.monitor.stats()));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

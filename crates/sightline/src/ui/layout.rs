@@ -13,6 +13,8 @@ pub enum Section {
     Logs,
     Query,
     Trace,
+    Alerts,
+    Slos,
 }
 
 /// A small mark for the browser tab, inline so it costs no request.
@@ -60,6 +62,8 @@ pub fn page(
                         (nav_link(&format!("/{wq}"), "Services", section == Section::Services))
                         (nav_link(&format!("/logs{wq}"), "Logs", section == Section::Logs))
                         (nav_link(&format!("/query{wq}"), "Query", section == Section::Query))
+                        (nav_link("/alerts", "Alerts", section == Section::Alerts))
+                        (nav_link("/slos", "SLOs", section == Section::Slos))
                     }
                     @if let Some((window, action, keep)) = picker {
                         (time_picker(window, action, keep))

@@ -7,6 +7,7 @@
 mod layout;
 mod login;
 mod logs;
+mod monitor;
 mod query;
 mod service;
 mod services;
@@ -51,6 +52,12 @@ pub fn router(state: UiState) -> Router {
         .route("/logs", get(logs::page))
         .route("/logs/stream", get(logs::stream))
         .route("/query", get(query::page))
+        .route("/slos", get(monitor::slos_page))
+        .route("/slos/{name}", get(monitor::slo_page))
+        .route("/alerts", get(monitor::alerts_page))
+        .route("/alerts/{id}", get(monitor::alert_page))
+        .route("/silences", axum::routing::post(monitor::add_silence))
+        .route("/silences/{id}/expire", axum::routing::post(monitor::expire_silence))
         .route("/login", get(login::page).post(login::submit))
         .route("/logout", get(login::logout))
         .route("/static/{version}/{file}", get(asset))

@@ -162,7 +162,7 @@ pub async fn page(
     ))
 }
 
-fn request_table(id: &str, rows: &[RequestSpan], empty: &str) -> Markup {
+pub fn request_table(id: &str, rows: &[RequestSpan], empty: &str) -> Markup {
     if rows.is_empty() {
         return html! { table id=(id) hidden {} (layout::empty(empty)) };
     }

@@ -32,6 +32,7 @@ pub async fn page(
         .collect();
     let x = buckets.times_s();
     let wq = window.query();
+    let firing = state.api.monitor.firing_services();
 
     let body = html! {
         h1 { "Services" }
@@ -49,10 +50,13 @@ pub async fn page(
                 tbody {
                     @for s in &summaries {
                         @let name = &s.service_name;
-                        tr data-service=(name) {
+                        tr data-service=(name) data-firing[firing.contains(name)] {
                             th scope="row" {
                                 span.dot style=(format!("background:{}", layout::service_color(name))) {}
                                 a.service-link href=(layout::service_href(name, &wq)) { (name) }
+                                @if firing.contains(name) {
+                                    " " a.badge.error.firing href="/alerts" title="an alert of this service is firing" { "firing" }
+                                }
                             }
                             (layout::red_cells(&s.red))
                             td.trend {
@@ -66,10 +70,13 @@ pub async fn page(
                         }
                     }
                     @for name in &quiet {
-                        tr data-service=(name) {
+                        tr data-service=(name) data-firing[firing.contains(*name)] {
                             th scope="row" {
                                 span.dot style=(format!("background:{}", layout::service_color(name))) {}
                                 a.service-link href=(layout::service_href(name, &wq)) { (name) }
+                                @if firing.contains(*name) {
+                                    " " a.badge.error.firing href="/alerts" title="an alert of this service is firing" { "firing" }
+                                }
                             }
                             td.muted colspan="6" { "no requests in this window (logs or spans of other kinds only)" }
                         }

@@ -91,7 +91,7 @@ pub(super) fn roll_up_older_segments(inner: &Inner) -> Result<usize> {
         let committed = (|| {
             let metas = if listed {
                 let batch = segment::read_segment(&inner.data_dir.join(&meta.path), Table::Spans)?;
-                let rollups = rollup::from_spans(&batch)?;
+                let rollups = rollup::from_spans(&batch, &inner.options.latency_thresholds_ns)?;
                 write_rows_as_segments(inner, Table::SpanRollups, &rollups, 0, &mut written)?
             } else {
                 Vec::new()

@@ -184,6 +184,7 @@ async fn compaction_merges_small_segments_of_a_closed_hour_and_retention_drops_o
             spans: Lifetime::For(HumanDuration::from_secs(3600 * 5)),
             ..RetentionConfig::default()
         },
+        ..StoreOptions::default()
     };
     let (store, _) = Store::open(dir.path(), options, Arc::new(clock.clone())).expect("open");
     for i in 0..3 {

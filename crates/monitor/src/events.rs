@@ -1,0 +1,278 @@
+//! `alert_events`: every change of an alert's state, as a row SQL can read (time, alert_id,
+//! name, source, labels as JSON text, state, value, threshold). Rows are appended to
+//! `monitor/alert_events.jsonl` in the data folder and synced before the state that follows
+//! them is written, so the history survives a restart; they are kept in memory for queries and
+//! dropped after [`KEEP_NS`].
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampNanosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::TableType;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// How long events are kept: 30 days.
+pub const KEEP_NS: i64 = 30 * 86_400 * 1_000_000_000;
+
+/// The name of the table.
+pub const TABLE: &str = "alert_events";
+
+/// One change of an alert's state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertEvent {
+    /// When (ns since the epoch).
+    pub time_ns: i64,
+    /// The alert's id (its fingerprint).
+    pub alert_id: String,
+    /// The rule's or SLO's name.
+    pub name: String,
+    /// `slo`, `rule` or `check`.
+    pub source: String,
+    /// The alert's labels.
+    pub labels: crate::alert::Labels,
+    /// The state entered: `pending`, `firing`, `resolved`, `no_data` or `inactive`.
+    pub state: String,
+    /// The value measured then.
+    pub value: Option<f64>,
+    /// What it was compared with.
+    pub threshold: Option<f64>,
+}
+
+/// The schema of `alert_events`.
+pub fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(
+            "time",
+            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("alert_id", DataType::Utf8, false),
+        Field::new("name", DataType::Utf8, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("labels", DataType::Utf8, false),
+        Field::new("state", DataType::Utf8, false),
+        Field::new("value", DataType::Float64, true),
+        Field::new("threshold", DataType::Float64, true),
+    ]))
+}
+
+/// The events, in memory and in their file.
+#[derive(Debug)]
+pub struct EventLog {
+    path: PathBuf,
+    events: Mutex<Vec<AlertEvent>>,
+}
+
+fn lock(events: &Mutex<Vec<AlertEvent>>) -> MutexGuard<'_, Vec<AlertEvent>> {
+    events
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl EventLog {
+    /// Reads the events of `path` newer than [`KEEP_NS`] before `now_ns` (none when it does not
+    /// exist yet). A last line cut short by a crash is left out.
+    pub fn open(path: &Path, now_ns: i64) -> Result<Self, Error> {
+        let mut events = Vec::new();
+        match File::open(path) {
+            Ok(file) => {
+                for line in BufReader::new(file).lines() {
+                    let line = line.map_err(|source| Error::State {
+                        path: path.into(),
+                        doing: "read",
+                        source,
+                    })?;
+                    if let Ok(event) = serde_json::from_str::<AlertEvent>(&line)
+                        && now_ns - event.time_ns < KEEP_NS
+                    {
+                        events.push(event);
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(Error::State {
+                    path: path.into(),
+                    doing: "read",
+                    source,
+                });
+            }
+        }
+        let log = Self {
+            path: path.into(),
+            events: Mutex::new(events),
+        };
+        // Old events leave the file too.
+        log.rewrite()?;
+        Ok(log)
+    }
+
+    fn rewrite(&self) -> Result<(), Error> {
+        let events = lock(&self.events).clone();
+        let mut text = String::new();
+        for event in &events {
+            text.push_str(&serde_json::to_string(event).map_err(|e| Error::Internal {
+                message: e.to_string(),
+            })?);
+            text.push('\n');
+        }
+        crate::store::write_durably(&self.path, text.as_bytes())
+    }
+
+    /// Appends events and syncs the file before returning.
+    pub fn append(&self, new: &[AlertEvent]) -> Result<(), Error> {
+        if new.is_empty() {
+            return Ok(());
+        }
+        let io = |source| Error::State {
+            path: self.path.clone(),
+            doing: "written",
+            source,
+        };
+        let mut text = String::new();
+        for event in new {
+            text.push_str(&serde_json::to_string(event).map_err(|e| Error::Internal {
+                message: e.to_string(),
+            })?);
+            text.push('\n');
+        }
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(io)?;
+        file.write_all(text.as_bytes()).map_err(io)?;
+        file.sync_data().map_err(io)?;
+        lock(&self.events).extend_from_slice(new);
+        Ok(())
+    }
+
+    /// The events of one alert, oldest first.
+    pub fn of_alert(&self, id: &str) -> Vec<AlertEvent> {
+        lock(&self.events)
+            .iter()
+            .filter(|e| e.alert_id == id)
+            .cloned()
+            .collect()
+    }
+
+    /// Every event kept, oldest first.
+    pub fn all(&self) -> Vec<AlertEvent> {
+        lock(&self.events).clone()
+    }
+
+    /// Drops events older than [`KEEP_NS`] from memory and the file.
+    pub fn prune(&self, now_ns: i64) -> Result<(), Error> {
+        let dropped = {
+            let mut events = lock(&self.events);
+            let before = events.len();
+            events.retain(|e| now_ns - e.time_ns < KEEP_NS);
+            before != events.len()
+        };
+        if dropped { self.rewrite() } else { Ok(()) }
+    }
+
+    fn batch(&self) -> Result<RecordBatch, Error> {
+        let events = lock(&self.events);
+        let labels: Vec<String> = events
+            .iter()
+            .map(|e| serde_json::to_string(&e.labels).unwrap_or_else(|_| "{}".into()))
+            .collect();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(
+                TimestampNanosecondArray::from(
+                    events.iter().map(|e| e.time_ns).collect::<Vec<_>>(),
+                )
+                .with_timezone("UTC"),
+            ),
+            Arc::new(StringArray::from_iter_values(
+                events.iter().map(|e| &e.alert_id),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                events.iter().map(|e| &e.name),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                events.iter().map(|e| &e.source),
+            )),
+            Arc::new(StringArray::from_iter_values(labels)),
+            Arc::new(StringArray::from_iter_values(
+                events.iter().map(|e| &e.state),
+            )),
+            Arc::new(Float64Array::from(
+                events.iter().map(|e| e.value).collect::<Vec<_>>(),
+            )),
+            Arc::new(Float64Array::from(
+                events.iter().map(|e| e.threshold).collect::<Vec<_>>(),
+            )),
+        ];
+        RecordBatch::try_new(schema(), columns).map_err(|e| Error::Internal {
+            message: e.to_string(),
+        })
+    }
+}
+
+/// `alert_events` as a table the query engine reads.
+#[derive(Debug)]
+pub struct EventsTable {
+    log: Arc<EventLog>,
+    schema: SchemaRef,
+}
+
+impl EventsTable {
+    /// The table over `log`.
+    pub fn new(log: Arc<EventLog>) -> Self {
+        Self {
+            log,
+            schema: schema(),
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for EventsTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![
+            TableProviderFilterPushDown::Unsupported;
+            filters.len()
+        ])
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let batch = self
+            .log
+            .batch()
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        let source =
+            MemorySourceConfig::try_new(&[vec![batch]], self.schema.clone(), projection.cloned())?
+                .with_limit(limit);
+        Ok(DataSourceExec::from_data_source(source))
+    }
+}

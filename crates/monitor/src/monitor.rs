@@ -1,0 +1,766 @@
+//! The monitor as the server holds it: [`Monitor::open`] reads its state from the data folder and
+//! adds `alert_events` to the query engine; [`run`] evaluates every `evaluation_interval` (by the
+//! injected clock) until shutdown; the API and pages read [`Monitor::slos`], [`Monitor::alerts`]
+//! and [`Monitor::alert`], and edit silences.
+//!
+//! One cycle ([`Monitor::evaluate`]): evaluate every SLO and rule ([`crate::eval`]), step each
+//! instance ([`crate::state`]), append the changes to `alert_events` (synced), hand the firing and
+//! resolved alerts to the notifier (which posts in the background and never holds evaluation
+//! up), and write the whole state durably. A cycle whose queries fail changes nothing and is
+//! counted; the next one tries again.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::future::Future;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use sightline_model::Clock;
+use sightline_query::json::format_time_ns;
+use sightline_query::{QueryClass, QueryEngine};
+use tracing::{info, warn};
+
+use crate::alert::{Alert, AlertState, Labels, Source};
+use crate::config::MonitorConfig;
+use crate::error::Error;
+use crate::eval::{self, SloStatus};
+use crate::events::{AlertEvent, EventLog, EventsTable};
+use crate::notify::{DeliveryError, Notifier, NotifyStats};
+use crate::silence::{ListedSilence, Silence, Silences};
+use crate::state::{Instance, Phase};
+use crate::store::{Persisted, StateFile};
+
+/// How often [`run`] looks at the clock.
+const LOOK_EVERY: Duration = Duration::from_millis(500);
+/// Resolved alerts stay listed this long.
+const KEEP_RESOLVED_NS: i64 = 24 * 3_600 * 1_000_000_000;
+/// Values kept per instance for its page's chart.
+const SAMPLES: usize = 720;
+
+/// What the pages and API say of one alert instance.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertView {
+    /// Its fingerprint.
+    pub id: String,
+    /// The rule's or SLO's name.
+    pub name: String,
+    /// `slo`, `rule` or `check`.
+    pub source: Source,
+    /// Its labels.
+    pub labels: Labels,
+    /// `pending`, `firing`, `resolved` or `no_data`.
+    pub state: AlertState,
+    /// The last measured value.
+    pub value: Option<f64>,
+    /// What it is compared with.
+    pub threshold: Option<f64>,
+    /// When it entered its state (RFC 3339).
+    pub since: String,
+    /// The last evaluation's words, with the numbers.
+    pub summary: String,
+    /// What set the failing requests apart (filled by the explain analysis when there is one).
+    pub explanation: Vec<String>,
+    /// Its runbook.
+    pub runbook_url: Option<String>,
+    /// Its page.
+    pub url: String,
+    /// The silence muting it, if any.
+    pub silenced_by: Option<String>,
+    /// The last failed delivery of a notification about it, until one succeeds.
+    pub delivery_error: Option<DeliveryError>,
+    /// When it began firing (RFC 3339), if it did.
+    pub fired_at: Option<String>,
+    /// When it resolved (RFC 3339), if it did.
+    pub resolved_at: Option<String>,
+    /// The service it watches, if one.
+    pub service: Option<String>,
+}
+
+/// One alert with its history, for `GET /api/v1/alerts/{id}` and its page.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertDetail {
+    /// The alert.
+    #[serde(flatten)]
+    pub alert: AlertView,
+    /// Its changes of state, oldest first.
+    pub timeline: Vec<TimelineEntry>,
+    /// Its values at recent evaluations (since the server started), oldest first.
+    pub samples: Vec<Sample>,
+}
+
+/// One change of state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimelineEntry {
+    /// When (RFC 3339).
+    pub time: String,
+    /// When (ns).
+    pub time_ns: i64,
+    /// The state entered.
+    pub state: String,
+    /// The value then.
+    pub value: Option<f64>,
+    /// The threshold then.
+    pub threshold: Option<f64>,
+}
+
+/// One evaluation's value.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Sample {
+    /// When (ns).
+    pub time_ns: i64,
+    /// The value.
+    pub value: f64,
+    /// The threshold.
+    pub threshold: Option<f64>,
+}
+
+/// What one evaluation did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CycleReport {
+    /// Instances evaluated.
+    pub instances: usize,
+    /// Changes of state.
+    pub transitions: usize,
+    /// Rules whose query failed.
+    pub failed_rules: usize,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MonitorStats {
+    /// Evaluation cycles that ran.
+    pub evaluations: u64,
+    /// Cycles whose queries failed.
+    pub evaluation_failures: u64,
+    /// How long the last cycle took, in seconds.
+    pub last_duration_s: f64,
+    /// Instances per state (`pending`, `firing`, `resolved`, `no_data`).
+    pub alerts_by_state: BTreeMap<String, u64>,
+    /// Active silences.
+    pub silences_active: u64,
+    /// The notifier's counters per target.
+    pub notify: NotifyStats,
+    /// Writes of the state that failed.
+    pub state_write_failures: u64,
+}
+
+/// What an instance's configuration says besides its verdicts.
+#[derive(Debug, Clone, Default)]
+struct Meta {
+    runbook_url: Option<String>,
+    notify: Option<Vec<String>>,
+    service: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Live {
+    instances: BTreeMap<String, Instance>,
+    meta: HashMap<String, Meta>,
+    silences: Silences,
+    slos: Vec<SloStatus>,
+    evaluated_ns: Option<i64>,
+    samples: HashMap<String, VecDeque<Sample>>,
+    last_error: Option<String>,
+    /// The notifier's last failed delivery per alert, as of its last tick.
+    delivery_errors: HashMap<String, DeliveryError>,
+}
+
+struct Inner {
+    engine: QueryEngine,
+    config: MonitorConfig,
+    clock: Arc<dyn Clock>,
+    file: StateFile,
+    events: Arc<EventLog>,
+    live: Mutex<Live>,
+    notifier: tokio::sync::Mutex<Notifier>,
+    notify_stats: Mutex<NotifyStats>,
+    evaluations: AtomicU64,
+    failures: AtomicU64,
+    state_write_failures: AtomicU64,
+    last_duration_us: AtomicU64,
+}
+
+/// The monitor: SLOs, rules, their state, silences and notifications. Clones share it.
+#[derive(Clone)]
+pub struct Monitor {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Monitor").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Monitor {
+    /// Opens the monitor's state under `data_dir/monitor` and adds `alert_events` to `engine`'s
+    /// tables. Its queries run as [`QueryClass::Monitor`].
+    pub fn open(
+        engine: &QueryEngine,
+        config: MonitorConfig,
+        clock: Arc<dyn Clock>,
+        data_dir: &Path,
+    ) -> Result<Self, Error> {
+        let dir = data_dir.join("monitor");
+        std::fs::create_dir_all(&dir).map_err(|source| Error::State {
+            path: dir.clone(),
+            doing: "written",
+            source,
+        })?;
+        let now_ns = clock.now_ns();
+        let file = StateFile::new(&dir);
+        let persisted = file.load()?;
+        let events = Arc::new(EventLog::open(&dir.join("alert_events.jsonl"), now_ns)?);
+        engine.register_table(
+            crate::events::TABLE,
+            Arc::new(EventsTable::new(events.clone())),
+        )?;
+        let notifier = Notifier::new(
+            &config.notify,
+            &config.monitor.external_url,
+            persisted.notifier.clone(),
+        )
+        .map_err(|e| Error::Invalid {
+            message: e.to_string(),
+        })?;
+        let live = Live {
+            instances: persisted
+                .instances
+                .into_iter()
+                .map(|i| (i.id.clone(), i))
+                .collect(),
+            silences: persisted.silences,
+            evaluated_ns: persisted.evaluated_ns,
+            ..Live::default()
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                engine: engine.for_class(QueryClass::Monitor),
+                config,
+                clock,
+                file,
+                events,
+                live: Mutex::new(live),
+                notifier: tokio::sync::Mutex::new(notifier),
+                notify_stats: Mutex::new(NotifyStats::default()),
+                evaluations: AtomicU64::new(0),
+                failures: AtomicU64::new(0),
+                state_write_failures: AtomicU64::new(0),
+                last_duration_us: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The configuration it watches by.
+    pub fn config(&self) -> &MonitorConfig {
+        &self.inner.config
+    }
+
+    /// The link to an alert's page.
+    pub fn alert_url(&self, id: &str) -> String {
+        format!(
+            "{}/alerts/{id}",
+            self.inner.config.monitor.external_url.trim_end_matches('/')
+        )
+    }
+
+    /// Whether an evaluation is due at the clock's now.
+    pub fn due(&self) -> bool {
+        let now = self.inner.clock.now_ns();
+        let interval = self.inner.config.monitor.evaluation_interval.as_nanos();
+        lock(&self.inner.live)
+            .evaluated_ns
+            .is_none_or(|last| now - last >= interval || now < last)
+    }
+
+    /// One evaluation cycle at the clock's now.
+    pub async fn evaluate(&self) -> Result<CycleReport, Error> {
+        let inner = &self.inner;
+        // One cycle at a time: the notifier's lock is held throughout.
+        let mut notifier = inner.notifier.lock().await;
+        let started = Instant::now();
+        let now_ns = inner.clock.now_ns();
+        let known: Vec<Instance> = lock(&inner.live).instances.values().cloned().collect();
+        let evaluation = match eval::evaluate(&inner.engine, &inner.config, now_ns, &known).await {
+            Ok(e) => e,
+            Err(e) => {
+                inner.failures.fetch_add(1, Ordering::Relaxed);
+                lock(&inner.live).last_error = Some(e.to_string());
+                warn!(error = %e, "monitor evaluation failed; states are kept until the next one");
+                return Err(e);
+            }
+        };
+        for (rule, why) in &evaluation.failed_rules {
+            warn!(rule, error = %why, "an alert rule's query failed; its instances keep their state");
+        }
+        let mut report = CycleReport {
+            instances: evaluation.found.len(),
+            failed_rules: evaluation.failed_rules.len(),
+            ..CycleReport::default()
+        };
+        let mut events = Vec::new();
+        let (alerts, silences, persisted) = {
+            let mut live = lock(&inner.live);
+            let mut seen = BTreeSet::new();
+            for found in evaluation.found {
+                seen.insert(found.id.clone());
+                let instance = live.instances.entry(found.id.clone()).or_insert_with(|| {
+                    Instance::new(
+                        found.id.clone(),
+                        found.name.clone(),
+                        found.source,
+                        found.labels.clone(),
+                        now_ns,
+                    )
+                });
+                // A rule's first look at a service with no data says nothing yet.
+                let brand_new = instance.phase == Phase::Inactive && instance.value.is_none();
+                if let Some(change) = instance.step(found.verdict, found.timing, now_ns) {
+                    if !(brand_new && change.to == Phase::NoData && found.source == Source::Rule) {
+                        events.push(event(instance, now_ns));
+                    } else {
+                        // Never seen with data: not worth watching.
+                        instance.phase = Phase::Inactive;
+                        instance.frozen_phase = None;
+                    }
+                }
+                if let Some(value) = instance.value.filter(|v| v.is_finite()) {
+                    let threshold = instance.threshold;
+                    let samples = live.samples.entry(found.id.clone()).or_default();
+                    samples.push_back(Sample {
+                        time_ns: now_ns,
+                        value,
+                        threshold,
+                    });
+                    while samples.len() > SAMPLES {
+                        samples.pop_front();
+                    }
+                }
+                live.meta.insert(
+                    found.id.clone(),
+                    Meta {
+                        runbook_url: found.runbook_url,
+                        notify: found.notify,
+                        service: found.service,
+                    },
+                );
+            }
+            // Instances of SLOs and rules no longer configured resolve and are let go.
+            let gone: Vec<String> = live
+                .instances
+                .keys()
+                .filter(|id| !seen.contains(*id))
+                .cloned()
+                .collect();
+            for id in gone {
+                let Some(mut instance) = live.instances.remove(&id) else {
+                    continue;
+                };
+                if matches!(
+                    instance.phase,
+                    Phase::Firing | Phase::Pending | Phase::NoData
+                ) {
+                    instance.phase = Phase::Resolved;
+                    instance.since_ns = now_ns;
+                    instance.resolved_at_ns = Some(now_ns);
+                    instance.summary = format!("{}: no longer configured", instance.name);
+                    events.push(event(&instance, now_ns));
+                    live.instances.insert(id, instance);
+                }
+            }
+            live.instances.retain(|_, i| {
+                !(i.phase == Phase::Resolved && now_ns - i.since_ns > KEEP_RESOLVED_NS)
+            });
+            let samples_kept: BTreeSet<String> = live.instances.keys().cloned().collect();
+            live.samples.retain(|id, _| samples_kept.contains(id));
+            live.silences.prune(now_ns);
+            // Each SLO's state: the worst of its alerts.
+            let mut slos = evaluation.slos;
+            for slo in &mut slos {
+                let phases: Vec<Phase> = live
+                    .instances
+                    .values()
+                    .filter(|i| i.source == Source::Slo && i.name == slo.name)
+                    .map(|i| i.phase)
+                    .collect();
+                slo.state = if phases.contains(&Phase::Firing) {
+                    "firing"
+                } else if phases.contains(&Phase::NoData) {
+                    "no_data"
+                } else if phases.contains(&Phase::Pending) {
+                    "pending"
+                } else {
+                    "ok"
+                }
+                .into();
+            }
+            live.slos = slos;
+            live.evaluated_ns = Some(now_ns);
+            live.last_error = None;
+            report.transitions = events.len();
+            let alerts = self.notifiable(&live);
+            (alerts, live.silences.clone(), ())
+        };
+        let _ = persisted;
+        if let Err(e) = inner.events.append(&events) {
+            warn!(error = %e, "alert events could not be written");
+            inner.state_write_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Err(e) = inner.events.prune(now_ns) {
+            warn!(error = %e, "old alert events could not be dropped");
+        }
+        notifier.tick(now_ns, &alerts, &silences);
+        self.after_tick(&notifier);
+        self.save(&notifier);
+        inner.evaluations.fetch_add(1, Ordering::Relaxed);
+        inner
+            .last_duration_us
+            .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        for e in &events {
+            info!(alert = %e.name, id = %e.alert_id, state = %e.state, "alert changed state");
+        }
+        Ok(report)
+    }
+
+    /// Every listed alert, as the notifier reads them: it tells of firing and resolved ones,
+    /// keeps one in `no_data` as it was, and counts one missing or pending again as resolved.
+    fn notifiable(&self, live: &Live) -> Vec<Alert> {
+        let every: Vec<String> = self
+            .inner
+            .config
+            .notify
+            .iter()
+            .map(|n| n.name.clone())
+            .collect();
+        live.instances
+            .values()
+            .filter_map(|i| {
+                let state = i.phase.alert_state()?;
+                if state == AlertState::Resolved && i.fired_at_ns.is_none() {
+                    return None;
+                }
+                let meta = live.meta.get(&i.id).cloned().unwrap_or_default();
+                let mut annotations = Labels::new();
+                annotations.insert("summary".into(), i.summary.clone());
+                annotations.insert(
+                    "description".into(),
+                    format!(
+                        "{} ({}) is {}: {}",
+                        i.name,
+                        i.source.as_str(),
+                        state.as_str(),
+                        i.summary
+                    ),
+                );
+                if let Some(url) = &meta.runbook_url {
+                    annotations.insert("runbook_url".into(), url.clone());
+                }
+                annotations.insert("alert_url".into(), self.alert_url(&i.id));
+                Some(Alert {
+                    id: i.id.clone(),
+                    labels: i.labels.clone(),
+                    annotations,
+                    state,
+                    starts_at_ns: i.fired_at_ns.unwrap_or(i.since_ns),
+                    ends_at_ns: (state == AlertState::Resolved)
+                        .then(|| i.resolved_at_ns.unwrap_or(i.since_ns)),
+                    generator_url: self.alert_url(&i.id),
+                    notify: meta.notify.unwrap_or_else(|| every.clone()),
+                })
+            })
+            .collect()
+    }
+
+    fn persisted(&self, notifier: &Notifier) -> Persisted {
+        let live = lock(&self.inner.live);
+        Persisted {
+            version: 0,
+            evaluated_ns: live.evaluated_ns,
+            instances: live.instances.values().cloned().collect(),
+            silences: live.silences.clone(),
+            notifier: notifier.state(),
+        }
+    }
+
+    fn save(&self, notifier: &Notifier) {
+        if let Err(e) = self.inner.file.save(&self.persisted(notifier)) {
+            self.inner
+                .state_write_failures
+                .fetch_add(1, Ordering::Relaxed);
+            warn!(error = %e, "the monitor's state could not be written");
+        }
+    }
+
+    /// Waits for notifications in flight, then writes the state: for shutdown, and for tests
+    /// that check what was delivered.
+    pub async fn settle(&self) {
+        let mut notifier = self.inner.notifier.lock().await;
+        notifier.settle().await;
+        let now_ns = self.inner.clock.now_ns();
+        let (alerts, silences) = {
+            let live = lock(&self.inner.live);
+            (self.notifiable(&live), live.silences.clone())
+        };
+        // Outcomes are applied; nothing new is due unless its time came.
+        notifier.tick(now_ns, &alerts, &silences);
+        self.after_tick(&notifier);
+        self.save(&notifier);
+    }
+
+    /// Copies what the pages read of the notifier: its counters and the delivery errors.
+    fn after_tick(&self, notifier: &Notifier) {
+        *lock(&self.inner.notify_stats) = notifier.stats();
+        let mut live = lock(&self.inner.live);
+        let errors: HashMap<String, DeliveryError> = live
+            .instances
+            .keys()
+            .filter_map(|id| notifier.last_error(id).map(|e| (id.clone(), e.clone())))
+            .collect();
+        live.delivery_errors = errors;
+    }
+
+    /// Every SLO's numbers at the last evaluation.
+    pub fn slos(&self) -> Vec<SloStatus> {
+        lock(&self.inner.live).slos.clone()
+    }
+
+    /// One SLO's numbers.
+    pub fn slo(&self, name: &str) -> Option<SloStatus> {
+        lock(&self.inner.live)
+            .slos
+            .iter()
+            .find(|s| s.name == name)
+            .cloned()
+    }
+
+    fn view(&self, live: &Live, i: &Instance, now_ns: i64) -> Option<AlertView> {
+        let state = i.phase.alert_state()?;
+        let meta = live.meta.get(&i.id).cloned().unwrap_or_default();
+        let silenced_by = live
+            .silences
+            .matching(&i.labels, now_ns)
+            .map(|s| s.id.clone());
+        let delivery_error = live.delivery_errors.get(&i.id).cloned();
+        Some(AlertView {
+            id: i.id.clone(),
+            name: i.name.clone(),
+            source: i.source,
+            labels: i.labels.clone(),
+            state,
+            value: i.value.filter(|v| v.is_finite()),
+            threshold: i.threshold,
+            since: format_time_ns(i.since_ns),
+            summary: i.summary.clone(),
+            explanation: Vec::new(),
+            runbook_url: meta.runbook_url,
+            url: self.alert_url(&i.id),
+            silenced_by,
+            delivery_error,
+            fired_at: i.fired_at_ns.map(format_time_ns),
+            resolved_at: i.resolved_at_ns.map(format_time_ns),
+            service: meta.service.or_else(|| i.labels.get("service").cloned()),
+        })
+    }
+
+    /// The alerts (pending, firing, resolved in the last day, no data), in `state` if given:
+    /// firing first, then pending, no data, resolved; newest first within each.
+    pub fn alerts(&self, state: Option<AlertState>) -> Vec<AlertView> {
+        let now_ns = self.inner.clock.now_ns();
+        let live = lock(&self.inner.live);
+        let mut out: Vec<(i64, AlertView)> = live
+            .instances
+            .values()
+            .filter_map(|i| self.view(&live, i, now_ns).map(|v| (i.since_ns, v)))
+            .filter(|(_, v)| state.is_none_or(|s| v.state == s))
+            .collect();
+        let rank = |s: AlertState| match s {
+            AlertState::Firing => 0,
+            AlertState::Pending => 1,
+            AlertState::NoData => 2,
+            AlertState::Resolved => 3,
+        };
+        out.sort_by(|a, b| rank(a.1.state).cmp(&rank(b.1.state)).then(b.0.cmp(&a.0)));
+        out.into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// One alert with its timeline and recent values.
+    pub fn alert(&self, id: &str) -> Result<AlertDetail, Error> {
+        let now_ns = self.inner.clock.now_ns();
+        let view = {
+            let live = lock(&self.inner.live);
+            let Some(instance) = live.instances.get(id) else {
+                return Err(not_found(id));
+            };
+            let view = self.view(&live, instance, now_ns);
+            view.map(|v| {
+                (
+                    v,
+                    live.samples
+                        .get(id)
+                        .map(|s| s.iter().copied().collect())
+                        .unwrap_or_default(),
+                )
+            })
+        };
+        let Some((alert, samples)) = view else {
+            return Err(not_found(id));
+        };
+        let timeline = self
+            .inner
+            .events
+            .of_alert(id)
+            .into_iter()
+            .map(|e| TimelineEntry {
+                time: format_time_ns(e.time_ns),
+                time_ns: e.time_ns,
+                state: e.state,
+                value: e.value,
+                threshold: e.threshold,
+            })
+            .collect();
+        Ok(AlertDetail {
+            alert,
+            timeline,
+            samples,
+        })
+    }
+
+    /// The services with a firing alert.
+    pub fn firing_services(&self) -> BTreeSet<String> {
+        let live = lock(&self.inner.live);
+        live.instances
+            .values()
+            .filter(|i| i.phase == Phase::Firing)
+            .filter_map(|i| {
+                live.meta
+                    .get(&i.id)
+                    .and_then(|m| m.service.clone())
+                    .or_else(|| i.labels.get("service").cloned())
+            })
+            .collect()
+    }
+
+    /// Adds a silence from now for `duration_ns`, and writes the state.
+    pub async fn add_silence(
+        &self,
+        matchers: Labels,
+        duration_ns: i64,
+        comment: String,
+        created_by: Option<String>,
+    ) -> Result<Silence, Error> {
+        let notifier = self.inner.notifier.lock().await;
+        let now_ns = self.inner.clock.now_ns();
+        let silence = lock(&self.inner.live)
+            .silences
+            .add_by(matchers, duration_ns, comment, created_by, now_ns)
+            .map_err(|e| Error::Invalid {
+                message: e.to_string(),
+            })?;
+        self.save(&notifier);
+        Ok(silence)
+    }
+
+    /// Silences, active and ended in the last day, newest first.
+    pub fn silences(&self) -> Vec<ListedSilence> {
+        let now_ns = self.inner.clock.now_ns();
+        lock(&self.inner.live).silences.list(now_ns)
+    }
+
+    /// Ends a silence now, and writes the state.
+    pub async fn expire_silence(&self, id: &str) -> Result<(), Error> {
+        let notifier = self.inner.notifier.lock().await;
+        let now_ns = self.inner.clock.now_ns();
+        if !lock(&self.inner.live).silences.expire(id, now_ns) {
+            return Err(Error::NotFound {
+                what: format!("silence {id}"),
+                hint: "GET /api/v1/silences lists them".into(),
+            });
+        }
+        self.save(&notifier);
+        Ok(())
+    }
+
+    /// Counters for `/metrics`.
+    pub fn stats(&self) -> MonitorStats {
+        let inner = &self.inner;
+        let now_ns = inner.clock.now_ns();
+        let live = lock(&inner.live);
+        let mut alerts_by_state = BTreeMap::new();
+        for state in ["pending", "firing", "resolved", "no_data"] {
+            alerts_by_state.insert(state.to_string(), 0);
+        }
+        for i in live.instances.values() {
+            if let Some(s) = i.phase.alert_state() {
+                *alerts_by_state.entry(s.as_str().to_string()).or_default() += 1;
+            }
+        }
+        MonitorStats {
+            evaluations: inner.evaluations.load(Ordering::Relaxed),
+            evaluation_failures: inner.failures.load(Ordering::Relaxed),
+            last_duration_s: inner.last_duration_us.load(Ordering::Relaxed) as f64 / 1e6,
+            alerts_by_state,
+            silences_active: live
+                .silences
+                .list(now_ns)
+                .iter()
+                .filter(|s| s.active)
+                .count() as u64,
+            notify: lock(&inner.notify_stats).clone(),
+            state_write_failures: inner.state_write_failures.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The last evaluation's error, while the next has not succeeded.
+    pub fn last_error(&self) -> Option<String> {
+        lock(&self.inner.live).last_error.clone()
+    }
+
+    /// When the last evaluation ran (ns).
+    pub fn evaluated_ns(&self) -> Option<i64> {
+        lock(&self.inner.live).evaluated_ns
+    }
+}
+
+fn not_found(id: &str) -> Error {
+    Error::NotFound {
+        what: format!("alert {id}"),
+        hint: "GET /api/v1/alerts lists the alerts".into(),
+    }
+}
+
+fn event(instance: &Instance, now_ns: i64) -> AlertEvent {
+    AlertEvent {
+        time_ns: now_ns,
+        alert_id: instance.id.clone(),
+        name: instance.name.clone(),
+        source: instance.source.as_str().into(),
+        labels: instance.labels.clone(),
+        state: instance.phase.as_str().into(),
+        value: instance.value.filter(|v| v.is_finite()),
+        threshold: instance.threshold,
+    }
+}
+
+/// Evaluates `monitor` whenever `evaluation_interval` has passed on its clock, until
+/// `shutdown`; then waits for notifications in flight and writes the state.
+pub async fn run(monitor: Monitor, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let mut look = tokio::time::interval(LOOK_EVERY);
+    look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = look.tick() => {}
+        }
+        if monitor.due() {
+            let _ = monitor.evaluate().await;
+        }
+    }
+    monitor.settle().await;
+}
