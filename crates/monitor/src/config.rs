@@ -478,7 +478,6 @@ name = "error-logs"
 measure = "sql"
 sql = "SELECT service_name, count(*) AS value FROM logs GROUP BY 1"
 above = 1.5
-baseline = "7d"
 
 [[notify]]
 name = "oncall"

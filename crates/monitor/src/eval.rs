@@ -389,8 +389,9 @@ fn slo_verdict(
         }
         match budget::judge(row, long, short, slo.objective, slo.min_requests) {
             Burn::Burning { long: b, .. } => {
-                // The row burning furthest past its own rate speaks for the alert.
-                if worst.is_none_or(|(w, r, _)| b / row.burn_rate > w / r.burn_rate) {
+                // The fastest row that burns speaks for the alert (the rows go from the
+                // fastest burn to the slowest).
+                if worst.is_none() {
                     worst = Some((b, row, long));
                 }
             }

@@ -305,7 +305,7 @@ impl Monitor {
             ..CycleReport::default()
         };
         let mut events = Vec::new();
-        let (alerts, silences, persisted) = {
+        let (alerts, silences) = {
             let mut live = lock(&inner.live);
             let mut seen = BTreeSet::new();
             for found in evaluation.found {
@@ -389,10 +389,11 @@ impl Monitor {
                     .filter(|i| i.source == Source::Slo && i.name == slo.name)
                     .map(|i| i.phase)
                     .collect();
-                slo.state = if phases.contains(&Phase::Firing) {
-                    "firing"
-                } else if phases.contains(&Phase::NoData) {
+                // No data first: an SLO whose service went quiet cannot say how it is now.
+                slo.state = if phases.contains(&Phase::NoData) {
                     "no_data"
+                } else if phases.contains(&Phase::Firing) {
+                    "firing"
                 } else if phases.contains(&Phase::Pending) {
                     "pending"
                 } else {
@@ -405,9 +406,8 @@ impl Monitor {
             live.last_error = None;
             report.transitions = events.len();
             let alerts = self.notifiable(&live);
-            (alerts, live.silences.clone(), ())
+            (alerts, live.silences.clone())
         };
-        let _ = persisted;
         if let Err(e) = inner.events.append(&events) {
             warn!(error = %e, "alert events could not be written");
             inner.state_write_failures.fetch_add(1, Ordering::Relaxed);
