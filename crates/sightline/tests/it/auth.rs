@@ -187,7 +187,12 @@ async fn every_route_refuses_without_a_token_and_with_the_wrong_scope_and_answer
         ("GET", "/logs".into(), Needs::ReadPage, 200),
         ("GET", "/logs/stream".into(), Needs::ReadPage, 200),
         ("GET", "/query".into(), Needs::ReadPage, 200),
+        ("GET", "/alerts".into(), Needs::ReadPage, 200),
+        ("GET", "/slos".into(), Needs::ReadPage, 200),
         ("POST", "/api/v1/query".into(), Needs::Read, 200),
+        ("GET", "/api/v1/slos".into(), Needs::Read, 200),
+        ("GET", "/api/v1/alerts".into(), Needs::Read, 200),
+        ("GET", "/api/v1/silences".into(), Needs::Read, 200),
         ("GET", format!("/api/v1/traces/{trace}"), Needs::Read, 200),
         ("GET", "/api/v1/logs?since=1h".into(), Needs::Read, 200),
         ("GET", "/api/v1/services".into(), Needs::Read, 200),
@@ -234,6 +239,40 @@ async fn every_route_refuses_without_a_token_and_with_the_wrong_scope_and_answer
             }
             // The live tail streams until the client goes: dropping the answer closes it.
             drop(response);
+        }
+    }
+    // Changing silences needs admin: read is refused, admin makes one and ends it.
+    let silence = serde_json::json!({"matchers": {"service": "orders"}, "duration": "1h", "comment": "deploy"});
+    for (bearer, want) in [
+        (None, 401),
+        (Some(INGEST), 403),
+        (Some(READ), 403),
+        (Some(ADMIN), 201),
+    ] {
+        let mut request = client
+            .post(format!("http://{api}/api/v1/silences"))
+            .json(&silence);
+        if let Some(t) = bearer {
+            request = request.bearer_auth(t);
+        }
+        let response = request.send().await.expect("an answer");
+        assert_eq!(
+            response.status().as_u16(),
+            want,
+            "POST /api/v1/silences with {bearer:?}"
+        );
+        if want == 201 {
+            let made: serde_json::Value = response.json().await.expect("json");
+            assert_eq!(made["silence"]["created_by"], "ops", "who made it");
+            let id = made["id"].as_str().expect("an id").to_string();
+            let end = |t: &'static str| {
+                client
+                    .delete(format!("http://{api}/api/v1/silences/{id}"))
+                    .bearer_auth(t)
+                    .send()
+            };
+            assert_eq!(end(READ).await.expect("an answer").status().as_u16(), 403);
+            assert_eq!(end(ADMIN).await.expect("an answer").status().as_u16(), 200);
         }
     }
     // Admin may do everything.
