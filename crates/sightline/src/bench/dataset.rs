@@ -41,6 +41,9 @@ pub struct DatasetOptions {
     /// The newest moment of the data (nanoseconds since the epoch).
     pub end_ns: i64,
     pub seed: u64,
+    /// Latency thresholds (ns) the rollups count good requests within, as a server with
+    /// latency SLOs of those thresholds would.
+    pub latency_thresholds_ns: Vec<i64>,
 }
 
 /// What was written.
@@ -325,8 +328,16 @@ pub async fn run_dataset(options: DatasetOptions) -> anyhow::Result<DatasetRepor
         anyhow::bail!("--days must cover at least a minute");
     }
     let data_dir = options.data_dir.clone();
+    let thresholds = options.latency_thresholds_ns.clone();
     let (store, _) = tokio::task::spawn_blocking(move || {
-        Store::open(&data_dir, StoreOptions::default(), Arc::new(SystemClock))
+        Store::open(
+            &data_dir,
+            StoreOptions {
+                latency_thresholds_ns: thresholds,
+                ..StoreOptions::default()
+            },
+            Arc::new(SystemClock),
+        )
     })
     .await??;
     let existing = store.segments().len();
@@ -488,6 +499,7 @@ mod tests {
             span_of_time: Duration::from_secs(6 * 3600),
             end_ns,
             seed: 7,
+            latency_thresholds_ns: Vec::new(),
         })
         .await
         .expect("dataset");
@@ -528,6 +540,7 @@ mod tests {
             span_of_time: Duration::from_secs(3600),
             end_ns,
             seed: 7,
+            latency_thresholds_ns: Vec::new(),
         })
         .await
         .expect_err("a second run into the same folder is refused");

@@ -59,6 +59,25 @@ pub enum BenchCommand {
     Pages(BenchPagesArgs),
     /// Write days of the demo's traces and logs straight into an empty data folder.
     Dataset(BenchDatasetArgs),
+    /// Time evaluation cycles of many SLOs and rules over a data folder (no server needed).
+    Monitor(BenchMonitorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchMonitorArgs {
+    /// The data folder to read (e.g. one `sightline bench dataset` wrote); no server may be
+    /// using it. The monitor's own state goes to a temporary folder.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// SLOs to evaluate, spread over the folder's services and routes.
+    #[arg(long, default_value_t = 100)]
+    pub slos: usize,
+    /// Alert rules to evaluate.
+    #[arg(long, default_value_t = 200)]
+    pub rules: usize,
+    /// Evaluation cycles to time.
+    #[arg(long, default_value_t = 5)]
+    pub cycles: usize,
 }
 
 #[derive(Debug, Args)]
@@ -78,6 +97,10 @@ pub struct BenchDatasetArgs {
     /// Seed of the generated data.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Latency thresholds the rollups count good requests within, comma-separated (as a
+    /// server with latency SLOs of these thresholds does), e.g. 100ms,300ms,1s.
+    #[arg(long, value_delimiter = ',')]
+    pub latency_thresholds: Vec<String>,
 }
 
 /// A count such as `10000`, `250k` or `10M`.
@@ -117,6 +140,14 @@ async fn bench_dataset(args: BenchDatasetArgs) -> anyhow::Result<()> {
         span_of_time: std::time::Duration::from_secs_f64(args.days * 86_400.0),
         end_ns: sightline_model::SystemClock.now_ns(),
         seed: args.seed,
+        latency_thresholds_ns: args
+            .latency_thresholds
+            .iter()
+            .map(|t| {
+                sightline_model::parse_duration_ns(t.trim())
+                    .map_err(|e| anyhow::anyhow!("--latency-thresholds {t:?}: {e}"))
+            })
+            .collect::<anyhow::Result<_>>()?,
     })
     .await?;
     print!("{}", report.render());
@@ -310,6 +341,14 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Bench(BenchCommand::Ingest(args)) => {
             runtime().and_then(|rt| rt.block_on(bench_ingest(args)))
         }
+        Command::Bench(BenchCommand::Monitor(args)) => runtime().and_then(|rt| {
+            rt.block_on(crate::bench::run_monitor(crate::bench::MonitorBenchOptions {
+                data_dir: args.data_dir,
+                slos: args.slos,
+                rules: args.rules,
+                cycles: args.cycles,
+            }))
+        }),
         Command::Bench(BenchCommand::Dataset(args)) => {
             runtime().and_then(|rt| rt.block_on(bench_dataset(args)))
         }
