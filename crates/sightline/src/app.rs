@@ -296,10 +296,7 @@ impl App {
             self.clock.clone(),
             self.stopped(),
         ));
-        let monitor = tokio::spawn(sightline_monitor::run(
-            self.monitor.clone(),
-            self.stopped(),
-        ));
+        let monitor = tokio::spawn(sightline_monitor::run(self.monitor.clone(), self.stopped()));
         self.ready.store(true, Ordering::SeqCst);
         if let Some(path) = &self.config.ready_file {
             write_ready_file(path, addrs.0, addrs.1, addrs.2, self.config.tls.is_some())?;

@@ -117,5 +117,4 @@ impl Error {
 }
 
 /// A storage result.
-
 pub type Result<T, E = Error> = std::result::Result<T, E>;

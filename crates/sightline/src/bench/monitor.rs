@@ -163,10 +163,8 @@ pub async fn run_monitor(options: MonitorBenchOptions) -> anyhow::Result<()> {
     anyhow::ensure!(!groups.is_empty(), "the folder holds no requests");
     let config = generated(&groups, options.slos, options.rules);
     config.validate()?;
-    let state_dir = std::env::temp_dir().join(format!(
-        "sightline-bench-monitor-{}",
-        std::process::id()
-    ));
+    let state_dir =
+        std::env::temp_dir().join(format!("sightline-bench-monitor-{}", std::process::id()));
     let monitor = Monitor::open(&engine, config.clone(), Arc::new(SystemClock), &state_dir)?;
     sightline_monitor::eval::check_sql_rules(&engine, &config).await?;
     eprintln!(
@@ -206,7 +204,10 @@ pub async fn run_monitor(options: MonitorBenchOptions) -> anyhow::Result<()> {
     );
     let cycle_median = median(&mut cycles);
     let reference_median = median(&mut reference);
-    println!("evaluation cycle ({} SLOs, {} rules, {instances} instances):", options.slos, options.rules);
+    println!(
+        "evaluation cycle ({} SLOs, {} rules, {instances} instances):",
+        options.slos, options.rules
+    );
     println!("  median {cycle_median:.0} ms (min {min:.0}, max {max:.0}); target under 1000 ms");
     println!("  reference, one scan of 30 days of span_rollups: {reference_median:.0} ms");
     println!(

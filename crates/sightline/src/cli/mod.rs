@@ -342,12 +342,14 @@ pub fn run(cli: Cli) -> ExitCode {
             runtime().and_then(|rt| rt.block_on(bench_ingest(args)))
         }
         Command::Bench(BenchCommand::Monitor(args)) => runtime().and_then(|rt| {
-            rt.block_on(crate::bench::run_monitor(crate::bench::MonitorBenchOptions {
-                data_dir: args.data_dir,
-                slos: args.slos,
-                rules: args.rules,
-                cycles: args.cycles,
-            }))
+            rt.block_on(crate::bench::run_monitor(
+                crate::bench::MonitorBenchOptions {
+                    data_dir: args.data_dir,
+                    slos: args.slos,
+                    rules: args.rules,
+                    cycles: args.cycles,
+                },
+            ))
         }),
         Command::Bench(BenchCommand::Dataset(args)) => {
             runtime().and_then(|rt| rt.block_on(bench_dataset(args)))

@@ -3,8 +3,8 @@
 //! [`error`] maps every error code to HTTP, gRPC and OTLP's partial success.
 
 pub mod api;
-pub mod monitor_api;
 pub mod error;
+pub mod monitor_api;
 pub mod otlp_grpc;
 pub mod otlp_http;
 

@@ -57,7 +57,10 @@ pub fn router(state: UiState) -> Router {
         .route("/alerts", get(monitor::alerts_page))
         .route("/alerts/{id}", get(monitor::alert_page))
         .route("/silences", axum::routing::post(monitor::add_silence))
-        .route("/silences/{id}/expire", axum::routing::post(monitor::expire_silence))
+        .route(
+            "/silences/{id}/expire",
+            axum::routing::post(monitor::expire_silence),
+        )
         .route("/login", get(login::page).post(login::submit))
         .route("/logout", get(login::logout))
         .route("/static/{version}/{file}", get(asset))

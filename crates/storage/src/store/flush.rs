@@ -71,7 +71,8 @@ pub(super) fn import_blocking(
     let mut written = Vec::new();
     let committed = (|| {
         let mut metas = write_rows_as_segments(inner, signal.table(), batch, 0, &mut written)?;
-        if let Some(rollups) = rollup::derived(signal, batch, &inner.options.latency_thresholds_ns)? {
+        if let Some(rollups) = rollup::derived(signal, batch, &inner.options.latency_thresholds_ns)?
+        {
             metas.extend(write_rows_as_segments(
                 inner,
                 Table::SpanRollups,

@@ -250,7 +250,8 @@ impl Store {
             }
             // Span rollups are derived here, before the log, and enter the buffer with their
             // spans; they are not logged themselves (a replay derives them again).
-            let rollups = rollup::derived(signal, &batch, &self.inner.options.latency_thresholds_ns)?;
+            let rollups =
+                rollup::derived(signal, &batch, &self.inner.options.latency_thresholds_ns)?;
             let framed = wal::encode_record(signal, &batch)?;
             records.push(FramedRows {
                 table,

@@ -75,7 +75,8 @@ pub(super) fn open(
         for record in replay.records {
             *report.rows_replayed.entry(record.signal).or_default() += record.batch.num_rows();
             // Rollups are not logged: they are derived again from the replayed spans.
-            let rollups = rollup::derived(record.signal, &record.batch, &options.latency_thresholds_ns)?;
+            let rollups =
+                rollup::derived(record.signal, &record.batch, &options.latency_thresholds_ns)?;
             state.buffer_batch(record.signal.table(), record.batch, now_ns);
             if let Some(rollups) = rollups {
                 state.buffer_batch(Table::SpanRollups, rollups, now_ns);
