@@ -402,11 +402,27 @@ impl MonitorConfig {
             }
             known(key("notify"), &rule.notify)?;
         }
+        let url = &self.monitor.external_url;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ConfigError::new(
+                "monitor.external_url",
+                format!(
+                    "must be an http:// or https:// URL (the UI as people reach it), not {url:?}"
+                ),
+            ));
+        }
         for (i, target) in self.notify.iter().enumerate() {
             if !(target.url.starts_with("http://") || target.url.starts_with("https://")) {
                 return Err(ConfigError::new(
                     format!("notify[{i}].url"),
                     format!("must be an http:// or https:// URL, not {:?}", target.url),
+                ));
+            }
+            crate::notify::check_headers(i, target)?;
+            if target.group_interval.is_zero() {
+                return Err(ConfigError::new(
+                    format!("notify[{i}].group_interval"),
+                    "must be longer than 0s, like \"5m\"",
                 ));
             }
         }
@@ -562,6 +578,27 @@ url = "http://127.0.0.1:9000/hook"
                 ("url = \"http://", "url = \"ftp://"),
                 "notify[0].url",
                 "http",
+            ),
+            (
+                ("above = 1.5\n", "above = 1.5\nbaseline = \"7d\"\n"),
+                "alert[1].baseline",
+                "span measures",
+            ),
+            (
+                (
+                    "url = \"http://127.0.0.1:9000/hook\"",
+                    "url = \"http://127.0.0.1:9000/hook\"\nheaders = { \"bad header\" = \"x\" }",
+                ),
+                "notify[0].headers",
+                "HTTP header name",
+            ),
+            (
+                (
+                    "url = \"http://127.0.0.1:9000/hook\"",
+                    "url = \"http://127.0.0.1:9000/hook\"\ngroup_interval = \"0s\"",
+                ),
+                "notify[0].group_interval",
+                "longer than 0s",
             ),
         ] {
             let (from, to) = change;

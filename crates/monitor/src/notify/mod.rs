@@ -176,6 +176,11 @@ pub struct Notifier {
 }
 
 /// The configured headers of target `index` and the JSON content type, which always wins.
+/// Refuses headers of `notify[index]` that HTTP cannot carry (for the config's checks at start).
+pub(crate) fn check_headers(index: usize, config: &NotifyConfig) -> Result<(), ConfigError> {
+    headers(index, config).map(drop)
+}
+
 fn headers(index: usize, config: &NotifyConfig) -> Result<HeaderMap, ConfigError> {
     let key = format!("notify[{index}].headers");
     let mut map = HeaderMap::new();
