@@ -312,3 +312,49 @@ mod tests {
         );
     }
 }
+
+/// The monitor's health: its last evaluation, and deliveries that keep failing. A warning, not a
+/// failure: ingest and queries are unaffected, but nobody is being told.
+pub fn monitor_check(monitor: &sightline_monitor::Monitor) -> Option<Check> {
+    let config = monitor.config();
+    if config.is_empty() && config.notify.is_empty() {
+        return None;
+    }
+    if let Some(error) = monitor.last_error() {
+        return Some(Check::new(
+            "monitor",
+            Level::Warn,
+            format!(
+                "the last evaluation of SLOs and rules failed ({error}); it is retried every evaluation_interval"
+            ),
+        ));
+    }
+    let stats = monitor.stats();
+    let stuck: Vec<String> = stats
+        .notify
+        .targets
+        .iter()
+        .filter(|t| t.pending > 0 && t.failed_attempts > 0)
+        .map(|t| t.target.clone())
+        .collect();
+    if !stuck.is_empty() {
+        return Some(Check::new(
+            "monitor",
+            Level::Warn,
+            format!(
+                "notifications to {} are failing and being retried (see the alerts page and sightline_notifications_failed_total)",
+                stuck.join(", ")
+            ),
+        ));
+    }
+    Some(Check::new(
+        "monitor",
+        Level::Ok,
+        format!(
+            "{} SLOs and {} rules, {} evaluations",
+            config.slos.len(),
+            config.alerts.len(),
+            stats.evaluations
+        ),
+    ))
+}

@@ -194,11 +194,12 @@ async fn services(
 async fn healthz(State(state): State<ApiState>) -> Response {
     let ready = state.ready.load(Ordering::SeqCst);
     let stats = state.store.stats();
-    let checks = crate::health::checks(
+    let mut checks = crate::health::checks(
         &state.store,
         state.torn_tails_at_start,
         &state.memory_budget,
     );
+    checks.extend(crate::health::monitor_check(&state.monitor));
     let worst = checks
         .iter()
         .map(|c| c.level)
