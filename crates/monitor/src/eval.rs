@@ -3,7 +3,7 @@
 //! multi-window table, and the rules' instances (one per service when a rule names none, one
 //! per row of a SQL rule) — from one read of `span_rollups` (and one per SQL rule).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Float64Type};
@@ -230,9 +230,28 @@ pub async fn evaluate(
         out.slos.push(status);
         out.found.extend(found);
     }
+    // Each distinct query once per cycle, the distinct ones side by side (the engine's gate
+    // decides how many run at once).
+    let mut texts: Vec<&str> = config
+        .alerts
+        .iter()
+        .filter_map(|r| r.sql.as_deref())
+        .collect();
+    texts.sort_unstable();
+    texts.dedup();
+    let answers = futures::future::join_all(
+        texts
+            .iter()
+            .map(|sql| async move { (*sql, engine.collect(sql, MAX_SQL_ROWS).await) }),
+    )
+    .await;
+    let answers: HashMap<&str, SqlAnswer> = answers
+        .into_iter()
+        .map(|(sql, answer)| (sql, answer.map(|(schema, batches, _)| (schema, batches))))
+        .collect();
     for rule in &config.alerts {
         match rule.measure {
-            Measure::Sql => match evaluate_sql(engine, rule, known).await {
+            Measure::Sql => match evaluate_sql(rule, &answers, known) {
                 Ok(found) => out.found.extend(found),
                 Err(e) => out.failed_rules.push((rule.name.clone(), e.to_string())),
             },
@@ -683,13 +702,29 @@ pub fn is_numeric(data_type: &DataType) -> bool {
     data_type.is_numeric()
 }
 
-async fn evaluate_sql(
-    engine: &QueryEngine,
+/// A SQL rule's answer: its columns and rows, or why it failed.
+type SqlAnswer =
+    Result<(arrow::datatypes::SchemaRef, Vec<arrow::array::RecordBatch>), sightline_query::Error>;
+
+fn evaluate_sql(
     rule: &AlertConfig,
+    answers: &HashMap<&str, SqlAnswer>,
     known: &[Instance],
 ) -> Result<Vec<Found>, Error> {
     let sql = rule.sql.as_deref().unwrap_or_default();
-    let (schema, batches, _) = engine.collect(sql, MAX_SQL_ROWS).await?;
+    let (schema, batches) = match answers.get(sql) {
+        Some(Ok(answer)) => answer,
+        Some(Err(e)) => {
+            return Err(Error::Invalid {
+                message: e.to_string(),
+            });
+        }
+        None => {
+            return Err(Error::Internal {
+                message: format!("rule {}: its query was not run", rule.name),
+            });
+        }
+    };
     let value_index = schema.index_of("value").map_err(|_| Error::Invalid {
         message: format!("rule {}: the query has no column named value", rule.name),
     })?;
@@ -701,7 +736,7 @@ async fn evaluate_sql(
     };
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
-    for batch in &batches {
+    for batch in batches {
         for row in 0..batch.num_rows() {
             let mut labels = rule.labels.clone();
             for (i, field) in schema.fields().iter().enumerate() {
