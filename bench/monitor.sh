@@ -34,10 +34,7 @@ fi
 echo "== one evaluation cycle over $dataset"
 "$bin" bench monitor --data-dir "$dataset" --slos "$slos" --rules "$rules" --cycles 5
 
-# The same SLOs and rules as a config file, for the server: written by the monitor bench's
-# generator is not reachable from here, so a config of the same shape is built from the
-# dataset's busiest routes.
-routes="$("$bin" bench monitor --data-dir "$dataset" --slos 0 --rules 0 --cycles 1 >/dev/null 2>&1; true)"
+# SLOs and rules of the same shape as a config file for the server, over the demo shop's routes.
 python3 - "$work/monitor.toml" "$slos" "$rules" <<'PY'
 import sys
 out, slos, rules = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -83,8 +80,8 @@ run_round() {  # $1: config file; prints spans/s
   [ -s "$work/ready.json" ] || { cat "$work/serve.log" >&2; exit 1; }
   local http
   http="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["otlp_http"])' "$work/ready.json")"
-  "$bin" bench ingest --endpoint "http://$http" --duration "$duration" --clients 4 2>/dev/null \
-    | awk '/spans\/s/ {for (i = 1; i <= NF; i++) if ($i ~ /spans\/s/) {print $(i-1); exit}}'
+  "$bin" bench ingest --endpoint "http://$http" --duration "$duration" --clients 8 2>&1 \
+    | awk -F'┆' '/accepted spans\/s/ { gsub(/[│ ,]/, "", $2); print $2 }'
   kill "$server"; wait "$server" 2>/dev/null || true; server=""
 }
 
