@@ -86,3 +86,30 @@ def test_bench_queries_asks_sightline_and_duckdb_the_same_questions(tmp_path):
     counts = {cells[0]: int(cells[2]) for cells in ([c.strip() for c in r.strip("|").split("|")] for r in rows)}
     assert counts["spans per service, everything"] == 4, counts
     assert counts["trace by id (spans and logs)"] > 1, counts
+
+
+def test_bench_monitor_evaluates_generated_slos_and_rules_over_a_dataset(tmp_path):
+    """`sightline bench monitor` over a small dataset written with latency thresholds: every cycle
+    evaluates every SLO's two alerts and the rules' instances without a failed rule, and the
+    report gives the cycle against its reference scan."""
+    data = tmp_path / "data"
+    dataset = subprocess.run(
+        [sightline_bin(), "bench", "dataset", "--data-dir", str(data), "--spans", "20k", "--logs", "5k",
+         "--days", "1", "--latency-thresholds", "100ms,300ms,1s"],
+        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert dataset.returncode == 0, dataset.stderr
+    out = subprocess.run(
+        [sightline_bin(), "bench", "monitor", "--data-dir", str(data), "--slos", "10", "--rules", "12",
+         "--cycles", "2"], capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stdout + out.stderr
+    cycles = re.findall(r"cycle \d+: \d+ ms, (\d+) instances, (\d+) failed rules", out.stderr)
+    assert len(cycles) == 2, out.stderr
+    for instances, failed in cycles:
+        assert int(instances) >= 10 * 2 + 12, out.stderr
+        assert failed == "0", out.stderr
+    assert re.search(r"median \d+ ms .*target under 1000 ms", out.stdout), out.stdout
+    assert re.search(r"ratio to the reference: \d+\.\d×", out.stdout), out.stdout
+    missing = subprocess.run(
+        [sightline_bin(), "bench", "monitor", "--data-dir", str(tmp_path / "empty")],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert missing.returncode == 1 and "holds no Sightline data" in missing.stderr, missing.stderr
