@@ -3,7 +3,7 @@
 //! multi-window table, and the rules' instances (one per service when a rule names none, one
 //! per row of a SQL rule) — from one read of `span_rollups` (and one per SQL rule).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Float64Type};
@@ -53,7 +53,7 @@ pub struct SloStatus {
     /// The share of the window's error budget left (1 = untouched, below 0 = overspent).
     pub budget_remaining: Option<f64>,
     /// Burn rates over 5m, 30m, 1h, 6h, 1d and 3d (`None` without requests).
-    pub burn_rates: BTreeMap<String, Option<f64>>,
+    pub burn_rates: BurnRates,
     /// Seconds until the budget is gone at the last hour's burn rate; `None` when nothing
     /// burns.
     pub exhaustion_s: Option<f64>,
@@ -61,6 +61,54 @@ pub struct SloStatus {
     pub state: String,
     /// Its runbook.
     pub runbook_url: Option<String>,
+}
+
+/// Burn rates by report window, shortest first (`5m` … `3d`); as JSON, an object in that order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BurnRates(pub Vec<(String, Option<f64>)>);
+
+impl BurnRates {
+    /// The burn rate over `window` (`"1h"`), if it had requests.
+    pub fn get(&self, window: &str) -> Option<f64> {
+        self.0
+            .iter()
+            .find(|(w, _)| w == window)
+            .and_then(|(_, b)| *b)
+    }
+
+    /// Every window with its burn rate, shortest first.
+    pub fn iter(&self) -> impl Iterator<Item = &(String, Option<f64>)> {
+        self.0.iter()
+    }
+}
+
+impl FromIterator<(String, Option<f64>)> for BurnRates {
+    fn from_iter<I: IntoIterator<Item = (String, Option<f64>)>>(iter: I) -> Self {
+        Self(iter.into_iter().collect())
+    }
+}
+
+impl std::ops::Index<&str> for BurnRates {
+    type Output = Option<f64>;
+
+    /// The burn rate over `window`; `None` for a window without requests or not reported.
+    fn index(&self, window: &str) -> &Option<f64> {
+        self.0
+            .iter()
+            .find(|(w, _)| w == window)
+            .map_or(&None, |(_, b)| b)
+    }
+}
+
+impl Serialize for BurnRates {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (window, burn) in &self.0 {
+            map.serialize_entry(window, burn)?;
+        }
+        map.end()
+    }
 }
 
 /// An alert instance to evaluate: who it is and what it says, besides its verdict.
@@ -306,7 +354,7 @@ fn evaluate_slo(
     config: &MonitorConfig,
 ) -> (SloStatus, Vec<Found>) {
     let (whole, estimated) = slo_counts(slo, table, Window::last(slo.window.as_nanos()));
-    let burn_rates: BTreeMap<String, Option<f64>> = REPORT_WINDOWS
+    let burn_rates: BurnRates = REPORT_WINDOWS
         .iter()
         .map(|w| {
             let (counts, _) = slo_counts(slo, table, Window::last(w.as_nanos()));
@@ -314,7 +362,7 @@ fn evaluate_slo(
         })
         .collect();
     let remaining = budget::budget_remaining(whole, slo.objective);
-    let hour_burn = burn_rates.get("1h").copied().flatten();
+    let hour_burn = burn_rates.get("1h");
     let exhaustion_s = match (remaining, hour_burn) {
         (Some(r), Some(b)) => {
             budget::time_to_exhaustion(r, b, slo.window).map(|d| d.as_nanos() as f64 / 1e9)

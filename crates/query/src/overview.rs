@@ -10,7 +10,7 @@ use crate::engine::QueryEngine;
 use crate::error::Error;
 use crate::json::batch_objects;
 use crate::sql::{quote, time_conditions, where_clause};
-use sightline_model::request::{is_failure_sql, is_request_sql};
+use sightline_model::request::{ROUTE_SQL, is_failure_sql, is_request_sql};
 use sightline_model::rollup::RequestTotals;
 
 /// Steps a chart's buckets may take, in seconds: the first that gives at most `MAX_BUCKETS`.
@@ -272,10 +272,12 @@ pub enum RequestOrder {
     FailingNewest,
 }
 
-/// The slowest or the newest failing requests of a service in a range.
+/// The slowest or the newest failing requests of a service (of one route, when given) in a
+/// range.
 pub async fn requests(
     engine: &QueryEngine,
     service: &str,
+    route: Option<&str>,
     range: TimeRange,
     order: RequestOrder,
     limit: usize,
@@ -286,12 +288,12 @@ pub async fn requests(
     let mut conditions = match order {
         RequestOrder::FailingNewest if rollups => time_conditions(
             "start_time",
-            crate::red::newest_failures_window(engine, range, service, limit).await?,
+            crate::red::newest_failures_window(engine, range, service, route, limit).await?,
         ),
         _ => time_conditions("start_time", range),
     };
     if rollups && order == RequestOrder::Slowest {
-        let windows = crate::red::slowest_windows(engine, range, service, limit).await?;
+        let windows = crate::red::slowest_windows(engine, range, service, route, limit).await?;
         let any = windows
             .into_iter()
             .map(|w| format!("({})", time_conditions("start_time", w).join(" AND ")))
@@ -305,6 +307,9 @@ pub async fn requests(
     }
     conditions.push(is_request_sql().into());
     conditions.push(format!("service_name = {}", quote(service)));
+    if let Some(route) = route {
+        conditions.push(format!("{ROUTE_SQL} = {}", quote(route)));
+    }
     let order_by = match order {
         RequestOrder::Slowest => "duration_ns DESC",
         RequestOrder::FailingNewest => {

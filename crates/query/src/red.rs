@@ -169,6 +169,7 @@ pub async fn slowest_windows(
     engine: &QueryEngine,
     range: TimeRange,
     service: &str,
+    route: Option<&str>,
     limit: usize,
 ) -> Result<Vec<TimeRange>, Error> {
     let (whole, mut windows) = split_minutes(range);
@@ -179,6 +180,7 @@ pub async fn slowest_windows(
     if let Some(whole) = whole.map(|w| w.intersect(&kept)) {
         let mut conditions = time_conditions("time", whole);
         conditions.push(format!("service_name = {}", quote(service)));
+        conditions.extend(route.map(|r| format!("route = {}", quote(r))));
         let sql = format!(
             "SELECT CAST(time AS BIGINT) AS minute FROM span_rollups WHERE {} \
              ORDER BY duration_max_ns DESC LIMIT {limit}",
@@ -204,6 +206,7 @@ pub async fn newest_failures_window(
     engine: &QueryEngine,
     range: TimeRange,
     service: &str,
+    route: Option<&str>,
     limit: usize,
 ) -> Result<TimeRange, Error> {
     let (Some(whole), _) = split_minutes(range) else {
@@ -211,6 +214,7 @@ pub async fn newest_failures_window(
     };
     let mut conditions = time_conditions("time", whole);
     conditions.push(format!("service_name = {}", quote(service)));
+    conditions.extend(route.map(|r| format!("route = {}", quote(r))));
     conditions.push("errors > 0".into());
     let sql = format!(
         "SELECT CAST(time AS BIGINT) AS minute, sum(errors) AS errors FROM span_rollups WHERE {} \

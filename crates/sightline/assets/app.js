@@ -46,6 +46,14 @@
   // ---- charts ------------------------------------------------------------------------------
   var charts = new Map();
 
+  function isolated(values) {
+    for (var i = 0; i < values.length; i++) {
+      if (values[i] != null && (i === 0 || values[i - 1] == null) &&
+          (i === values.length - 1 || values[i + 1] == null)) return true;
+    }
+    return false;
+  }
+
   function draw(el) {
     if (typeof uPlot === 'undefined') return;
     var spec;
@@ -62,7 +70,11 @@
       cursor: spec.spark ? { show: false } : { drag: { x: false, y: false } },
       padding: spec.spark ? [2, 0, 2, 0] : null,
       tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1e3), 'Etc/UTC'); },
-      scales: { x: { time: true }, y: { range: function (u, min, max) { return [0, max > 0 ? max * 1.1 : 1]; } } },
+      // From zero (or below it, for values that go negative, such as an overspent budget).
+      scales: { x: { time: true }, y: { range: function (u, min, max) {
+        var low = min < 0 ? min * 1.1 : 0;
+        return [low, max > 0 ? max * 1.1 : (low < 0 ? 0 : 1)];
+      } } },
       axes: spec.spark ? [{ show: false }, { show: false }] : [
         axis,
         Object.assign({}, axis, { size: 64, values: function (u, vals) { return vals.map(function (v) { return fmt(spec.unit, v); }); } })
@@ -74,7 +86,8 @@
           stroke: color,
           width: spec.spark ? 1.25 : 1.75,
           fill: spec.spark && i === 0 ? color + '22' : undefined,
-          points: { show: false },
+          // A value with no neighbour draws no line: show it as a point.
+          points: { show: isolated(s.values), size: 5 },
           value: function (u, v) { return fmt(spec.unit, v); }
         };
       }))

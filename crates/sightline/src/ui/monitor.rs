@@ -159,8 +159,8 @@ pub async fn slos_page(State(state): State<UiState>) -> Result<Html<String>, UiE
                             td.num { (slo.objective) "% / " (slo.window) }
                             td.num { (share(slo.sli, 3)) }
                             td.num.bad[slo.budget_remaining.is_some_and(|r| r < 0.25)] data-budget { (share(slo.budget_remaining, 1)) }
-                            td.num { (burn(slo.burn_rates.get("1h").copied().flatten())) }
-                            td.num { (burn(slo.burn_rates.get("6h").copied().flatten())) }
+                            td.num { (burn(slo.burn_rates.get("1h"))) }
+                            td.num { (burn(slo.burn_rates.get("6h"))) }
                             td.trend {
                                 (layout::chart("", &format!("{} budget left over its window", slo.name), &chart.x_s, &[
                                     Line { label: "budget left", values: chart.remaining.iter().map(|v| v.map(|r| r * 100.0)).collect(), color: Some(layout::BLUE) },
@@ -206,7 +206,11 @@ pub async fn slo_page(
             dt { "SLI" } dd #sli { (share(slo.sli, 3)) }
             dt { "Good / total" } dd { (slo.good) " / " (slo.total) }
             dt { "Budget left" } dd #budget { (share(slo.budget_remaining, 1)) }
-            dt { "Budget gone in" } dd { @if let Some(s) = slo.exhaustion_s { (span_words(s)) " at the last hour's burn" } @else { "not burning" } }
+            dt { "Budget gone in" } dd {
+                @if slo.budget_remaining.is_some_and(|r| r <= 0.0) { "already spent" }
+                @else if let Some(s) = slo.exhaustion_s { (span_words(s)) " at the last hour's burn" }
+                @else { "not burning" }
+            }
             @if slo.estimated > 0 {
                 dt { "Estimated" } dd { (slo.estimated) " requests were stored before the threshold was configured; their latency is estimated from the sketch" }
             }
@@ -214,8 +218,8 @@ pub async fn slo_page(
         }
         h2 { "Burn rates" }
         table #burn-rates {
-            thead { tr { @for (w, _) in &slo.burn_rates { th.num scope="col" { (w) } } } }
-            tbody { tr { @for (_, b) in &slo.burn_rates { td.num { (burn(*b)) } } } }
+            thead { tr { @for (w, _) in slo.burn_rates.iter() { th.num scope="col" { (w) } } } }
+            tbody { tr { @for (_, b) in slo.burn_rates.iter() { td.num { (burn(*b)) } } } }
         }
         p.muted { "A burn rate of 1 spends exactly the budget over the window. Pages fire at 14.4× over an hour (and 5 minutes) or 6× over six hours (and 30 minutes); a ticket at 1× over three days (and six hours), scaled to this window." }
         h2 { "Budget left over the window" }
@@ -264,6 +268,16 @@ fn alert_table(id: &str, alerts: &[AlertView], empty: &str) -> Markup {
     }
 }
 
+/// Every label as `name=value`, space-separated (a silence's matchers).
+fn all_labels_text(labels: &Labels) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The labels but `alertname` (shown beside it), as `name=value`.
 fn labels_text(labels: &Labels) -> String {
     labels
         .iter()
@@ -318,7 +332,7 @@ pub async fn alerts_page(State(state): State<UiState>) -> Result<Html<String>, U
         (alert_table("resolved", &resolved, "Nothing resolved in the last day."))
         h2 { "Silences" }
         @if silences.is_empty() {
-            (layout::empty("No silences. Silence an alert from its page, or with `sightline silence --match service=orders --for 2h`."))
+            p.empty { "No silences. Silence an alert from its page, or with " code { "sightline silence --match service=orders --for 2h" } "." }
         } @else {
             table #silences {
                 thead { tr {
@@ -331,7 +345,7 @@ pub async fn alerts_page(State(state): State<UiState>) -> Result<Html<String>, U
                 tbody {
                     @for s in &silences {
                         tr data-silence=(s.silence.id) {
-                            td { (labels_text(&s.silence.matchers)) }
+                            td.labels { (all_labels_text(&s.silence.matchers)) }
                             td.time { (layout::time(s.silence.ends_at_ns)) @if !s.active { " (ended)" } }
                             td { (s.silence.comment) }
                             td { (s.silence.created_by.clone().unwrap_or_default()) }
@@ -372,6 +386,7 @@ pub async fn alert_page(
         Some(now_ns + 1),
     );
     let engine = &state.api.engine;
+    let route = a.labels.get("route").map(String::as_str);
     let (failing, slowest, logs) = match &a.service {
         Some(service) => {
             let search = LogSearch {
@@ -382,19 +397,21 @@ pub async fn alert_page(
                 ..LogSearch::default()
             };
             let (failing, slowest, logs) = tokio::try_join!(
-                overview::requests(engine, service, range, RequestOrder::FailingNewest, 10),
-                overview::requests(engine, service, range, RequestOrder::Slowest, 10),
+                overview::requests(
+                    engine,
+                    service,
+                    route,
+                    range,
+                    RequestOrder::FailingNewest,
+                    10
+                ),
+                overview::requests(engine, service, route, range, RequestOrder::Slowest, 10),
                 views::logs(engine, &search),
             )?;
             (failing, slowest, logs)
         }
         None => Default::default(),
     };
-    let route = a.labels.get("route");
-    let keep_route =
-        |r: &&overview::RequestSpan| route.is_none_or(|route| r.name.contains(route.as_str()));
-    let failing: Vec<_> = failing.iter().filter(keep_route).cloned().collect();
-    let slowest: Vec<_> = slowest.iter().filter(keep_route).cloned().collect();
     let x: Vec<f64> = detail
         .samples
         .iter()
@@ -402,14 +419,15 @@ pub async fn alert_page(
         .collect();
     let values: Vec<Option<f64>> = detail.samples.iter().map(|s| Some(s.value)).collect();
     let thresholds: Vec<Option<f64>> = detail.samples.iter().map(|s| s.threshold).collect();
-    let silence_matchers = labels_text(&a.labels);
+    // Every label: the form proposes to mute this alert only.
+    let silence_matchers = all_labels_text(&a.labels);
     let body = html! {
         h1 { (a.name) " " (state_badge(a.state.as_str())) @if a.silenced_by.is_some() { " " span.badge.muted { "silenced" } } }
         p.lede #summary { (a.summary) }
         dl.facts {
             dt { "Source" } dd { (a.source.as_str()) }
             dt { "Labels" } dd.labels { (labels_text(&a.labels)) }
-            dt { "Since" } dd { (a.since) }
+            dt { "Since (UTC)" } dd { (a.since.get(..19).unwrap_or(&a.since).replace('T', " ")) }
             @if let Some(v) = a.value { dt { "Value" } dd #value { (format!("{v:.4}")) @if let Some(t) = a.threshold { " (threshold " (t) ")" } } }
             @if let Some(url) = &a.runbook_url { dt { "Runbook" } dd { a #runbook href=(url) { (url) } } }
             @if let Some(service) = &a.service { dt { "Service" } dd { a href=(layout::service_path(service)) { (service) } } }

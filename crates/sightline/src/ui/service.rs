@@ -36,8 +36,15 @@ pub async fn page(
     let (summary, series, slowest, failing, logs, runtime) = tokio::try_join!(
         views::services(engine, range, window.seconds(), Some(&name)),
         overview::red_series(engine, buckets, Some(&name), true),
-        overview::requests(engine, &name, range, RequestOrder::Slowest, LIST_ROWS),
-        overview::requests(engine, &name, range, RequestOrder::FailingNewest, LIST_ROWS),
+        overview::requests(engine, &name, None, range, RequestOrder::Slowest, LIST_ROWS),
+        overview::requests(
+            engine,
+            &name,
+            None,
+            range,
+            RequestOrder::FailingNewest,
+            LIST_ROWS
+        ),
         views::logs(engine, &error_logs),
         overview::runtime_metrics(engine, &name, buckets),
     )?;
