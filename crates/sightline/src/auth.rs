@@ -360,7 +360,7 @@ fn scope_for(method: &axum::http::Method, path: &str) -> Scope {
 }
 
 /// Middleware of the UI and API: a token with the `read` scope (Bearer) or a session, `admin`
-/// for the writes [`scope_for`] names. Pages send a browser to the login page; the API and
+/// for the writes `scope_for` names. Pages send a browser to the login page; the API and
 /// `/metrics` answer 401 or 403. Who asked travels on as an [`Identity`] extension.
 pub async fn require_read(State(auth): State<Auth>, mut request: Request, next: Next) -> Response {
     let path = request.uri().path().to_string();

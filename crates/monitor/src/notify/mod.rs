@@ -9,7 +9,7 @@
 //! delivery and something still fires; otherwise it sends nothing. Resolved alerts leave the
 //! group once told (or once a look found nothing to tell); an empty group goes. Silenced alerts
 //! stay in their group but are left out of what a look sees, so one that still fires when its
-//! silence ends is new to the receiver and told at the next look. [`group`] holds that rule.
+//! silence ends is new to the receiver and told at the next look. `group.rs` holds that rule.
 //!
 //! [`Notifier::tick`] is called once per evaluation cycle with the time, every alert and the
 //! silences. It is synchronous and cheap: it applies the outcomes of finished posts, folds the
@@ -24,7 +24,7 @@
 //! told, notifications not yet delivered); saved after every tick, a restart sends nothing
 //! already delivered again and still delivers what was pending. Delivery is at least once: a
 //! post in flight when the state was saved is posted again after a restart, so call
-//! [`Notifier::settle`] before the last save at shutdown. [`payload`] writes the bodies.
+//! [`Notifier::settle`] before the last save at shutdown. `payload.rs` writes the bodies.
 
 mod deliver;
 mod group;
