@@ -7,13 +7,15 @@
 //! multi-window, multi-burn-rate alert table scaled to an SLO's window. [`config`] reads and
 //! checks `[monitor]`, `[[slo]]`, `[[alert]]` and `[[notify]]`. [`alert`] is an alert as
 //! notifications see it; [`silence`] mutes matching alerts; [`notify`] groups alerts and
-//! delivers them as Alertmanager's webhook payload or to Slack.
+//! delivers them as Alertmanager's webhook payload or to Slack; [`deploys`] records deploys, told
+//! or observed.
 
 #![deny(missing_docs)]
 
 pub mod alert;
 pub mod budget;
 pub mod config;
+pub mod deploys;
 pub mod error;
 pub mod eval;
 pub mod events;

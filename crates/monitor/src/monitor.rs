@@ -24,6 +24,7 @@ use tracing::{info, warn};
 
 use crate::alert::{Alert, AlertState, Labels, Source};
 use crate::config::MonitorConfig;
+use crate::deploys::{Deploy, DeployLog, DeploysTable};
 use crate::error::Error;
 use crate::eval::{self, SloStatus};
 use crate::events::{AlertEvent, EventLog, EventsTable};
@@ -173,6 +174,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     file: StateFile,
     events: Arc<EventLog>,
+    deploys: Arc<DeployLog>,
     live: Mutex<Live>,
     notifier: tokio::sync::Mutex<Notifier>,
     notify_stats: Mutex<NotifyStats>,
@@ -221,6 +223,11 @@ impl Monitor {
             crate::events::TABLE,
             Arc::new(EventsTable::new(events.clone())),
         )?;
+        let deploys = Arc::new(DeployLog::open(&dir)?);
+        engine.register_table(
+            crate::deploys::TABLE,
+            Arc::new(DeploysTable::new(deploys.clone())),
+        )?;
         let notifier = Notifier::new(
             &config.notify,
             &config.monitor.external_url,
@@ -246,6 +253,7 @@ impl Monitor {
                 clock,
                 file,
                 events,
+                deploys,
                 live: Mutex::new(live),
                 notifier: tokio::sync::Mutex::new(notifier),
                 notify_stats: Mutex::new(NotifyStats::default()),
@@ -255,6 +263,11 @@ impl Monitor {
                 last_duration_us: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// Now, on its clock.
+    pub fn now_ns(&self) -> i64 {
+        self.inner.clock.now_ns()
     }
 
     /// The configuration it watches by.
@@ -286,6 +299,16 @@ impl Monitor {
         let mut notifier = inner.notifier.lock().await;
         let started = Instant::now();
         let now_ns = inner.clock.now_ns();
+        match inner.deploys.observe(&inner.engine, now_ns).await {
+            Ok(new) => {
+                for d in &new {
+                    info!(service = %d.service_name, version = %d.version, "a new version was seen in spans: recorded as a deploy");
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "looking for new versions in spans failed; the next cycle looks again")
+            }
+        }
         let known: Vec<Instance> = lock(&inner.live).instances.values().cloned().collect();
         let evaluation = match eval::evaluate(&inner.engine, &inner.config, now_ns, &known).await {
             Ok(e) => e,
@@ -684,6 +707,16 @@ impl Monitor {
         }
         self.save(&notifier);
         Ok(())
+    }
+
+    /// Records a deploy told through the API or the CLI, durably.
+    pub fn record_deploy(&self, deploy: Deploy) -> Result<Deploy, Error> {
+        self.inner.deploys.record(deploy)
+    }
+
+    /// The deploys of `service` (or all) at or after `since_ns` (or all), oldest first.
+    pub fn deploys(&self, service: Option<&str>, since_ns: Option<i64>) -> Vec<Deploy> {
+        self.inner.deploys.list(service, since_ns)
     }
 
     /// Counters for `/metrics`.

@@ -45,6 +45,52 @@
 
   // ---- charts ------------------------------------------------------------------------------
   var charts = new Map();
+  // Deploys, drawn as markers on every time chart (those inside an element with data-service
+  // show that service's only). Fetched once per page from the API.
+  var deploys = [];
+
+  function loadDeploys() {
+    if (!document.querySelector('[data-chart]') || typeof fetch === 'undefined') return;
+    fetch('/api/v1/deploys', { credentials: 'same-origin' })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (answer) {
+        if (!answer || !answer.deploys || !answer.deploys.length) return;
+        deploys = answer.deploys.map(function (d) {
+          return { t: Date.parse(d.time) / 1000, service: d.service, label: d.service + ' ' + d.version };
+        });
+        drawAll(document);
+      })
+      .catch(function () { /* markers are a help, not a need */ });
+  }
+
+  function markerHook(el, spark) {
+    var scope = el.closest('[data-service]');
+    var service = scope ? scope.dataset.service : null;
+    return function (u) {
+      var marks = deploys.filter(function (d) { return !service || d.service === service; });
+      if (!marks.length) return;
+      var ctx = u.ctx, top = u.bbox.top, height = u.bbox.height;
+      ctx.save();
+      ctx.strokeStyle = cssVar('--warn') || '#d97706';
+      ctx.fillStyle = ctx.strokeStyle;
+      ctx.lineWidth = 1;
+      ctx.setLineDash([4, 3]);
+      ctx.font = '11px sans-serif';
+      marks.forEach(function (m) {
+        if (m.t < u.scales.x.min || m.t > u.scales.x.max) return;
+        var x = Math.round(u.valToPos(m.t, 'x', true)) + 0.5;
+        ctx.beginPath();
+        ctx.moveTo(x, top);
+        ctx.lineTo(x, top + height);
+        ctx.stroke();
+        if (!spark) ctx.fillText(m.label, x + 3, top + 11);
+      });
+      ctx.restore();
+      el.dataset.markers = String(marks.filter(function (m) {
+        return m.t >= u.scales.x.min && m.t <= u.scales.x.max;
+      }).length);
+    };
+  }
 
   function isolated(values) {
     for (var i = 0; i < values.length; i++) {
@@ -92,6 +138,7 @@
         };
       }))
     };
+    opts.hooks = { draw: [markerHook(el, spec.spark)] };
     var data = [spec.x].concat(spec.series.map(function (s) { return s.values; }));
     charts.set(el, new uPlot(opts, data, el));
   }
@@ -212,6 +259,7 @@
   document.addEventListener('DOMContentLoaded', function () {
     drawAll(document);
     markSelectedSpan();
+    loadDeploys();
   });
   document.addEventListener('htmx:afterSettle', function (event) {
     drawAll(event.target);

@@ -628,3 +628,100 @@ async fn a_silence_mutes_matching_alerts_and_keeps_their_state() {
     assert_eq!(listed.len(), 1);
     assert!(!listed[0].active);
 }
+
+#[tokio::test]
+async fn new_versions_seen_in_spans_are_deploys_once_and_told_ones_are_kept() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = ManualClock::new(NOW);
+    let config = config(Vec::new(), Vec::new());
+    let server = open(dir.path(), &clock, &config);
+    let versioned = |n: usize, at: i64, version: &str| {
+        let mut row = request(n, "orders", "/orders", at, 5_000_000, false);
+        row.service_version = Some(version.into());
+        row
+    };
+    // 1.4.2 is where orders' history starts; 1.5.0 appears 20 minutes ago.
+    append(
+        &server.store,
+        &[
+            versioned(0, NOW - HOUR, "1.4.2"),
+            versioned(1, NOW - 20 * MIN + 5 * S, "1.5.0"),
+        ],
+    )
+    .await;
+    server.monitor.evaluate().await.expect("evaluate");
+    let deploys = server.monitor.deploys(None, None);
+    assert_eq!(deploys.len(), 1, "{deploys:?}");
+    assert_eq!(
+        (
+            deploys[0].service_name.as_str(),
+            deploys[0].version.as_str()
+        ),
+        ("orders", "1.5.0")
+    );
+    assert_eq!(
+        deploys[0].time_ns,
+        NOW - 20 * MIN - 30 * S,
+        "the first minute it was seen in"
+    );
+    assert_eq!(
+        deploys[0].source,
+        sightline_monitor::deploys::DeploySource::Observed
+    );
+
+    // A CI job tells of 1.6.0 before its spans arrive; the spans then add nothing.
+    server
+        .monitor
+        .record_deploy(sightline_monitor::deploys::Deploy {
+            time_ns: NOW,
+            service_name: "orders".into(),
+            version: "1.6.0".into(),
+            environment: None,
+            commit: Some("abc123".into()),
+            description: None,
+            source: sightline_monitor::deploys::DeploySource::Api,
+        })
+        .expect("recorded");
+    clock.advance_ns(MIN);
+    append(&server.store, &[versioned(2, NOW + 30 * S, "1.6.0")]).await;
+    server.monitor.evaluate().await.expect("evaluate");
+    assert_eq!(server.monitor.deploys(Some("orders"), None).len(), 2);
+
+    // A restart observes nothing twice; the table answers SQL.
+    server.store.close().await.expect("close");
+    drop(server);
+    let server = open(dir.path(), &clock, &config);
+    server.monitor.evaluate().await.expect("evaluate");
+    let rows = sql(
+        &server.engine,
+        "SELECT version, source, commit FROM deploys ORDER BY time",
+    )
+    .await;
+    assert_eq!(
+        rows,
+        vec![
+            vec![Value::from("1.5.0"), Value::from("observed"), Value::Null],
+            vec![
+                Value::from("1.6.0"),
+                Value::from("api"),
+                Value::from("abc123")
+            ],
+        ]
+    );
+    let err = server
+        .monitor
+        .record_deploy(sightline_monitor::deploys::Deploy {
+            time_ns: NOW,
+            service_name: " ".into(),
+            version: "1".into(),
+            environment: None,
+            commit: None,
+            description: None,
+            source: sightline_monitor::deploys::DeploySource::Api,
+        })
+        .expect_err("no service");
+    assert!(
+        err.to_string().contains("needs a service and a version"),
+        "{err}"
+    );
+}

@@ -46,6 +46,8 @@ pub enum Command {
     Alerts(monitor::AlertsArgs),
     /// Mute notifications of alerts matching labels for a while (--list, --expire ID).
     Silence(monitor::SilenceArgs),
+    /// Record a deploy (a CI job's last step); it is drawn on every time chart.
+    Deploy(monitor::DeployArgs),
     /// Benchmarks (not tests): load generators that report throughput, latency and cost.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -333,6 +335,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Slos(args) => runtime().and_then(|rt| rt.block_on(monitor::slos(args))),
         Command::Alerts(args) => runtime().and_then(|rt| rt.block_on(monitor::alerts(args))),
         Command::Silence(args) => runtime().and_then(|rt| rt.block_on(monitor::silence(args))),
+        Command::Deploy(args) => runtime().and_then(|rt| rt.block_on(monitor::deploy(args))),
         Command::Doctor(args) => match runtime().and_then(|rt| rt.block_on(doctor::run(args))) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,

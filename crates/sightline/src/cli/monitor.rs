@@ -289,3 +289,57 @@ pub async fn silence(args: SilenceArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The service deployed.
+    #[arg(long)]
+    pub service: String,
+    /// Its new version (as its spans' service.version will say).
+    #[arg(long)]
+    pub version: String,
+    /// The commit deployed.
+    #[arg(long)]
+    pub commit: Option<String>,
+    /// Where (deployment.environment).
+    #[arg(long)]
+    pub environment: Option<String>,
+    /// Words for whoever reads the marker.
+    #[arg(long)]
+    pub description: Option<String>,
+    /// When, RFC 3339 or nanoseconds since the epoch (default: now).
+    #[arg(long)]
+    pub time: Option<String>,
+    /// Sightline's API address.
+    #[arg(long, env = "SIGHTLINE_URL", default_value = super::DEFAULT_URL)]
+    pub url: String,
+}
+
+pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
+    let client = ApiClient::new(&args.url)?;
+    let time = args.time.as_ref().map(|t| match t.parse::<i64>() {
+        Ok(ns) => json!(ns),
+        Err(_) => json!(t),
+    });
+    let answer = client
+        .post(
+            "/api/v1/deploys",
+            &json!({
+                "service": args.service,
+                "version": args.version,
+                "commit": args.commit,
+                "environment": args.environment,
+                "description": args.description,
+                "time": time,
+            }),
+            "recording the deploy",
+        )
+        .await?;
+    println!(
+        "deploy of {} {} recorded at {}",
+        plain(&answer["service"]),
+        plain(&answer["version"]),
+        plain(&answer["time"])
+    );
+    Ok(())
+}

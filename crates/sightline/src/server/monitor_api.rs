@@ -1,6 +1,7 @@
 //! The monitor's routes: `GET /api/v1/slos` (and one by name), `GET /api/v1/alerts?state=` (and
 //! one by id, with its timeline), and silences: `POST /api/v1/silences`, `GET /api/v1/silences`,
-//! `DELETE /api/v1/silences/{id}` (writes need the `admin` scope; see [`crate::auth`]).
+//! `DELETE /api/v1/silences/{id}` (writes need the `admin` scope; see [`crate::auth`]); deploys:
+//! `POST /api/v1/deploys` (the `ingest` scope, for a CI job) and `GET /api/v1/deploys`.
 
 use std::collections::HashMap;
 
@@ -13,6 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 use sightline_model::{ErrorCode, parse_duration_ns};
 use sightline_monitor::alert::Labels;
+use sightline_monitor::deploys::{Deploy, DeploySource};
 use sightline_monitor::{AlertState, Monitor};
 
 use crate::auth::Identity;
@@ -33,6 +35,7 @@ pub fn router(monitor: Monitor) -> Router {
         .route("/api/v1/alerts/{id}", get(alert))
         .route("/api/v1/silences", get(silences).post(add_silence))
         .route("/api/v1/silences/{id}", delete(expire_silence))
+        .route("/api/v1/deploys", get(deploys).post(add_deploy))
         .with_state(monitor)
 }
 
@@ -138,4 +141,95 @@ async fn expire_silence(
 ) -> Result<Response, ApiError> {
     monitor.expire_silence(&id).await?;
     Ok(axum::Json(json!({ "id": id, "expired": true })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeployRequest {
+    service: String,
+    version: String,
+    environment: Option<String>,
+    commit: Option<String>,
+    /// RFC 3339 or nanoseconds since the epoch; default: now.
+    time: Option<serde_json::Value>,
+    description: Option<String>,
+}
+
+fn deploy_time(value: Option<&serde_json::Value>, now_ns: i64) -> Result<i64, ApiError> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(now_ns),
+        Some(serde_json::Value::Number(n)) => n.as_i64().ok_or_else(|| {
+            ApiError::bad_request("field time: a number must be nanoseconds since the epoch")
+        }),
+        Some(serde_json::Value::String(text)) => chrono::DateTime::parse_from_rfc3339(text)
+            .ok()
+            .and_then(|t| t.timestamp_nanos_opt())
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "field time {text:?} is not a time: expected RFC 3339 (2026-12-02T10:00:00Z) or nanoseconds since the epoch"
+                ))
+            }),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "field time must be RFC 3339 text or nanoseconds, not {other}"
+        ))),
+    }
+}
+
+async fn add_deploy(State(monitor): State<Monitor>, body: Bytes) -> Result<Response, ApiError> {
+    let request: DeployRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "request body must be JSON like {{\"service\": \"orders\", \"version\": \"1.5.0\", \"commit\": \"abc123\"}} ({e})"
+        ))
+    })?;
+    let time_ns = deploy_time(request.time.as_ref(), monitor.now_ns())?;
+    let deploy = monitor.record_deploy(Deploy {
+        time_ns,
+        service_name: request.service,
+        version: request.version,
+        environment: request.environment,
+        commit: request.commit,
+        description: request.description,
+        source: DeploySource::Api,
+    })?;
+    Ok((
+        axum::http::StatusCode::CREATED,
+        axum::Json(deploy_json(&deploy)),
+    )
+        .into_response())
+}
+
+fn deploy_json(d: &Deploy) -> serde_json::Value {
+    json!({
+        "time": sightline_query::json::format_time_ns(d.time_ns),
+        "service": d.service_name,
+        "version": d.version,
+        "environment": d.environment,
+        "commit": d.commit,
+        "description": d.description,
+        "source": d.source.as_str(),
+    })
+}
+
+async fn deploys(
+    State(monitor): State<Monitor>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let since_ns = match params.get("since").filter(|s| !s.is_empty()) {
+        Some(text) => Some(
+            monitor.now_ns()
+                - parse_duration_ns(text)
+                    .map_err(|e| ApiError::bad_request(format!("parameter since: {e}")))?,
+        ),
+        None => None,
+    };
+    let service = params
+        .get("service")
+        .map(String::as_str)
+        .filter(|s| !s.is_empty());
+    let list: Vec<serde_json::Value> = monitor
+        .deploys(service, since_ns)
+        .iter()
+        .map(deploy_json)
+        .collect();
+    Ok(axum::Json(json!({ "deploys": list })).into_response())
 }

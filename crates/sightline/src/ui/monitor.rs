@@ -153,7 +153,7 @@ pub async fn slos_page(State(state): State<UiState>) -> Result<Html<String>, UiE
                 } }
                 tbody {
                     @for (slo, chart) in slos.iter().zip(&charts) {
-                        tr data-slo=(slo.name) {
+                        tr data-slo=(slo.name) data-service=(slo.service) {
                             th scope="row" { a href=(format!("/slos/{}", super::window::percent(&slo.name))) { (slo.name) } }
                             td { (selection(slo)) @if let Some(ms) = slo.threshold_ms { " · ≤ " (ms) " ms" } }
                             td.num { (slo.objective) "% / " (slo.window) }
@@ -222,6 +222,7 @@ pub async fn slo_page(
             tbody { tr { @for (_, b) in slo.burn_rates.iter() { td.num { (burn(*b)) } } } }
         }
         p.muted { "A burn rate of 1 spends exactly the budget over the window. Pages fire at 14.4× over an hour (and 5 minutes) or 6× over six hours (and 30 minutes); a ticket at 1× over three days (and six hours), scaled to this window." }
+        div data-service=(slo.service) {
         h2 { "Budget left over the window" }
         (layout::chart("budget-chart", "Error budget left (%)", &chart.x_s, &[
             Line { label: "budget left %", values: chart.remaining.iter().map(|v| v.map(|r| r * 100.0)).collect(), color: Some(layout::BLUE) },
@@ -230,6 +231,7 @@ pub async fn slo_page(
         (layout::chart("burn-chart", "Burn rate", &chart.x_s, &[
             Line { label: "burn rate", values: chart.burn.clone(), color: Some(layout::RED) },
         ], "×", false))
+        }
         h2 { "Alerts" }
         (alert_table("slo-alerts", &alerts, "This SLO has no alert pending, firing or resolved today."))
     };
@@ -439,10 +441,10 @@ pub async fn alert_page(
         @if x.is_empty() {
             (layout::empty("No values recorded since the server started."))
         } @else {
-            (layout::chart("value-chart", "Value and threshold", &x, &[
+            div data-service=[a.service.as_deref()] { (layout::chart("value-chart", "Value and threshold", &x, &[
                 Line { label: "value", values, color: Some(layout::RED) },
                 Line { label: "threshold", values: thresholds, color: Some(layout::BLUE) },
-            ], "", false))
+            ], "", false)) }
         }
         h2 { "Timeline" }
         @if detail.timeline.is_empty() {

@@ -79,7 +79,7 @@ pub async fn page(
             (layout::empty("No requests from this service in this window: try a longer range."))
         }
         @if let Some(series) = &series {
-            div.charts {
+            div.charts data-service=(name) {
                 figure { figcaption { "Requests per second" }
                     (layout::chart("chart-rate", "Requests per second", &x, &[
                         Line { label: "requests/s", values: series.rate.iter().map(|v| Some(*v)).collect(), color: Some(layout::BLUE) },
@@ -135,7 +135,7 @@ pub async fn page(
                 (log_table(&logs, false))
             }
         }
-        section #runtime-metrics {
+        section #runtime-metrics data-service=(name) {
             h2 { "Runtime" }
             @if runtime.is_empty() {
                 (layout::empty("This service sends no runtime metrics (process.*, GC, threads, queue depth). The OpenTelemetry system-metrics instrumentation adds them."))

@@ -193,6 +193,7 @@ async fn every_route_refuses_without_a_token_and_with_the_wrong_scope_and_answer
         ("GET", "/api/v1/slos".into(), Needs::Read, 200),
         ("GET", "/api/v1/alerts".into(), Needs::Read, 200),
         ("GET", "/api/v1/silences".into(), Needs::Read, 200),
+        ("GET", "/api/v1/deploys".into(), Needs::Read, 200),
         ("GET", format!("/api/v1/traces/{trace}"), Needs::Read, 200),
         ("GET", "/api/v1/logs?since=1h".into(), Needs::Read, 200),
         ("GET", "/api/v1/services".into(), Needs::Read, 200),
@@ -274,6 +275,27 @@ async fn every_route_refuses_without_a_token_and_with_the_wrong_scope_and_answer
             assert_eq!(end(READ).await.expect("an answer").status().as_u16(), 403);
             assert_eq!(end(ADMIN).await.expect("an answer").status().as_u16(), 200);
         }
+    }
+    // Telling of a deploy needs ingest (a CI job's token): read is refused.
+    let deploy = serde_json::json!({"service": "orders", "version": "1.5.0", "commit": "abc123"});
+    for (bearer, want) in [
+        (None, 401),
+        (Some(READ), 403),
+        (Some(INGEST), 201),
+        (Some(ADMIN), 201),
+    ] {
+        let mut request = client
+            .post(format!("http://{api}/api/v1/deploys"))
+            .json(&deploy);
+        if let Some(t) = bearer {
+            request = request.bearer_auth(t);
+        }
+        let response = request.send().await.expect("an answer");
+        assert_eq!(
+            response.status().as_u16(),
+            want,
+            "POST /api/v1/deploys with {bearer:?}"
+        );
     }
     // Admin may do everything.
     let response = client

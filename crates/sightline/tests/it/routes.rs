@@ -80,6 +80,8 @@ async fn every_page_and_api_route_answers_and_unknown_ones_say_where_to_look() {
         ("/api/v1/alerts?state=loud".to_string(), 400),
         ("/api/v1/alerts/0123456789abcdef".to_string(), 404),
         ("/api/v1/silences".to_string(), 200),
+        ("/api/v1/deploys?service=orders&since=1h".to_string(), 200),
+        ("/api/v1/deploys?since=soon".to_string(), 400),
         ("/api/v1/services?since=1h".to_string(), 200),
         (format!("/api/v1/traces/{trace}"), 200),
         ("/api/v1/logs?since=1h".to_string(), 200),
