@@ -29,8 +29,9 @@ use crate::error::Error;
 /// The name of the table.
 pub const TABLE: &str = "deploys";
 
-/// Late spans are looked for this far behind the last look.
-const LATE_NS: i64 = 5 * 60 * 1_000_000_000;
+/// Each look reads this far back, so that spans sent late or backfilled (stamped hours ago)
+/// still show their versions; the first look reads everything.
+const LOOK_BACK_NS: i64 = 24 * 3_600 * 1_000_000_000;
 
 /// Where a deploy was learnt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,8 +224,8 @@ impl DeployLog {
         out
     }
 
-    /// Looks for versions not seen before in the spans' rollups since the last look (a few
-    /// minutes back, for late spans) and records each as an observed deploy at the first minute
+    /// Looks for versions not seen before in the spans' rollups of the last day (everything at
+    /// the first look) and records each as an observed deploy at the first minute
     /// it appears. A service's first version is remembered, not recorded.
     pub async fn observe(&self, engine: &QueryEngine, now_ns: i64) -> Result<Vec<Deploy>, Error> {
         let since = lock(&self.state).versions.looked_until_ns;
@@ -233,7 +234,10 @@ impl DeployLog {
             format!("time <= {}", time_literal(now_ns)),
         ];
         if let Some(since) = since {
-            conditions.push(format!("time >= {}", time_literal(since - LATE_NS)));
+            conditions.push(format!(
+                "time >= {}",
+                time_literal(since.min(now_ns) - LOOK_BACK_NS)
+            ));
         }
         let sql = format!(
             "SELECT service_name, environment, service_version, CAST(min(time) AS BIGINT) AS first \

@@ -76,9 +76,12 @@
       ctx.lineWidth = 1;
       ctx.setLineDash([4, 3]);
       ctx.font = '11px sans-serif';
+      // The last point starts the bucket still filling: a deploy within it is drawn at the edge.
+      var xs = u.data[0], step = xs.length > 1 ? xs[1] - xs[0] : 0;
+      var within = function (m) { return m.t >= u.scales.x.min && m.t <= u.scales.x.max + step; };
       marks.forEach(function (m) {
-        if (m.t < u.scales.x.min || m.t > u.scales.x.max) return;
-        var x = Math.round(u.valToPos(m.t, 'x', true)) + 0.5;
+        if (!within(m)) return;
+        var x = Math.round(u.valToPos(Math.min(m.t, u.scales.x.max), 'x', true)) + 0.5;
         ctx.beginPath();
         ctx.moveTo(x, top);
         ctx.lineTo(x, top + height);
@@ -86,9 +89,7 @@
         if (!spark) ctx.fillText(m.label, x + 3, top + 11);
       });
       ctx.restore();
-      el.dataset.markers = String(marks.filter(function (m) {
-        return m.t >= u.scales.x.min && m.t <= u.scales.x.max;
-      }).length);
+      el.dataset.markers = String(marks.filter(within).length);
     };
   }
 

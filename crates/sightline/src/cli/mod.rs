@@ -47,6 +47,7 @@ pub enum Command {
     /// Mute notifications of alerts matching labels for a while (--list, --expire ID).
     Silence(monitor::SilenceArgs),
     /// Record a deploy (a CI job's last step); it is drawn on every time chart.
+    #[command(disable_version_flag = true)]
     Deploy(monitor::DeployArgs),
     /// Benchmarks (not tests): load generators that report throughput, latency and cost.
     #[command(subcommand)]
@@ -403,4 +404,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )
         .await
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_verb_and_flag_is_well_formed() {
+        // Clap checks names, ids and conflicts of every subcommand here rather than at the first
+        // run of a verb.
+        Cli::command().debug_assert();
+    }
 }

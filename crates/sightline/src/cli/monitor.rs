@@ -296,7 +296,7 @@ pub struct DeployArgs {
     #[arg(long)]
     pub service: String,
     /// Its new version (as its spans' service.version will say).
-    #[arg(long)]
+    #[arg(long = "version", id = "deploy_version", value_name = "VERSION")]
     pub version: String,
     /// The commit deployed.
     #[arg(long)]
