@@ -6,20 +6,11 @@
 //! are kept in `monitor/versions.json`, so a restart observes nothing twice.
 
 use std::collections::{BTreeSet, HashSet};
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arrow::array::{ArrayRef, AsArray, RecordBatch, StringArray, TimestampNanosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use async_trait::async_trait;
-use datafusion::catalog::{Session, TableProvider};
-use datafusion::datasource::TableType;
-use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::datasource::source::DataSourceExec;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
-use datafusion::physical_plan::ExecutionPlan;
 use serde::{Deserialize, Serialize};
 use sightline_query::QueryEngine;
 use sightline_query::sql::time_literal;
@@ -134,19 +125,7 @@ impl DeployLog {
     pub fn open(monitor_dir: &Path) -> Result<Self, Error> {
         let path = monitor_dir.join("deploys.jsonl");
         let versions_path = monitor_dir.join("versions.json");
-        let mut deploys = Vec::new();
-        match File::open(&path) {
-            Ok(file) => {
-                for line in BufReader::new(file).lines() {
-                    let line = line.map_err(io_error(&path, "read"))?;
-                    if let Ok(deploy) = serde_json::from_str::<Deploy>(&line) {
-                        deploys.push(deploy);
-                    }
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_error(&path, "read")(e)),
-        }
+        let deploys = crate::kept::read_lines::<Deploy>(&path)?;
         let versions = match std::fs::read(&versions_path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::StateFormat {
                 path: versions_path.clone(),
@@ -163,24 +142,7 @@ impl DeployLog {
     }
 
     fn append(&self, deploys: &[Deploy]) -> Result<(), Error> {
-        if deploys.is_empty() {
-            return Ok(());
-        }
-        let mut text = String::new();
-        for deploy in deploys {
-            text.push_str(&serde_json::to_string(deploy).map_err(|e| Error::Internal {
-                message: e.to_string(),
-            })?);
-            text.push('\n');
-        }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .map_err(io_error(&self.path, "written"))?;
-        file.write_all(text.as_bytes())
-            .map_err(io_error(&self.path, "written"))?;
-        file.sync_data().map_err(io_error(&self.path, "written"))
+        crate::kept::append_lines(&self.path, deploys)
     }
 
     fn save_versions(&self, versions: &Versions) -> Result<(), Error> {
@@ -313,7 +275,9 @@ impl DeployLog {
         saved?;
         Ok(new)
     }
+}
 
+impl crate::kept::Rows for DeployLog {
     fn batch(&self) -> Result<RecordBatch, Error> {
         let state = lock(&self.state);
         let d = &state.deploys;
@@ -341,60 +305,5 @@ impl DeployLog {
         RecordBatch::try_new(schema(), columns).map_err(|e| Error::Internal {
             message: e.to_string(),
         })
-    }
-}
-
-/// `deploys` as a table the query engine reads.
-#[derive(Debug)]
-pub struct DeploysTable {
-    log: Arc<DeployLog>,
-    schema: SchemaRef,
-}
-
-impl DeploysTable {
-    /// The table over `log`.
-    pub fn new(log: Arc<DeployLog>) -> Self {
-        Self {
-            log,
-            schema: schema(),
-        }
-    }
-}
-
-#[async_trait]
-impl TableProvider for DeploysTable {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::Base
-    }
-
-    fn supports_filters_pushdown(
-        &self,
-        filters: &[&Expr],
-    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![
-            TableProviderFilterPushDown::Unsupported;
-            filters.len()
-        ])
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        limit: Option<usize>,
-    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        let batch = self
-            .log
-            .batch()
-            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-        let source =
-            MemorySourceConfig::try_new(&[vec![batch]], self.schema.clone(), projection.cloned())?
-                .with_limit(limit);
-        Ok(DataSourceExec::from_data_source(source))
     }
 }

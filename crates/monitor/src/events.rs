@@ -4,20 +4,11 @@
 //! them is written, so the history survives a restart; they are kept in memory for queries and
 //! dropped after [`KEEP_NS`].
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampNanosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use async_trait::async_trait;
-use datafusion::catalog::{Session, TableProvider};
-use datafusion::datasource::TableType;
-use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::datasource::source::DataSourceExec;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
-use datafusion::physical_plan::ExecutionPlan;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
@@ -84,31 +75,10 @@ impl EventLog {
     /// Reads the events of `path` newer than [`KEEP_NS`] before `now_ns` (none when it does not
     /// exist yet). A last line cut short by a crash is left out.
     pub fn open(path: &Path, now_ns: i64) -> Result<Self, Error> {
-        let mut events = Vec::new();
-        match File::open(path) {
-            Ok(file) => {
-                for line in BufReader::new(file).lines() {
-                    let line = line.map_err(|source| Error::State {
-                        path: path.into(),
-                        doing: "read",
-                        source,
-                    })?;
-                    if let Ok(event) = serde_json::from_str::<AlertEvent>(&line)
-                        && now_ns - event.time_ns < KEEP_NS
-                    {
-                        events.push(event);
-                    }
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(Error::State {
-                    path: path.into(),
-                    doing: "read",
-                    source,
-                });
-            }
-        }
+        let events: Vec<AlertEvent> = crate::kept::read_lines::<AlertEvent>(path)?
+            .into_iter()
+            .filter(|event| now_ns - event.time_ns < KEEP_NS)
+            .collect();
         let log = Self {
             path: path.into(),
             events: Mutex::new(events),
@@ -120,40 +90,12 @@ impl EventLog {
 
     fn rewrite(&self) -> Result<(), Error> {
         let events = lock(&self.events).clone();
-        let mut text = String::new();
-        for event in &events {
-            text.push_str(&serde_json::to_string(event).map_err(|e| Error::Internal {
-                message: e.to_string(),
-            })?);
-            text.push('\n');
-        }
-        crate::store::write_durably(&self.path, text.as_bytes())
+        crate::kept::rewrite_lines(&self.path, &events)
     }
 
     /// Appends events and syncs the file before returning.
     pub fn append(&self, new: &[AlertEvent]) -> Result<(), Error> {
-        if new.is_empty() {
-            return Ok(());
-        }
-        let io = |source| Error::State {
-            path: self.path.clone(),
-            doing: "written",
-            source,
-        };
-        let mut text = String::new();
-        for event in new {
-            text.push_str(&serde_json::to_string(event).map_err(|e| Error::Internal {
-                message: e.to_string(),
-            })?);
-            text.push('\n');
-        }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .map_err(io)?;
-        file.write_all(text.as_bytes()).map_err(io)?;
-        file.sync_data().map_err(io)?;
+        crate::kept::append_lines(&self.path, new)?;
         lock(&self.events).extend_from_slice(new);
         Ok(())
     }
@@ -182,7 +124,9 @@ impl EventLog {
         };
         if dropped { self.rewrite() } else { Ok(()) }
     }
+}
 
+impl crate::kept::Rows for EventLog {
     fn batch(&self) -> Result<RecordBatch, Error> {
         let events = lock(&self.events);
         let labels: Vec<String> = events
@@ -219,60 +163,5 @@ impl EventLog {
         RecordBatch::try_new(schema(), columns).map_err(|e| Error::Internal {
             message: e.to_string(),
         })
-    }
-}
-
-/// `alert_events` as a table the query engine reads.
-#[derive(Debug)]
-pub struct EventsTable {
-    log: Arc<EventLog>,
-    schema: SchemaRef,
-}
-
-impl EventsTable {
-    /// The table over `log`.
-    pub fn new(log: Arc<EventLog>) -> Self {
-        Self {
-            log,
-            schema: schema(),
-        }
-    }
-}
-
-#[async_trait]
-impl TableProvider for EventsTable {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::Base
-    }
-
-    fn supports_filters_pushdown(
-        &self,
-        filters: &[&Expr],
-    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![
-            TableProviderFilterPushDown::Unsupported;
-            filters.len()
-        ])
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        limit: Option<usize>,
-    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        let batch = self
-            .log
-            .batch()
-            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-        let source =
-            MemorySourceConfig::try_new(&[vec![batch]], self.schema.clone(), projection.cloned())?
-                .with_limit(limit);
-        Ok(DataSourceExec::from_data_source(source))
     }
 }

@@ -19,6 +19,7 @@ pub mod deploys;
 pub mod error;
 pub mod eval;
 pub mod events;
+pub mod kept;
 pub mod measure;
 pub mod monitor;
 pub mod notify;

@@ -24,10 +24,11 @@ use tracing::{info, warn};
 
 use crate::alert::{Alert, AlertState, Labels, Source};
 use crate::config::MonitorConfig;
-use crate::deploys::{Deploy, DeployLog, DeploysTable};
+use crate::deploys::{Deploy, DeployLog};
 use crate::error::Error;
 use crate::eval::{self, SloStatus};
-use crate::events::{AlertEvent, EventLog, EventsTable};
+use crate::events::{AlertEvent, EventLog};
+use crate::kept::RowsTable;
 use crate::notify::{DeliveryError, Notifier, NotifyStats};
 use crate::silence::{ListedSilence, Silence, Silences};
 use crate::state::{Instance, Phase};
@@ -221,12 +222,12 @@ impl Monitor {
         let events = Arc::new(EventLog::open(&dir.join("alert_events.jsonl"), now_ns)?);
         engine.register_table(
             crate::events::TABLE,
-            Arc::new(EventsTable::new(events.clone())),
+            Arc::new(RowsTable::new(events.clone(), crate::events::schema())),
         )?;
         let deploys = Arc::new(DeployLog::open(&dir)?);
         engine.register_table(
             crate::deploys::TABLE,
-            Arc::new(DeploysTable::new(deploys.clone())),
+            Arc::new(RowsTable::new(deploys.clone(), crate::deploys::schema())),
         )?;
         let notifier = Notifier::new(
             &config.notify,

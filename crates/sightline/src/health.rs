@@ -270,49 +270,6 @@ pub fn checks(store: &Store, torn_tails_at_start: usize, budget: &MemoryBudget) 
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MIB: u64 = 1024 * 1024;
-
-    #[test]
-    fn memory_is_fine_within_its_budget_and_warned_about_near_it() {
-        let budget = MemoryBudget {
-            buffer: 512 * MIB,
-            queries: 1024 * MIB,
-            decoding: 1024 * MIB,
-            base: BASE_BYTES,
-        };
-        assert_eq!(budget.total(10 * MIB), 2826 * MIB);
-        let fine = memory_check(&budget, Some(900 * MIB), 10 * MIB);
-        assert_eq!(fine.level, Level::Ok);
-        assert!(
-            fine.message
-                .starts_with("900 MiB resident of a budget of 2826 MiB"),
-            "{}",
-            fine.message
-        );
-        assert!(
-            fine.message.contains("queries 1024 MiB"),
-            "{}",
-            fine.message
-        );
-        let near = memory_check(&budget, Some(2600 * MIB), 10 * MIB);
-        assert_eq!(near.level, Level::Warn);
-        assert!(
-            near.message.contains("memory_limit_bytes"),
-            "{}",
-            near.message
-        );
-        assert_eq!(memory_check(&budget, None, 0).level, Level::Ok);
-        assert!(
-            resident_bytes().is_some_and(|b| b > MIB),
-            "this process has some"
-        );
-    }
-}
-
 /// The monitor's health: its last evaluation, and deliveries that keep failing. A warning, not a
 /// failure: ingest and queries are unaffected, but nobody is being told.
 pub fn monitor_check(monitor: &sightline_monitor::Monitor) -> Option<Check> {
@@ -357,4 +314,47 @@ pub fn monitor_check(monitor: &sightline_monitor::Monitor) -> Option<Check> {
             stats.evaluations
         ),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1024 * 1024;
+
+    #[test]
+    fn memory_is_fine_within_its_budget_and_warned_about_near_it() {
+        let budget = MemoryBudget {
+            buffer: 512 * MIB,
+            queries: 1024 * MIB,
+            decoding: 1024 * MIB,
+            base: BASE_BYTES,
+        };
+        assert_eq!(budget.total(10 * MIB), 2826 * MIB);
+        let fine = memory_check(&budget, Some(900 * MIB), 10 * MIB);
+        assert_eq!(fine.level, Level::Ok);
+        assert!(
+            fine.message
+                .starts_with("900 MiB resident of a budget of 2826 MiB"),
+            "{}",
+            fine.message
+        );
+        assert!(
+            fine.message.contains("queries 1024 MiB"),
+            "{}",
+            fine.message
+        );
+        let near = memory_check(&budget, Some(2600 * MIB), 10 * MIB);
+        assert_eq!(near.level, Level::Warn);
+        assert!(
+            near.message.contains("memory_limit_bytes"),
+            "{}",
+            near.message
+        );
+        assert_eq!(memory_check(&budget, None, 0).level, Level::Ok);
+        assert!(
+            resident_bytes().is_some_and(|b| b > MIB),
+            "this process has some"
+        );
+    }
 }
