@@ -35,40 +35,9 @@ fi
 echo "== one evaluation cycle over $dataset"
 "$bin" bench monitor --data-dir "$dataset" --slos "$slos" --rules "$rules" --cycles 5
 
-# SLOs and rules of the same shape as a config file for the server, over the demo shop's routes.
-python3 - "$work/monitor.toml" "$slos" "$rules" "$eval_interval" <<'PY'
-import sys
-out, slos, rules, interval = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-services = [("api-gateway", "/api/products"), ("orders", "/api/orders/{order_id}"),
-            ("orders", "/api/checkout"), ("payments", "/charges"), ("api-gateway", "/api/checkout")]
-lines = ['[monitor]', f'evaluation_interval = "{interval}"', '']
-for i in range(slos):
-    service, route = services[i % len(services)]
-    lines += ['[[slo]]', f'name = "slo-{i}"', f'service = "{service}"', f'route = "{route}"']
-    if i % 2:
-        lines += ['indicator = "latency"', f'threshold = "{["100ms", "300ms", "1s"][i % 3]}"']
-    else:
-        lines += ['indicator = "availability"']
-    lines += [f'objective = {[99.9, 99.5, 99.0][i % 3]}', 'window = "30d"', '']
-for i in range(rules):
-    service, route = services[i % len(services)]
-    measure = ["error_rate", "request_rate", "p99", "p95", "error_rate", "sql"][i % 6]
-    lines += ['[[alert]]', f'name = "rule-{i}"', f'measure = "{measure}"', 'window = "5m"']
-    if measure == "sql":
-        lines += ['sql = "SELECT service_name, count(*) AS value FROM logs WHERE severity = \'error\' '
-                  'AND time > now() - INTERVAL \'5 minutes\' GROUP BY 1"', 'above = 100']
-    else:
-        if i % 4:
-            lines += [f'service = "{service}"']
-        if i % 3 == 0:
-            lines += [f'route = "{route}"']
-        lines += ['above = 2.0' if measure in ("p99", "p95") or i % 6 == 4 else
-                  ('above = 1000' if measure == "request_rate" else 'above = 0.05')]
-        if i % 6 == 4:
-            lines += ['baseline = "1d"']
-    lines += ['']
-open(out, "w").write("\n".join(lines))
-PY
+# The same SLOs and rules as a config file for the server.
+"$bin" bench monitor --data-dir "$dataset" --slos "$slos" --rules "$rules" \
+  --evaluation-interval "$eval_interval" --write-config "$work/monitor.toml"
 : > "$work/none.toml"
 
 run_round() {  # $1: config file; prints spans/s

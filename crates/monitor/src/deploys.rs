@@ -83,7 +83,7 @@ pub fn schema() -> SchemaRef {
 /// A version of a service in an environment.
 type Seen = (String, Option<String>, String);
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Versions {
     /// Every (service, environment, version) seen.
     seen: BTreeSet<Seen>,
@@ -166,11 +166,8 @@ impl DeployLog {
             deploy.environment.clone(),
             deploy.version.clone(),
         ));
-        let versions = std::mem::take(&mut state.versions);
-        let saved = self.save_versions(&versions);
-        state.versions = versions;
         state.deploys.push(deploy.clone());
-        saved.map(|()| deploy)
+        self.save_versions(&state.versions).map(|()| deploy)
     }
 
     /// The deploys of `service` (or all) at or after `since_ns` (or all), oldest first.
@@ -260,19 +257,11 @@ impl DeployLog {
                 state.versions.seen.insert(key);
             }
             state.versions.looked_until_ns = Some(now_ns);
-            std::mem::take(&mut state.versions)
+            state.versions.clone()
         };
-        let appended = self.append(&new);
-        let saved = self.save_versions(&versions);
-        {
-            let mut state = lock(&self.state);
-            state.versions = versions;
-            if appended.is_ok() {
-                state.deploys.extend(new.iter().cloned());
-            }
-        }
-        appended?;
-        saved?;
+        self.append(&new)?;
+        lock(&self.state).deploys.extend(new.iter().cloned());
+        self.save_versions(&versions)?;
         Ok(new)
     }
 }

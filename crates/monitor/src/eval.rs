@@ -274,7 +274,7 @@ pub async fn evaluate(
 
     let mut out = Evaluation::default();
     for slo in &config.slos {
-        let (status, found) = evaluate_slo(slo, &table, config);
+        let (status, found) = evaluate_slo(slo, &table);
         out.slos.push(status);
         out.found.extend(found);
     }
@@ -348,11 +348,7 @@ fn bad_words(slo: &SloConfig) -> String {
     }
 }
 
-fn evaluate_slo(
-    slo: &SloConfig,
-    table: &CountTable,
-    config: &MonitorConfig,
-) -> (SloStatus, Vec<Found>) {
+fn evaluate_slo(slo: &SloConfig, table: &CountTable) -> (SloStatus, Vec<Found>) {
     let (whole, estimated) = slo_counts(slo, table, Window::last(slo.window.as_nanos()));
     let burn_rates: BurnRates = REPORT_WINDOWS
         .iter()
@@ -404,7 +400,7 @@ fn evaluate_slo(
         }
         labels.insert("severity".into(), severity.as_str().into());
         labels.insert("slo".into(), slo.name.clone());
-        let verdict = slo_verdict(slo, table, &mine, &what, config);
+        let verdict = slo_verdict(slo, table, &mine, &what);
         found.push(Found {
             id: fingerprint(&labels),
             name: slo.name.clone(),
@@ -424,13 +420,7 @@ fn evaluate_slo(
     (status, found)
 }
 
-fn slo_verdict(
-    slo: &SloConfig,
-    table: &CountTable,
-    rows: &[&BurnWindow],
-    what: &str,
-    _config: &MonitorConfig,
-) -> Verdict {
+fn slo_verdict(slo: &SloConfig, table: &CountTable, rows: &[&BurnWindow], what: &str) -> Verdict {
     // No request in the shortest window: the burn cannot be "still happening", and it cannot
     // be over either; the alert freezes.
     let Some(shortest) = rows.iter().map(|r| r.short).min() else {
@@ -591,6 +581,23 @@ fn rule_value(
     (value, c.requests, c.errors)
 }
 
+/// A rule's bound and which side of it breaches (`above` or `below`).
+fn bound(rule: &AlertConfig) -> (f64, &'static str) {
+    match (rule.above, rule.below) {
+        (Some(a), _) => (a, "above"),
+        (None, b) => (b.unwrap_or(0.0), "below"),
+    }
+}
+
+/// Whether `value` lies on the breaching side of the rule's bound.
+fn breaches(rule: &AlertConfig, value: f64) -> bool {
+    match (rule.above, rule.below) {
+        (Some(a), _) => value > a,
+        (None, Some(b)) => value < b,
+        (None, None) => false,
+    }
+}
+
 fn evaluate_rule(
     rule: &AlertConfig,
     table: &CountTable,
@@ -624,17 +631,7 @@ fn evaluate_rule(
         }
     };
     let current = Window::last(rule.window.as_nanos());
-    let bound = rule.above.or(rule.below).unwrap_or(0.0);
-    let breaches = |v: f64| match (rule.above, rule.below) {
-        (Some(a), _) => v > a,
-        (None, Some(b)) => v < b,
-        (None, None) => false,
-    };
-    let side = if rule.above.is_some() {
-        "above"
-    } else {
-        "below"
-    };
+    let (bound, side) = bound(rule);
     let name = measure_name(rule.measure);
     services
         .into_iter()
@@ -659,11 +656,7 @@ fn evaluate_rule(
                             rule.window,
                             show(rule.measure, bound)
                         );
-                        if breaches(value) {
-                            Verdict::Breach { value, threshold: bound, summary }
-                        } else {
-                            Verdict::Fine { value, threshold: bound, summary }
-                        }
+                        Verdict::compared(breaches(rule, value), value, bound, summary)
                     }
                     Some(baseline) => {
                         let then = Window {
@@ -704,11 +697,7 @@ fn evaluate_rule(
                                     show(rule.measure, base),
                                     times(bound)
                                 );
-                                if breaches(ratio) {
-                                    Verdict::Breach { value: ratio, threshold: bound, summary }
-                                } else {
-                                    Verdict::Fine { value: ratio, threshold: bound, summary }
-                                }
+                                Verdict::compared(breaches(rule, ratio), ratio, bound, summary)
                             }
                         }
                     }
@@ -736,18 +725,14 @@ fn evaluate_rule(
 /// The most rows a SQL rule may answer: more instances than anyone can read.
 pub const MAX_SQL_ROWS: usize = 1000;
 
-fn numeric(array: &dyn Array, row: usize) -> Option<f64> {
-    if array.is_null(row) {
-        return None;
-    }
-    let cast = arrow::compute::cast(&array.slice(row, 1), &DataType::Float64).ok()?;
-    let f = cast.as_primitive_opt::<Float64Type>()?;
-    f.is_valid(0).then(|| f.value(0))
+/// A numeric column as floats, once per batch (NULL where it cannot be one).
+fn as_floats(array: &dyn Array) -> Option<arrow::array::ArrayRef> {
+    arrow::compute::cast(array, &DataType::Float64).ok()
 }
 
-/// Whether a column type can be a SQL rule's `value`.
-pub fn is_numeric(data_type: &DataType) -> bool {
-    data_type.is_numeric()
+fn float_at(floats: Option<&arrow::array::ArrayRef>, row: usize) -> Option<f64> {
+    let f = floats?.as_primitive_opt::<Float64Type>()?;
+    f.is_valid(row).then(|| f.value(row))
 }
 
 /// A SQL rule's answer: its columns and rows, or why it failed.
@@ -776,15 +761,11 @@ fn evaluate_sql(
     let value_index = schema.index_of("value").map_err(|_| Error::Invalid {
         message: format!("rule {}: the query has no column named value", rule.name),
     })?;
-    let bound = rule.above.or(rule.below).unwrap_or(0.0);
-    let side = if rule.above.is_some() {
-        "above"
-    } else {
-        "below"
-    };
+    let (bound, side) = bound(rule);
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
     for batch in batches {
+        let values = as_floats(batch.column(value_index).as_ref());
         for row in 0..batch.num_rows() {
             let mut labels = rule.labels.clone();
             for (i, field) in schema.fields().iter().enumerate() {
@@ -813,30 +794,13 @@ fn evaluate_sql(
             } else {
                 what
             };
-            let verdict = match numeric(batch.column(value_index).as_ref(), row) {
+            let verdict = match float_at(values.as_ref(), row) {
                 None => Verdict::NoData {
                     summary: format!("{what}: the query's value is NULL"),
                 },
                 Some(value) => {
                     let summary = format!("{what}: {} is {value}, {side} {bound}", rule.name);
-                    let breach = match (rule.above, rule.below) {
-                        (Some(a), _) => value > a,
-                        (None, Some(b)) => value < b,
-                        _ => false,
-                    };
-                    if breach {
-                        Verdict::Breach {
-                            value,
-                            threshold: bound,
-                            summary,
-                        }
-                    } else {
-                        Verdict::Fine {
-                            value,
-                            threshold: bound,
-                            summary,
-                        }
-                    }
+                    Verdict::compared(breaches(rule, value), value, bound, summary)
                 }
             };
             let service = labels
@@ -898,7 +862,7 @@ pub async fn check_sql_rules(
             )
         })?;
         match schema.field_with_name("value") {
-            Ok(field) if is_numeric(field.data_type()) => {}
+            Ok(field) if field.data_type().is_numeric() => {}
             Ok(field) => {
                 return Err(sightline_model::ConfigError::new(
                     key,

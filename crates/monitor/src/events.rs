@@ -75,16 +75,12 @@ impl EventLog {
     /// Reads the events of `path` newer than [`KEEP_NS`] before `now_ns` (none when it does not
     /// exist yet). A last line cut short by a crash is left out.
     pub fn open(path: &Path, now_ns: i64) -> Result<Self, Error> {
-        let events: Vec<AlertEvent> = crate::kept::read_lines::<AlertEvent>(path)?
-            .into_iter()
-            .filter(|event| now_ns - event.time_ns < KEEP_NS)
-            .collect();
         let log = Self {
             path: path.into(),
-            events: Mutex::new(events),
+            events: Mutex::new(crate::kept::read_lines(path)?),
         };
-        // Old events leave the file too.
-        log.rewrite()?;
+        // Old events leave the file too (rewritten only when some are that old).
+        log.prune(now_ns)?;
         Ok(log)
     }
 

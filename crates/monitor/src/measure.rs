@@ -166,6 +166,24 @@ impl CountTable {
     }
 }
 
+/// Where `threshold_ns` stands in a rollup row's thresholds (NULL when the row did not count it).
+fn threshold_position_sql(threshold_ns: i64) -> String {
+    format!("array_position(latency_thresholds_ns, CAST({threshold_ns} AS BIGINT))")
+}
+
+/// A rollup row's good requests within `threshold_ns` (NULL when it did not count them).
+fn good_within_sql(threshold_ns: i64) -> String {
+    format!(
+        "CAST(array_element(good_within_counts, CAST({} AS BIGINT)) AS BIGINT)",
+        threshold_position_sql(threshold_ns)
+    )
+}
+
+/// Whether a rollup row did not count `threshold_ns`.
+fn uncounted_sql(threshold_ns: i64) -> String {
+    format!("{} IS NULL", threshold_position_sql(threshold_ns))
+}
+
 fn int64(batch: &RecordBatch, column: usize, row: usize) -> i64 {
     let array = batch.column(column);
     array
@@ -247,15 +265,13 @@ pub async fn counts(
         columns.push(format!("sum(requests) FILTER (WHERE {filter}) AS r{i}"));
         columns.push(format!("sum(errors) FILTER (WHERE {filter}) AS e{i}"));
         for (j, threshold) in thresholds_ns.iter().enumerate() {
-            let position =
-                format!("array_position(latency_thresholds_ns, CAST({threshold} AS BIGINT))");
             columns.push(format!(
-                "sum(CAST(array_element(good_within_counts, CAST({position} AS BIGINT)) AS BIGINT)) \
-                 FILTER (WHERE {filter}) AS g{i}_{j}"
+                "sum({}) FILTER (WHERE {filter}) AS g{i}_{j}",
+                good_within_sql(*threshold)
             ));
             columns.push(format!(
-                "sum(CASE WHEN {position} IS NULL THEN requests ELSE 0 END) \
-                 FILTER (WHERE {filter}) AS u{i}_{j}"
+                "sum(CASE WHEN {} THEN requests ELSE 0 END) FILTER (WHERE {filter}) AS u{i}_{j}",
+                uncounted_sql(*threshold)
             ));
         }
     }
@@ -311,11 +327,7 @@ async fn estimate_uncounted(
     table: &mut CountTable,
     services: Option<&[String]>,
 ) -> Result<(), Error> {
-    let missing: Vec<String> = table
-        .thresholds
-        .iter()
-        .map(|t| format!("array_position(latency_thresholds_ns, CAST({t} AS BIGINT)) IS NULL"))
-        .collect();
+    let missing: Vec<String> = table.thresholds.iter().map(|t| uncounted_sql(*t)).collect();
     let mut where_ = conditions(now_ns, &table.windows, services);
     where_.push(format!("({})", missing.join(" OR ")));
     let sql = format!("SELECT * FROM span_rollups WHERE {}", where_.join(" AND "));
@@ -449,9 +461,7 @@ pub async fn series(
         ));
     }
     let good = match threshold_ns {
-        Some(t) => format!(
-            "sum(coalesce(CAST(array_element(good_within_counts, CAST(array_position(latency_thresholds_ns, CAST({t} AS BIGINT)) AS BIGINT)) AS BIGINT), 0))"
-        ),
+        Some(t) => format!("sum(coalesce({}, 0))", good_within_sql(t)),
         None => "sum(requests - errors)".into(),
     };
     let sql = format!(

@@ -79,6 +79,25 @@ pub enum Verdict {
     },
 }
 
+impl Verdict {
+    /// A breach when `breach`, else fine: a measured value against what it was compared with.
+    pub fn compared(breach: bool, value: f64, threshold: f64, summary: String) -> Self {
+        if breach {
+            Self::Breach {
+                value,
+                threshold,
+                summary,
+            }
+        } else {
+            Self::Fine {
+                value,
+                threshold,
+                summary,
+            }
+        }
+    }
+}
+
 /// How a rule turns verdicts into states.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Timing {
@@ -169,18 +188,14 @@ impl Instance {
     /// Applies one evaluation's verdict at `now_ns`; the change of phase, if any.
     pub fn step(&mut self, verdict: Verdict, timing: Timing, now_ns: i64) -> Option<Transition> {
         self.evaluated_ns = now_ns;
+        let breach = matches!(verdict, Verdict::Breach { .. });
         let breach = match verdict {
             Verdict::Breach {
                 value,
                 threshold,
                 summary,
-            } => {
-                self.value = Some(value);
-                self.threshold = Some(threshold);
-                self.summary = summary;
-                true
             }
-            Verdict::Fine {
+            | Verdict::Fine {
                 value,
                 threshold,
                 summary,
@@ -188,7 +203,7 @@ impl Instance {
                 self.value = Some(value);
                 self.threshold = Some(threshold);
                 self.summary = summary;
-                false
+                breach
             }
             Verdict::NoData { summary } => {
                 self.summary = summary;

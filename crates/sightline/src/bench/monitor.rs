@@ -26,6 +26,10 @@ pub struct MonitorBenchOptions {
     pub slos: usize,
     pub rules: usize,
     pub cycles: usize,
+    /// Instead of timing: write the generated SLOs and rules as a `sightline.toml` here, evaluated
+    /// every `evaluation_interval` (for a server on the same folder).
+    pub write_config: Option<PathBuf>,
+    pub evaluation_interval: HumanDuration,
 }
 
 /// The latency SLOs' thresholds (the dataset's rollups count them when written with
@@ -161,8 +165,25 @@ pub async fn run_monitor(options: MonitorBenchOptions) -> anyhow::Result<()> {
         }
     }
     anyhow::ensure!(!groups.is_empty(), "the folder holds no requests");
-    let config = generated(&groups, options.slos, options.rules);
+    let mut config = generated(&groups, options.slos, options.rules);
+    config.monitor.evaluation_interval = options.evaluation_interval;
     config.validate()?;
+    if let Some(path) = &options.write_config {
+        let mut file = toml::Table::new();
+        file.insert("monitor".into(), toml::Value::try_from(&config.monitor)?);
+        file.insert("slo".into(), toml::Value::try_from(&config.slos)?);
+        file.insert("alert".into(), toml::Value::try_from(&config.alerts)?);
+        std::fs::write(path, toml::to_string(&file)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!(
+            "wrote {} SLOs and {} rules to {}",
+            config.slos.len(),
+            config.alerts.len(),
+            path.display()
+        );
+        store.close().await.ok();
+        return Ok(());
+    }
     let state_dir =
         std::env::temp_dir().join(format!("sightline-bench-monitor-{}", std::process::id()));
     let monitor = Monitor::open(&engine, config.clone(), Arc::new(SystemClock), &state_dir)?;

@@ -81,6 +81,12 @@ pub struct BenchMonitorArgs {
     /// Evaluation cycles to time.
     #[arg(long, default_value_t = 5)]
     pub cycles: usize,
+    /// Instead of timing, write the generated SLOs and rules as a sightline.toml to this file.
+    #[arg(long, value_name = "FILE")]
+    pub write_config: Option<PathBuf>,
+    /// With --write-config: how often the server is to evaluate them.
+    #[arg(long, default_value = "30s")]
+    pub evaluation_interval: String,
 }
 
 #[derive(Debug, Args)]
@@ -346,12 +352,18 @@ pub fn run(cli: Cli) -> ExitCode {
             runtime().and_then(|rt| rt.block_on(bench_ingest(args)))
         }
         Command::Bench(BenchCommand::Monitor(args)) => runtime().and_then(|rt| {
+            let evaluation_interval = args
+                .evaluation_interval
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--evaluation-interval: {e}"))?;
             rt.block_on(crate::bench::run_monitor(
                 crate::bench::MonitorBenchOptions {
                     data_dir: args.data_dir,
                     slos: args.slos,
                     rules: args.rules,
                     cycles: args.cycles,
+                    write_config: args.write_config,
+                    evaluation_interval,
                 },
             ))
         }),

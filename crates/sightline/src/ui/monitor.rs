@@ -262,12 +262,20 @@ fn alert_table(id: &str, alerts: &[AlertView], empty: &str) -> Markup {
                         th scope="row" { a href=(format!("/alerts/{}", a.id)) { (a.name) } }
                         td.labels { (labels_text(&a.labels)) }
                         td { (a.summary) }
-                        td.time { (a.since.replace('T', " ").trim_end_matches('Z').get(..19).unwrap_or(&a.since)) }
+                        td.time { (since(a)) }
                     }
                 }
             }
         }
     }
+}
+
+/// When an alert entered its state, to the second, as the pages write times.
+fn since(a: &AlertView) -> String {
+    layout::parse_rfc3339(&a.since).map_or_else(
+        || a.since.clone(),
+        |ns| layout::time(ns).get(..19).unwrap_or_default().to_string(),
+    )
 }
 
 /// Every label as `name=value`, space-separated (a silence's matchers).
@@ -429,7 +437,7 @@ pub async fn alert_page(
         dl.facts {
             dt { "Source" } dd { (a.source.as_str()) }
             dt { "Labels" } dd.labels { (labels_text(&a.labels)) }
-            dt { "Since (UTC)" } dd { (a.since.get(..19).unwrap_or(&a.since).replace('T', " ")) }
+            dt { "Since (UTC)" } dd { (since(a)) }
             @if let Some(v) = a.value { dt { "Value" } dd #value { (format!("{v:.4}")) @if let Some(t) = a.threshold { " (threshold " (t) ")" } } }
             @if let Some(url) = &a.runbook_url { dt { "Runbook" } dd { a #runbook href=(url) { (url) } } }
             @if let Some(service) = &a.service { dt { "Service" } dd { a href=(layout::service_path(service)) { (service) } } }
