@@ -62,7 +62,7 @@ pub struct AlertView {
     pub since: String,
     /// The last evaluation's words, with the numbers.
     pub summary: String,
-    /// What set the failing requests apart (filled by the explain analysis when there is one).
+    /// What set the failing requests apart: always empty so far, as nothing explains alerts yet.
     pub explanation: Vec<String>,
     /// Its runbook.
     pub runbook_url: Option<String>,
