@@ -183,6 +183,7 @@ impl App {
             auth: auth.clone(),
         })
         .merge(crate::server::monitor_api::router(monitor.clone()))
+        .merge(crate::server::changes_api::router(api_state.clone()))
         .merge(api::router(api_state))
         .layer(axum::middleware::from_fn_with_state(
             auth,

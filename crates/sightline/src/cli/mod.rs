@@ -1,6 +1,7 @@
 //! The command line: `serve`, and the verbs that read from a running server (`query`, `trace`,
 //! `logs`), each taking `--url`.
 
+mod changes;
 mod client;
 mod doctor;
 mod logs;
@@ -49,6 +50,8 @@ pub enum Command {
     /// Record a deploy (a CI job's last step); it is drawn on every time chart.
     #[command(disable_version_flag = true)]
     Deploy(monitor::DeployArgs),
+    /// What sets a service's failing or slow requests apart: versions, routes, attributes, hosts.
+    Explain(changes::ExplainArgs),
     /// Benchmarks (not tests): load generators that report throughput, latency and cost.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -343,6 +346,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Alerts(args) => runtime().and_then(|rt| rt.block_on(monitor::alerts(args))),
         Command::Silence(args) => runtime().and_then(|rt| rt.block_on(monitor::silence(args))),
         Command::Deploy(args) => runtime().and_then(|rt| rt.block_on(monitor::deploy(args))),
+        Command::Explain(args) => runtime().and_then(|rt| rt.block_on(changes::explain(args))),
         Command::Doctor(args) => match runtime().and_then(|rt| rt.block_on(doctor::run(args))) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,

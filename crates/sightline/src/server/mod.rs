@@ -3,6 +3,7 @@
 //! [`error`] maps every error code to HTTP, gRPC and OTLP's partial success.
 
 pub mod api;
+pub mod changes_api;
 pub mod error;
 pub mod monitor_api;
 pub mod otlp_grpc;
