@@ -70,6 +70,14 @@ impl What {
         }
     }
 
+    /// What a bad request is called in words: failing or slow.
+    pub fn bad_word(self) -> &'static str {
+        match self {
+            Self::Errors => "failing",
+            Self::Latency => "slow",
+        }
+    }
+
     /// The name in the API.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -190,10 +198,7 @@ impl Explanation {
     /// The top dimension as a sentence: "93% of failing requests have service.version=1.5.0
     /// (vs 12% of the others)".
     pub fn describe(dimension: &Dimension, what: What) -> String {
-        let bad = match what {
-            What::Errors => "failing",
-            What::Latency => "slow",
-        };
+        let bad = what.bad_word();
         format!(
             "{} of {bad} requests have {}={} (vs {} of the others)",
             percent(dimension.selection_share),
@@ -421,7 +426,7 @@ pub async fn explain(engine: &QueryEngine, question: &Question) -> Result<Explan
         is_failure_sql()
     );
     let (_, batches, _) = engine.collect(&sql, usize::MAX).await?;
-    let rows = Rows::of(&batches);
+    let rows = Rows { batches: &batches };
 
     let thresholds = match (question.what, question.threshold_ns) {
         (What::Latency, Some(threshold)) => Thresholds::Fixed(threshold),
@@ -441,21 +446,21 @@ pub async fn explain(engine: &QueryEngine, question: &Question) -> Result<Explan
             What::Errors => row.failed,
             What::Latency => row.duration_ns > thresholds.of(row.route),
         };
-        let sampled_out_weight = if question.what == What::Errors && row.failed {
+        let weight = if question.what == What::Errors && row.failed {
             1.0
         } else {
             1.0 / keep
         };
         let side = if before {
-            tally.before += sampled_out_weight;
+            tally.before += weight;
             Side::Before
         } else if bad {
             tally.bad += 1;
-            tally.window += sampled_out_weight;
+            tally.window += weight;
             Side::Bad
         } else {
             tally.good += 1;
-            tally.window += sampled_out_weight;
+            tally.window += weight;
             Side::Good
         };
         pairs.clear();
@@ -464,7 +469,7 @@ pub async fn explain(engine: &QueryEngine, question: &Question) -> Result<Explan
             if question.what == What::Errors && FAILURE_KEYS.contains(&key.as_ref()) {
                 continue;
             }
-            tally.add(key, value, side, sampled_out_weight);
+            tally.add(key, value, side, weight);
         }
     }
     group_id_like(&mut tally);
@@ -493,15 +498,9 @@ fn answer(question: &Question, tally: Tally, sampled: bool, good_weight: f64) ->
             continue;
         }
         for (value, counts) in &stats.values {
-            if let Some(dimension) = dimension(key, value, counts, bad_total, good_total, alpha) {
+            let totals = (bad_total, good_total, good_weight);
+            if let Some(dimension) = dimension(key, value, counts, totals, alpha) {
                 dimensions.push(Dimension {
-                    baseline_count: (counts.good as f64
-                        * if question.what == What::Errors {
-                            good_weight
-                        } else {
-                            1.0
-                        })
-                    .round() as u64,
                     grouped: stats.grouped,
                     ..dimension
                 });
@@ -538,10 +537,7 @@ fn answer(question: &Question, tally: Tally, sampled: bool, good_weight: f64) ->
         What::Errors => (tally.bad, weight(tally.good)),
         What::Latency => (weight(tally.bad), weight(tally.good)),
     };
-    let bad_words = match question.what {
-        What::Errors => "failing",
-        What::Latency => "slow",
-    };
+    let bad_words = question.what.bad_word();
     let summary = if tally.bad == 0 {
         format!("no {bad_words} requests in the window: nothing to explain")
     } else if let Some(top) = dimensions.first() {
@@ -580,8 +576,7 @@ fn dimension(
     key: &str,
     value: &str,
     counts: &Counts,
-    bad_total: f64,
-    good_total: f64,
+    (bad_total, good_total, good_weight): (f64, f64, f64),
     alpha: f64,
 ) -> Option<Dimension> {
     if counts.bad < MIN_SUPPORT || bad_total <= 0.0 {
@@ -619,7 +614,7 @@ fn dimension(
         selection_share,
         baseline_share,
         selection_count: counts.bad,
-        baseline_count: counts.good,
+        baseline_count: (counts.good as f64 * good_weight).round() as u64,
         risk_ratio,
         p_value,
         grouped: false,
@@ -752,10 +747,6 @@ fn int64(batch: &RecordBatch, name: &str, row: usize) -> i64 {
 }
 
 impl<'a> Rows<'a> {
-    fn of(batches: &'a [RecordBatch]) -> Self {
-        Self { batches }
-    }
-
     fn iter(&self) -> impl Iterator<Item = Row<'a>> + '_ {
         self.batches.iter().flat_map(|batch| {
             (0..batch.num_rows()).map(move |i| Row {
@@ -889,14 +880,14 @@ mod tests {
             window: 2.0,
             before: 0.0,
         };
-        assert!(dimension("k", "v", &counts, 2.0, 1000.0, 0.01).is_none());
+        assert!(dimension("k", "v", &counts, (2.0, 1000.0, 1.0), 0.01).is_none());
         let counts = Counts {
             bad: 40,
             good: 10,
             window: 50.0,
             before: 0.0,
         };
-        let d = dimension("k", "v", &counts, 50.0, 1000.0, 0.01).expect("clear cause");
+        let d = dimension("k", "v", &counts, (50.0, 1000.0, 1.0), 0.01).expect("clear cause");
         assert!((d.selection_share - 0.8).abs() < 1e-9);
         assert!((d.baseline_share - 0.01).abs() < 1e-9);
         assert!(d.risk_ratio.unwrap() > 10.0);

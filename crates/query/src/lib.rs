@@ -7,7 +7,9 @@
 //! read-only SQL under a memory limit and a timeout, admitted by [`admission`] and run on the
 //! queries' own runtime ([`runtime`]); [`views`] answers the API's fixed questions
 //! (a trace, a log search, per-service rates) through the same engine; windows of half an hour
-//! or more take their rates from the per-minute `span_rollups` ([`red`]).
+//! or more take their rates from the per-minute `span_rollups` ([`red`]). [`explain`] says what
+//! sets a window's failing or slow requests apart, grouping id-like values by the message
+//! patterns of [`mask`].
 
 #![deny(missing_docs)]
 

@@ -5,6 +5,7 @@ use clap::Args;
 use serde_json::Value;
 
 use super::client::{ApiClient, plain};
+use super::monitor::table;
 
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
@@ -39,16 +40,6 @@ pub struct ExplainArgs {
     /// Sightline's API address.
     #[arg(long, env = "SIGHTLINE_URL", default_value = super::DEFAULT_URL)]
     pub url: String,
-}
-
-pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
-    let mut table = comfy_table::Table::new();
-    table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
-    table.set_header(header);
-    for row in rows {
-        table.add_row(row);
-    }
-    format!("{table}\n")
 }
 
 fn share(value: &Value) -> String {

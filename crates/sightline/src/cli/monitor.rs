@@ -51,7 +51,8 @@ pub struct SilenceArgs {
     pub url: String,
 }
 
-fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+/// Rows under a header, as the terminal verbs print them.
+pub(super) fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut table = comfy_table::Table::new();
     table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
     table.set_header(header);
