@@ -106,7 +106,7 @@ impl From<f64> for Attr {
 }
 
 /// The state of the shop at one moment: which releases run and which faults are active.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Conditions {
     /// The `service.version` the orders service reports: "1.5.0" during the bad release,
     /// "1.4.2" otherwise.
@@ -115,8 +115,42 @@ pub struct Conditions {
     pub bad_release: bool,
     /// Queries on the `orders` table are slow (a median of 900 ms instead of 4 ms).
     pub slow_query: bool,
-    /// The payment provider fails: most of its calls time out.
+    /// The card payment provider fails: most of its calls time out (the wallet provider, a
+    /// third of the checkouts, keeps working).
     pub provider_down: bool,
+    /// Every database query of this tenant (`tenant.id`) is slow.
+    pub slow_tenant: Option<&'static str>,
+    /// This orders instance (`host.name`) is slow at everything: a noisy neighbour.
+    pub slow_host: Option<&'static str>,
+    /// The email worker has been falling behind for this many seconds: slow report exports
+    /// hog it, the queue grows and receipts wait longer and longer.
+    pub backlog_s: Option<f64>,
+}
+
+/// The tenants of the shop, as `tenant.id` on the gateway's and orders' request spans (one per
+/// trace, from its id, so the shop's random sequence is the same with or without them).
+pub const TENANTS: [&str; 6] = ["acme", "globex", "initech", "umbrella", "hooli", "stark"];
+
+/// The orders service's instances, as `host.name` (the other services run one, `{service}-7d9f`).
+pub const ORDERS_HOSTS: [&str; 3] = ["orders-7d9f", "orders-5c2a", "orders-8b1e"];
+
+/// The payment providers a checkout is charged through (`payment.provider`): the card
+/// provider for two checkouts in three, the wallet provider for the others.
+pub const PROVIDERS: [(&str, &str); 2] = [
+    ("card", "api.payments-provider.example"),
+    ("wallet", "api.wallet-provider.example"),
+];
+
+fn tenant_of(trace: &[u8]) -> &'static str {
+    TENANTS[trace[1] as usize % TENANTS.len()]
+}
+
+fn orders_host_of(trace: &[u8]) -> &'static str {
+    ORDERS_HOSTS[trace[2] as usize % ORDERS_HOSTS.len()]
+}
+
+fn provider_of(trace: &[u8]) -> (&'static str, &'static str) {
+    PROVIDERS[usize::from(trace[3] % 3 == 2)]
 }
 
 /// Faults follow a 10-minute cycle so that a newcomer sees each within minutes: a slow query in
@@ -130,14 +164,108 @@ pub fn conditions_at(now_ns: i64) -> Conditions {
         bad_release,
         slow_query: (2..4).contains(&minute),
         provider_down: (5..7).contains(&minute),
+        ..Conditions::default()
+    }
+}
+
+/// A named fault, run on its own by `sightline demo --scenario NAME` instead of the cycle: the
+/// shop is healthy until the fault begins, then the fault holds until the demo stops.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scenario {
+    /// Its name on the command line.
+    pub name: &'static str,
+    /// What happens, in words.
+    pub summary: &'static str,
+    /// The injected cause as an explanation names it: a dimension and its value.
+    pub cause: (&'static str, &'static str),
+    /// An SLO or alert rule (`sightline.toml`) that fires on it.
+    pub alert: &'static str,
+}
+
+/// The scenarios, in the order `--list` shows them.
+pub const SCENARIOS: [Scenario; 5] = [
+    Scenario {
+        name: "bad-release",
+        summary: "orders 1.5.0 is deployed and fails 30% of order reads with a KeyError",
+        cause: ("service.version", "1.5.0"),
+        alert: "[[slo]]\nname = \"order-reads\"\nservice = \"orders\"\nroute = \"/api/orders/{order_id}\"\nindicator = \"availability\"\nobjective = 99.5\n",
+    },
+    Scenario {
+        name: "slow-dependency",
+        summary: "the database slows down for one tenant (tenant.id = acme): its queries take about 900 ms",
+        cause: ("tenant.id", "acme"),
+        alert: "[[alert]]\nname = \"orders-slow\"\nservice = \"orders\"\nmeasure = \"p95\"\nabove = 0.3\nwindow = \"5m\"\n",
+    },
+    Scenario {
+        name: "dependency-down",
+        summary: "the card payment provider times out on most charges; the wallet provider keeps working",
+        cause: ("payment.provider", "card"),
+        alert: "[[alert]]\nname = \"checkout-errors\"\nservice = \"orders\"\nroute = \"/api/checkout\"\nmeasure = \"error_rate\"\nabove = 0.1\nwindow = \"5m\"\n",
+    },
+    Scenario {
+        name: "queue-backlog",
+        summary: "report exports hog the email worker: the queue grows and receipts wait longer and longer",
+        cause: ("celery.task_name", "shop.tasks.export_report"),
+        alert: "[[alert]]\nname = \"worker-slow\"\nservice = \"email-worker\"\nmeasure = \"p95\"\nabove = 1.0\nwindow = \"5m\"\n",
+    },
+    Scenario {
+        name: "noisy-neighbour",
+        summary: "one orders instance (host.name = orders-8b1e) shares its machine with a noisy neighbour and is slow at everything",
+        cause: ("host.name", "orders-8b1e"),
+        alert: "[[alert]]\nname = \"orders-slow\"\nservice = \"orders\"\nmeasure = \"p95\"\nabove = 0.3\nwindow = \"5m\"\n",
+    },
+];
+
+/// The scenario named `name`.
+pub fn scenario(name: &str) -> Option<&'static Scenario> {
+    SCENARIOS.iter().find(|s| s.name == name)
+}
+
+impl Scenario {
+    /// The shop at `now_ns` when the fault began at `fault_start_ns`: healthy before it.
+    pub fn conditions_at(&self, now_ns: i64, fault_start_ns: i64) -> Conditions {
+        let healthy = Conditions {
+            orders_version: "1.4.2",
+            ..Conditions::default()
+        };
+        if now_ns < fault_start_ns {
+            return healthy;
+        }
+        let since_s = (now_ns - fault_start_ns) as f64 / 1e9;
+        match self.name {
+            "bad-release" => Conditions {
+                orders_version: "1.5.0",
+                bad_release: true,
+                ..healthy
+            },
+            "slow-dependency" => Conditions {
+                slow_tenant: Some(self.cause.1),
+                ..healthy
+            },
+            "dependency-down" => Conditions {
+                provider_down: true,
+                ..healthy
+            },
+            "queue-backlog" => Conditions {
+                backlog_s: Some(since_s),
+                ..healthy
+            },
+            "noisy-neighbour" => Conditions {
+                slow_host: Some(self.cause.1),
+                ..healthy
+            },
+            _ => healthy,
+        }
     }
 }
 
 /// Collects one second of the shop's telemetry.
 #[derive(Debug, Default)]
 pub struct Batch {
-    spans: Vec<(&'static str, Span)>,
-    logs: Vec<(&'static str, LogRecord)>,
+    spans: Vec<(Origin, Span)>,
+    logs: Vec<(Origin, LogRecord)>,
+    /// The orders instance serving the request being made.
+    orders_host: &'static str,
     /// How many requests through the shop this batch holds.
     pub requests: u64,
 }
@@ -160,14 +288,22 @@ fn version_of(service: &str, conditions: &Conditions) -> &'static str {
         .unwrap_or("0.0.0")
 }
 
-fn resource(service: &str, conditions: &Conditions) -> Resource {
+/// Which process sent a span or a line: its service and, for orders, its instance's host.
+type Origin = (&'static str, &'static str);
+
+fn resource(service: &str, host: &str, conditions: &Conditions) -> Resource {
+    let host = if host.is_empty() {
+        format!("{service}-7d9f")
+    } else {
+        host.to_string()
+    };
     Resource {
         attributes: vec![
             kv("service.name", service),
             kv("service.version", version_of(service, conditions)),
             kv("deployment.environment.name", "demo"),
             kv("telemetry.sdk.language", "python"),
-            kv("host.name", format!("{service}-7d9f")),
+            kv("host.name", host),
         ],
         ..Default::default()
     }
@@ -185,6 +321,17 @@ struct SpanSpec<'a> {
 }
 
 impl Batch {
+    fn origin(&self, service: &'static str) -> Origin {
+        (
+            service,
+            if service == "orders" {
+                self.orders_host
+            } else {
+                ""
+            },
+        )
+    }
+
     fn span(&mut self, span_id: Vec<u8>, service: &'static str, spec: SpanSpec<'_>) -> Vec<u8> {
         let mut events = Vec::new();
         let status = match spec.error {
@@ -212,7 +359,7 @@ impl Batch {
             None => None,
         };
         self.spans.push((
-            service,
+            self.origin(service),
             Span {
                 trace_id: spec.trace_id.to_vec(),
                 span_id: span_id.clone(),
@@ -245,7 +392,7 @@ impl Batch {
             _ => "INFO",
         };
         self.logs.push((
-            service,
+            self.origin(service),
             LogRecord {
                 time_unix_nano: time_ns as u64,
                 observed_time_unix_nano: time_ns as u64,
@@ -266,6 +413,8 @@ impl Batch {
     pub fn request(&mut self, dice: &mut Dice, start_ns: i64, conditions: &Conditions) {
         self.requests += 1;
         let trace = dice.id::<16>();
+        self.orders_host = orders_host_of(&trace);
+        let tenant = tenant_of(&trace);
         let roll = dice.unit();
         let (route, target) = match roll {
             r if r < 0.35 => ("/api/products", "/api/products?page=1".to_string()),
@@ -295,6 +444,7 @@ impl Batch {
                 kv("url.scheme", "https"),
                 kv("http.response.status_code", code),
                 kv("enduser.id", user.clone()),
+                kv("tenant.id", tenant),
                 kv(
                     "user_agent.original",
                     "Mozilla/5.0 (Macintosh) shop-web/5.2",
@@ -342,7 +492,7 @@ impl Batch {
         }
         let span_status = if status_code >= 500 { Some(2) } else { None };
         self.spans.push((
-            "api-gateway",
+            self.origin("api-gateway"),
             Span {
                 trace_id: trace.clone(),
                 span_id: gateway_span.clone(),
@@ -428,11 +578,21 @@ impl Batch {
             ),
             _ => ("SELECT * FROM orders WHERE id = $1", "orders"),
         };
-        let db_median = if conditions.slow_query && table == "orders" {
+        let tenant = tenant_of(trace);
+        let noisy = conditions.slow_host == Some(self.orders_host);
+        let db_median = if (conditions.slow_query && table == "orders")
+            || conditions.slow_tenant == Some(tenant)
+        {
             900.0
+        } else if noisy {
+            80.0
         } else {
             4.0
         };
+        if noisy {
+            // Starved of CPU by its neighbour: everything takes longer.
+            cursor += dice.duration_ns(350.0);
+        }
         let db_duration = dice.duration_ns(db_median);
         let db_span = self.span(
             dice.id::<8>(),
@@ -490,7 +650,14 @@ impl Batch {
                         error: None,
                     },
                 );
-                let queue_delay = dice.duration_ns(40.0);
+                // Behind a backlog, receipts wait longer and longer (up to two minutes).
+                let backlog_ns = conditions
+                    .backlog_s
+                    .map_or(0, |s| ((s * 0.2).min(120.0) * 1e9) as i64);
+                let queue_delay = dice.duration_ns(40.0) + backlog_ns;
+                if conditions.backlog_s.is_some() && dice.chance(0.3) {
+                    self.export_report(dice, cursor);
+                }
                 self.worker(dice, trace, &producer, cursor + queue_delay);
                 self.log(
                     "orders",
@@ -518,7 +685,7 @@ impl Batch {
         let duration = cursor - start_ns + dice.duration_ns(0.4);
         let server_error = (status >= 500).then_some(()).and(error);
         self.spans.push((
-            "orders",
+            self.origin("orders"),
             Span {
                 trace_id: trace.to_vec(),
                 span_id: server_span,
@@ -527,11 +694,18 @@ impl Batch {
                 kind: span::SpanKind::Server as i32,
                 start_time_unix_nano: start_ns as u64,
                 end_time_unix_nano: (start_ns + duration) as u64,
-                attributes: vec![
-                    kv("http.request.method", if route == "/api/checkout" { "POST" } else { "GET" }),
-                    kv("http.route", route),
-                    kv("http.response.status_code", status),
-                ],
+                attributes: {
+                    let mut a = vec![
+                        kv("http.request.method", if route == "/api/checkout" { "POST" } else { "GET" }),
+                        kv("http.route", route),
+                        kv("http.response.status_code", status),
+                        kv("tenant.id", tenant),
+                    ];
+                    if route == "/api/checkout" {
+                        a.push(kv("payment.provider", provider_of(trace).0));
+                    }
+                    a
+                },
                 events: server_error
                     .map(|(t, m)| vec![span::Event {
                         time_unix_nano: (start_ns + duration) as u64,
@@ -557,7 +731,8 @@ impl Batch {
         conditions: &Conditions,
     ) -> (i64, Option<(&'static str, &'static str)>) {
         let server_span = dice.id::<8>();
-        let failing = conditions.provider_down && dice.chance(0.6);
+        let (provider, host) = provider_of(trace);
+        let failing = conditions.provider_down && provider == "card" && dice.chance(0.6);
         let provider_duration = if failing {
             dice.duration_ns(3000.0)
         } else {
@@ -567,6 +742,7 @@ impl Batch {
             "httpx.ReadTimeout",
             "timed out reading from api.payments-provider.example",
         ));
+        let url = format!("https://{host}/v1/charges");
         self.span(
             dice.id::<8>(),
             "payments",
@@ -579,11 +755,8 @@ impl Batch {
                 duration_ns: provider_duration,
                 attributes: vec![
                     kv("http.request.method", "POST"),
-                    kv("server.address", "api.payments-provider.example"),
-                    kv(
-                        "url.full",
-                        "https://api.payments-provider.example/v1/charges",
-                    ),
+                    kv("server.address", host),
+                    kv("url.full", url),
                 ],
                 error,
             },
@@ -591,7 +764,7 @@ impl Batch {
         let duration = provider_duration + dice.duration_ns(2.0);
         let status = if failing { 502 } else { 200 };
         self.spans.push((
-            "payments",
+            self.origin("payments"),
             Span {
                 trace_id: trace.to_vec(),
                 span_id: server_span.clone(),
@@ -604,6 +777,7 @@ impl Batch {
                     kv("http.request.method", "POST"),
                     kv("http.route", "/charges"),
                     kv("http.response.status_code", status as i64),
+                    kv("payment.provider", provider),
                 ],
                 status: failing.then(|| Status {
                     code: 2,
@@ -623,6 +797,43 @@ impl Batch {
             );
         }
         (duration, error)
+    }
+
+    /// A report export the worker runs on its own (a scheduled job, its own trace): slow, and
+    /// during a backlog frequent enough to hold the receipts up.
+    fn export_report(&mut self, dice: &mut Dice, start_ns: i64) {
+        let trace = dice.id::<16>();
+        let consumer = dice.id::<8>();
+        let duration = dice.duration_ns(7000.0);
+        self.spans.push((
+            self.origin("email-worker"),
+            Span {
+                trace_id: trace.clone(),
+                span_id: consumer.clone(),
+                name: "run/export_report".into(),
+                kind: span::SpanKind::Consumer as i32,
+                start_time_unix_nano: start_ns as u64,
+                end_time_unix_nano: (start_ns + duration) as u64,
+                attributes: vec![
+                    kv("messaging.system", "celery"),
+                    kv("celery.task_name", "shop.tasks.export_report"),
+                    kv("celery.state", "SUCCESS"),
+                ],
+                ..Default::default()
+            },
+        ));
+        self.log(
+            "email-worker",
+            start_ns + duration,
+            13,
+            format!(
+                "report exported: {} rows in {} ms",
+                10_000 + dice.next() % 90_000,
+                duration / MS
+            ),
+            (&trace, &consumer),
+            "celery.worker",
+        );
     }
 
     fn worker(&mut self, dice: &mut Dice, trace: &[u8], producer: &[u8], start_ns: i64) {
@@ -646,7 +857,7 @@ impl Batch {
             },
         );
         self.spans.push((
-            "email-worker",
+            self.origin("email-worker"),
             Span {
                 trace_id: trace.to_vec(),
                 span_id: consumer.clone(),
@@ -692,16 +903,23 @@ impl Batch {
         };
         let mut traces = ExportTraceServiceRequest::default();
         let mut logs = ExportLogsServiceRequest::default();
-        for (service, _) in SERVICES {
+        let mut origins: Vec<Origin> = self.spans.iter().map(|(o, _)| *o).collect();
+        origins.extend(self.logs.iter().map(|(o, _)| *o));
+        origins.sort_by_key(|(service, host)| {
+            (SERVICES.iter().position(|(s, _)| s == service), *host)
+        });
+        origins.dedup();
+        for origin in origins {
+            let (service, host) = origin;
             let spans: Vec<Span> = self
                 .spans
                 .iter()
-                .filter(|(s, _)| *s == service)
+                .filter(|(o, _)| *o == origin)
                 .map(|(_, span)| span.clone())
                 .collect();
             if !spans.is_empty() {
                 traces.resource_spans.push(ResourceSpans {
-                    resource: Some(resource(service, conditions)),
+                    resource: Some(resource(service, host, conditions)),
                     scope_spans: vec![ScopeSpans {
                         scope: scope("opentelemetry.instrumentation.fastapi"),
                         spans,
@@ -713,12 +931,12 @@ impl Batch {
             let records: Vec<LogRecord> = self
                 .logs
                 .iter()
-                .filter(|(s, _)| *s == service)
+                .filter(|(o, _)| *o == origin)
                 .map(|(_, r)| r.clone())
                 .collect();
             if !records.is_empty() {
                 logs.resource_logs.push(ResourceLogs {
-                    resource: Some(resource(service, conditions)),
+                    resource: Some(resource(service, host, conditions)),
                     scope_logs: vec![ScopeLogs {
                         scope: scope(service),
                         log_records: records,
@@ -815,10 +1033,10 @@ pub fn metrics_at(
             ),
         ];
         if service == "email-worker" {
-            let depth = if conditions.provider_down {
-                5.0
-            } else {
-                40.0 * dice.unit()
+            let depth = match conditions.backlog_s {
+                Some(behind) => 40.0 + (behind * 2.0).min(5000.0) + 10.0 * dice.unit(),
+                None if conditions.provider_down => 5.0,
+                None => 40.0 * dice.unit(),
             };
             metrics.push(gauge(
                 "celery.queue.depth",
@@ -869,7 +1087,7 @@ pub fn metrics_at(
             });
         }
         request.resource_metrics.push(ResourceMetrics {
-            resource: Some(resource(service, conditions)),
+            resource: Some(resource(service, "", conditions)),
             scope_metrics: vec![ScopeMetrics {
                 metrics,
                 ..Default::default()

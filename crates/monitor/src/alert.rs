@@ -109,3 +109,52 @@ pub struct Alert {
     /// The `[[notify]]` targets it goes to.
     pub notify: Vec<String>,
 }
+
+/// One value that set an alert's bad requests apart when it began firing (a ranked
+/// dimension of [`sightline_query::explain`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cause {
+    /// The dimension: a promoted column by its OpenTelemetry name, or an attribute's key.
+    pub key: String,
+    /// The value (or the pattern of grouped values).
+    pub value: String,
+    /// Share of the bad requests that carry it (0 to 1).
+    pub selection_share: f64,
+    /// Share of the other requests that carry it.
+    pub baseline_share: f64,
+    /// How many times likelier a request with it is bad; `None` when every bad request has it.
+    pub risk_ratio: Option<f64>,
+    /// The test's p-value.
+    pub p_value: f64,
+    /// True when `value` is the pattern of the key's many values.
+    #[serde(default)]
+    pub grouped: bool,
+    /// The cause in words: "91% of failing requests have service.version=1.5.0 (vs 15% of the
+    /// others)".
+    pub summary: String,
+}
+
+/// What was asked and found when an alert began firing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Explained {
+    /// The window's start (ns).
+    pub start_ns: i64,
+    /// The window's end (ns): when it fired.
+    pub end_ns: i64,
+    /// `errors` or `latency`.
+    pub what: String,
+    /// The service asked about.
+    pub service: String,
+    /// The route, when the alert watches one.
+    pub route: Option<String>,
+    /// For latency: the threshold in milliseconds (`None`: each route's p95).
+    pub threshold_ms: Option<f64>,
+    /// Bad requests in the window.
+    pub bad_requests: u64,
+    /// The others.
+    pub other_requests: u64,
+    /// The top causes, best first (at most three).
+    pub causes: Vec<Cause>,
+    /// The answer in words.
+    pub summary: String,
+}

@@ -9,6 +9,7 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Float64Type};
 use serde::Serialize;
 use sightline_query::QueryEngine;
+use sightline_query::explain::What;
 
 use crate::alert::{Labels, Source, fingerprint};
 use crate::budget::{
@@ -132,6 +133,71 @@ pub struct Found {
     pub timing: Timing,
     /// The service and route it watches (for its page's requests and logs).
     pub service: Option<String>,
+    /// What to explain when it begins firing; `None` when it watches no service.
+    pub ask: Option<Ask>,
+}
+
+/// The explanation an alert asks for when it begins firing: which requests are bad, where.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ask {
+    /// The service.
+    pub service: String,
+    /// Its route, when the alert watches one.
+    pub route: Option<String>,
+    /// Failing or slow requests.
+    pub what: What,
+    /// For latency: slower than this is bad (`None`: each route's p95).
+    pub threshold_ns: Option<i64>,
+    /// The window explained, ending at the firing.
+    pub window_ns: i64,
+}
+
+/// The shortest window an alert's explanation looks at: enough requests to rank dimensions.
+pub const MIN_EXPLAIN_WINDOW_NS: i64 = 15 * NS_PER_MINUTE;
+/// The longest: older requests say little about what is failing now.
+pub const MAX_EXPLAIN_WINDOW_NS: i64 = 60 * NS_PER_MINUTE;
+
+impl Ask {
+    /// An SLO's: its service and route, its bad requests by its indicator, over the last
+    /// half hour.
+    fn of_slo(slo: &SloConfig) -> Self {
+        let (what, threshold_ns) = match slo.indicator {
+            Indicator::Availability => (What::Errors, None),
+            Indicator::Latency => (What::Latency, slo.threshold.map(|t| t.as_nanos())),
+        };
+        Self {
+            service: slo.service.clone(),
+            route: slo.route.clone(),
+            what,
+            threshold_ns,
+            window_ns: 30 * NS_PER_MINUTE,
+        }
+    }
+
+    /// A rule's on `service`: latency measures explain slow requests (slower than the rule's
+    /// `above`, or than the route's p95 when it compares with a baseline), the others failing
+    /// ones; over the rule's window, clamped.
+    fn of_rule(rule: &AlertConfig, service: String) -> Self {
+        let (what, threshold_ns) = match rule.measure {
+            Measure::P50 | Measure::P95 | Measure::P99 => (
+                What::Latency,
+                rule.above
+                    .filter(|_| rule.baseline.is_none())
+                    .map(|s| (s * NS_PER_SECOND as f64) as i64),
+            ),
+            Measure::ErrorRate | Measure::RequestRate | Measure::Sql => (What::Errors, None),
+        };
+        Self {
+            service,
+            route: rule.route.clone(),
+            what,
+            threshold_ns,
+            window_ns: rule
+                .window
+                .as_nanos()
+                .clamp(MIN_EXPLAIN_WINDOW_NS, MAX_EXPLAIN_WINDOW_NS),
+        }
+    }
 }
 
 /// One evaluation's results.
@@ -415,6 +481,7 @@ fn evaluate_slo(slo: &SloConfig, table: &CountTable) -> (SloStatus, Vec<Found>) 
                 no_data: NoData::NoData,
             },
             service: Some(slo.service.clone()),
+            ask: Some(Ask::of_slo(slo)),
         });
     }
     (status, found)
@@ -716,6 +783,7 @@ fn evaluate_rule(
                 notify: rule.notify.clone(),
                 verdict,
                 timing: rule_timing(rule),
+                ask: Some(Ask::of_rule(rule, service.clone())),
                 service: Some(service),
             }
         })
@@ -816,6 +884,7 @@ fn evaluate_sql(
                 notify: rule.notify.clone(),
                 verdict,
                 timing: rule_timing(rule),
+                ask: service.clone().map(|s| Ask::of_rule(rule, s)),
                 service,
             });
         }
@@ -838,6 +907,7 @@ fn evaluate_sql(
                 },
                 timing: rule_timing(rule),
                 service: instance.labels.get("service").cloned(),
+                ask: None,
             });
         }
     }

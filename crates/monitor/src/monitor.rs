@@ -18,15 +18,16 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use sightline_model::Clock;
+use sightline_query::explain::{self, Explanation, Question};
 use sightline_query::json::format_time_ns;
 use sightline_query::{QueryClass, QueryEngine};
 use tracing::{info, warn};
 
-use crate::alert::{Alert, AlertState, Labels, Source};
+use crate::alert::{Alert, AlertState, Cause, Explained, Labels, Source};
 use crate::config::MonitorConfig;
 use crate::deploys::{Deploy, DeployLog};
 use crate::error::Error;
-use crate::eval::{self, SloStatus};
+use crate::eval::{self, Ask, SloStatus};
 use crate::events::{AlertEvent, EventLog};
 use crate::kept::RowsTable;
 use crate::notify::{DeliveryError, Notifier, NotifyStats};
@@ -62,8 +63,9 @@ pub struct AlertView {
     pub since: String,
     /// The last evaluation's words, with the numbers.
     pub summary: String,
-    /// What set the failing requests apart: always empty so far, as nothing explains alerts yet.
-    pub explanation: Vec<String>,
+    /// What set its bad requests apart when it began firing, best first (at most three;
+    /// empty before it fires, or when nothing did).
+    pub explanation: Vec<Cause>,
     /// Its runbook.
     pub runbook_url: Option<String>,
     /// Its page.
@@ -90,6 +92,8 @@ pub struct AlertDetail {
     pub timeline: Vec<TimelineEntry>,
     /// Its values at recent evaluations (since the server started), oldest first.
     pub samples: Vec<Sample>,
+    /// The question its explanation answered when it began firing, and the whole answer.
+    pub explained: Option<Explained>,
 }
 
 /// One change of state.
@@ -329,7 +333,8 @@ impl Monitor {
             ..CycleReport::default()
         };
         let mut events = Vec::new();
-        let (alerts, silences) = {
+        let mut to_explain = Vec::new();
+        {
             let mut live = lock(&inner.live);
             let mut seen = BTreeSet::new();
             for found in evaluation.found {
@@ -346,6 +351,11 @@ impl Monitor {
                 // A rule's first look at a service with no data says nothing yet.
                 let brand_new = instance.phase == Phase::Inactive && instance.value.is_none();
                 if let Some(change) = instance.step(found.verdict, found.timing, now_ns) {
+                    if change.to == Phase::Firing
+                        && let Some(ask) = &found.ask
+                    {
+                        to_explain.push((found.id.clone(), ask.clone()));
+                    }
                     if !(brand_new && change.to == Phase::NoData && found.source == Source::Rule) {
                         events.push(event(instance, now_ns));
                     } else {
@@ -429,8 +439,18 @@ impl Monitor {
             live.evaluated_ns = Some(now_ns);
             live.last_error = None;
             report.transitions = events.len();
-            let alerts = self.notifiable(&live);
-            (alerts, live.silences.clone())
+        }
+        // Explained once, as they begin firing, outside the lock (the pages read on), and
+        // before the notifications that carry the explanations are built.
+        for (id, ask) in to_explain {
+            let explained = explain(&inner.engine, &ask, now_ns).await;
+            if let Some(instance) = lock(&inner.live).instances.get_mut(&id) {
+                instance.explained = explained;
+            }
+        }
+        let (alerts, silences) = {
+            let live = lock(&inner.live);
+            (self.notifiable(&live), live.silences.clone())
         };
         if let Err(e) = inner.events.append(&events) {
             warn!(error = %e, "alert events could not be written");
@@ -486,6 +506,19 @@ impl Monitor {
                     annotations.insert("runbook_url".into(), url.clone());
                 }
                 annotations.insert("alert_url".into(), self.alert_url(&i.id));
+                if let Some(explained) = &i.explained {
+                    for (n, cause) in explained.causes.iter().enumerate() {
+                        annotations.insert(format!("explanation_{}", n + 1), cause.summary.clone());
+                    }
+                    if !explained.causes.is_empty() {
+                        let all: Vec<&str> = explained
+                            .causes
+                            .iter()
+                            .map(|c| c.summary.as_str())
+                            .collect();
+                        annotations.insert("explanation".into(), all.join("; "));
+                    }
+                }
                 Some(Alert {
                     id: i.id.clone(),
                     labels: i.labels.clone(),
@@ -581,7 +614,11 @@ impl Monitor {
             threshold: i.threshold,
             since: format_time_ns(i.since_ns),
             summary: i.summary.clone(),
-            explanation: Vec::new(),
+            explanation: i
+                .explained
+                .as_ref()
+                .map(|e| e.causes.clone())
+                .unwrap_or_default(),
             runbook_url: meta.runbook_url,
             url: self.alert_url(&i.id),
             silenced_by,
@@ -629,10 +666,11 @@ impl Monitor {
                         .get(id)
                         .map(|s| s.iter().copied().collect())
                         .unwrap_or_default(),
+                    instance.explained.clone(),
                 )
             })
         };
-        let Some((alert, samples)) = view else {
+        let Some((alert, samples, explained)) = view else {
             return Err(not_found(id));
         };
         let timeline = self
@@ -652,6 +690,7 @@ impl Monitor {
             alert,
             timeline,
             samples,
+            explained,
         })
     }
 
@@ -797,4 +836,63 @@ pub async fn run(monitor: Monitor, shutdown: impl Future<Output = ()>) {
         }
     }
     monitor.settle().await;
+}
+
+/// The causes an alert carries.
+const CAUSES: usize = 3;
+/// The longest an alert's explanation may take before the cycle goes on without it.
+const EXPLAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What set the bad requests of `ask` apart over its window ending now; `None` (and a warning)
+/// when the question failed or took too long, so an alert still fires without it.
+async fn explain(engine: &QueryEngine, ask: &Ask, now_ns: i64) -> Option<Explained> {
+    let question = Question {
+        service: ask.service.clone(),
+        route: ask.route.clone(),
+        start_ns: now_ns - ask.window_ns,
+        end_ns: now_ns,
+        what: ask.what,
+        threshold_ns: ask.threshold_ns,
+        limit: CAUSES,
+    };
+    let answer = match tokio::time::timeout(EXPLAIN_TIMEOUT, explain::explain(engine, &question))
+        .await
+    {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(e)) => {
+            warn!(service = %ask.service, error = %e, "an alert's explanation failed; it fires without one");
+            return None;
+        }
+        Err(_) => {
+            warn!(service = %ask.service, "an alert's explanation took longer than {EXPLAIN_TIMEOUT:?}; it fires without one");
+            return None;
+        }
+    };
+    let causes = answer
+        .dimensions
+        .iter()
+        .take(CAUSES)
+        .map(|d| Cause {
+            key: d.key.clone(),
+            value: d.value.clone(),
+            selection_share: d.selection_share,
+            baseline_share: d.baseline_share,
+            risk_ratio: d.risk_ratio,
+            p_value: d.p_value,
+            grouped: d.grouped,
+            summary: Explanation::describe(d, answer.what),
+        })
+        .collect();
+    Some(Explained {
+        start_ns: question.start_ns,
+        end_ns: question.end_ns,
+        what: answer.what.as_str().into(),
+        service: answer.service,
+        route: answer.route,
+        threshold_ms: answer.threshold_ms,
+        bad_requests: answer.selection.requests,
+        other_requests: answer.baseline.requests,
+        causes,
+        summary: answer.summary,
+    })
 }

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::alert::{AlertState, Labels, Source};
+use crate::alert::{AlertState, Explained, Labels, Source};
 use crate::config::NoData;
 
 /// Where an instance is; [`Phase::Inactive`] instances are watched but not listed as alerts.
@@ -142,6 +142,9 @@ pub struct Instance {
     pub summary: String,
     /// The last evaluation (ns).
     pub evaluated_ns: i64,
+    /// What set its bad requests apart when it last began firing.
+    #[serde(default)]
+    pub explained: Option<Explained>,
 }
 
 /// A change of phase, as written to `alert_events`.
@@ -172,6 +175,7 @@ impl Instance {
             threshold: None,
             summary: String::new(),
             evaluated_ns: now_ns,
+            explained: None,
         }
     }
 

@@ -748,28 +748,32 @@ fn int64(batch: &RecordBatch, name: &str, row: usize) -> i64 {
 
 impl<'a> Rows<'a> {
     fn iter(&self) -> impl Iterator<Item = Row<'a>> + '_ {
-        self.batches.iter().flat_map(|batch| {
-            (0..batch.num_rows()).map(move |i| Row {
-                start_ns: int64(batch, "start_ns", i),
-                duration_ns: int64(batch, "duration_ns", i),
-                failed: batch
-                    .column_by_name("failed")
-                    .map(|c| !c.is_null(i) && c.as_boolean().value(i))
-                    .unwrap_or(false),
-                route: text(batch, "route", i).unwrap_or_default(),
-                version: text(batch, "service_version", i),
-                environment: text(batch, "environment", i),
-                method: text(batch, "http_method", i),
-                status_code: batch
-                    .column_by_name("http_status_code")
-                    .filter(|c| !c.is_null(i))
-                    .and_then(|c| c.as_primitive_opt::<Int32Type>())
-                    .map(|c| c.value(i)),
-                exception_type: text(batch, "exception_type", i),
-                attributes: text(batch, "attributes", i).unwrap_or("{}"),
-                resource_attributes: text(batch, "resource_attributes", i).unwrap_or("{}"),
-            })
-        })
+        self.batches
+            .iter()
+            .flat_map(|batch| (0..batch.num_rows()).map(move |i| Self::row(batch, i)))
+    }
+
+    fn row(batch: &'a RecordBatch, i: usize) -> Row<'a> {
+        Row {
+            start_ns: int64(batch, "start_ns", i),
+            duration_ns: int64(batch, "duration_ns", i),
+            failed: batch
+                .column_by_name("failed")
+                .map(|c| !c.is_null(i) && c.as_boolean().value(i))
+                .unwrap_or(false),
+            route: text(batch, "route", i).unwrap_or_default(),
+            version: text(batch, "service_version", i),
+            environment: text(batch, "environment", i),
+            method: text(batch, "http_method", i),
+            status_code: batch
+                .column_by_name("http_status_code")
+                .filter(|c| !c.is_null(i))
+                .and_then(|c| c.as_primitive_opt::<Int32Type>())
+                .map(|c| c.value(i)),
+            exception_type: text(batch, "exception_type", i),
+            attributes: text(batch, "attributes", i).unwrap_or("{}"),
+            resource_attributes: text(batch, "resource_attributes", i).unwrap_or("{}"),
+        }
     }
 }
 
@@ -892,4 +896,89 @@ mod tests {
         assert!((d.baseline_share - 0.01).abs() < 1e-9);
         assert!(d.risk_ratio.unwrap() > 10.0);
     }
+}
+
+/// Bad requests read to find [`examples`] of a value: the newest failures (or the slowest).
+const EXAMPLE_CANDIDATES: usize = 5_000;
+
+/// Requests of the question's window that are bad and carry `key=value` (for a grouped key,
+/// whose value has the pattern `value`): the newest failures for an error question, the
+/// slowest requests for a latency one (slower than its threshold when it has one). For an
+/// incident's "example traces of the top explanation".
+pub async fn examples(
+    engine: &QueryEngine,
+    question: &Question,
+    key: &str,
+    value: &str,
+    grouped: bool,
+    limit: usize,
+) -> Result<Vec<crate::overview::RequestSpan>, Error> {
+    let mut conditions = time_conditions(
+        "start_time",
+        TimeRange::new(Some(question.start_ns), Some(question.end_ns)),
+    );
+    conditions.push(is_request_sql().into());
+    conditions.push(format!("service_name = {}", quote(&question.service)));
+    if let Some(route) = &question.route {
+        conditions.push(format!("{ROUTE_SQL} = {}", quote(route)));
+    }
+    let order = match (question.what, question.threshold_ns) {
+        (What::Errors, _) => {
+            conditions.push(is_failure_sql().into());
+            "start_time DESC"
+        }
+        (What::Latency, Some(threshold)) => {
+            conditions.push(format!("duration_ns > {threshold}"));
+            "duration_ns DESC"
+        }
+        (What::Latency, None) => "duration_ns DESC",
+    };
+    let sql = format!(
+        "SELECT trace_id, span_id, name, CAST(start_time AS BIGINT) AS start_ns, duration_ns, \
+         {} AS failed, {ROUTE_SQL} AS route, status, service_version, environment, http_method, \
+         http_status_code, exception_type, coalesce(status_message, exception_message, \
+         exception_type) AS reason, attributes, resource_attributes FROM spans WHERE {} \
+         ORDER BY {order} LIMIT {EXAMPLE_CANDIDATES}",
+        is_failure_sql(),
+        conditions.join(" AND ")
+    );
+    let (_, batches, _) = engine.collect(&sql, usize::MAX).await?;
+    let mut out = Vec::new();
+    let mut pairs = Vec::new();
+    for (batch, i) in batches
+        .iter()
+        .flat_map(|b| (0..b.num_rows()).map(move |i| (b, i)))
+    {
+        let row = Rows::row(batch, i);
+        pairs.clear();
+        row.dimensions(true, &mut pairs);
+        let carries = pairs.iter().any(|(k, v)| {
+            k.as_ref() == key
+                && if grouped {
+                    crate::mask::pattern(v) == value
+                } else {
+                    v == value
+                }
+        });
+        if !carries {
+            continue;
+        }
+        out.push(crate::overview::RequestSpan {
+            trace_id: text(batch, "trace_id", i).unwrap_or_default().to_string(),
+            span_id: text(batch, "span_id", i).unwrap_or_default().to_string(),
+            name: text(batch, "name", i).unwrap_or_default().to_string(),
+            start_ns: row.start_ns,
+            duration_ms: row.duration_ns as f64 / 1e6,
+            status: text(batch, "status", i).unwrap_or_default().to_string(),
+            http_status_code: row.status_code.map(i64::from),
+            reason: text(batch, "reason", i)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+            service_version: row.version.map(str::to_string),
+        });
+        if out.len() >= limit {
+            break;
+        }
+    }
+    Ok(out)
 }

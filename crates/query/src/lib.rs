@@ -9,12 +9,14 @@
 //! (a trace, a log search, per-service rates) through the same engine; windows of half an hour
 //! or more take their rates from the per-minute `span_rollups` ([`red`]). [`explain`] says what
 //! sets a window's failing or slow requests apart, grouping id-like values by the message
-//! patterns of [`mask`].
+//! patterns of [`mask`]; [`patterns`] groups log lines by those patterns; [`compare`] sets two releases (or any two
+//! cohorts) of a service side by side, route by route, with verdicts a CI job can gate on.
 
 #![deny(missing_docs)]
 
 pub mod admission;
 pub mod bounded;
+pub mod compare;
 pub mod cooperative;
 pub mod engine;
 pub mod error;
@@ -22,6 +24,7 @@ pub mod explain;
 pub mod json;
 pub mod mask;
 pub mod overview;
+pub mod patterns;
 pub mod red;
 pub mod runtime;
 pub mod sql;

@@ -1,10 +1,11 @@
 //! `sightline demo`: the sender of the demo shop's telemetry ([`sightline_demo`]), as OTLP/HTTP
 //! protobuf to any endpoint: a backfill of the shop's past when asked, then one second of
-//! requests each second, metrics every few seconds, until the duration ends or Ctrl-C.
+//! requests each second, metrics every few seconds, until the duration ends or Ctrl-C. The
+//! faults follow the shop's ten-minute cycle, or one named [`Scenario`] from a moment on.
 
 use std::time::Duration;
 
-use sightline_demo::{Batch, Dice, conditions_at, metrics_at};
+use sightline_demo::{Batch, Conditions, Dice, Scenario, conditions_at, metrics_at};
 
 /// How `run` paces and bounds the demo.
 #[derive(Debug, Clone)]
@@ -16,6 +17,27 @@ pub struct DemoOptions {
     pub seed: u64,
     /// First send this much of the shop's past at once, so charts have a history.
     pub backfill: Option<Duration>,
+    /// One fault instead of the cycle.
+    pub scenario: Option<&'static Scenario>,
+}
+
+/// The longest a scenario's fault runs in the backfill: enough for alerts' windows, short
+/// enough that the healthy time before it is the larger part of an explanation's window.
+const MAX_FAULT_IN_BACKFILL_NS: i64 = 10 * 60 * 1_000_000_000;
+
+/// Which faults hold when: the cycle, or a scenario's fault from its start on.
+#[derive(Debug, Clone, Copy)]
+struct Timeline {
+    scenario: Option<(&'static Scenario, i64)>,
+}
+
+impl Timeline {
+    fn at(&self, now_ns: i64) -> Conditions {
+        match self.scenario {
+            Some((s, fault_start_ns)) => s.conditions_at(now_ns, fault_start_ns),
+            None => conditions_at(now_ns),
+        }
+    }
 }
 
 /// Seconds of history one backfill export holds.
@@ -23,6 +45,7 @@ const BACKFILL_CHUNK_S: i64 = 10;
 
 /// What has been sent, and what the shop's counters say.
 struct Sender {
+    timeline: Timeline,
     client: reqwest::Client,
     base: String,
     dice: Dice,
@@ -38,11 +61,11 @@ impl Sender {
     /// asked); says whether everything was accepted.
     async fn send(&mut self, end_ns: i64, seconds: i64, rate: f64, with_metrics: bool) -> bool {
         use prost::Message;
-        let conditions = conditions_at(end_ns);
+        let conditions = self.timeline.at(end_ns);
         let mut batch = Batch::default();
         for second in 0..seconds {
             let from = end_ns - (seconds - second) * 1_000_000_000;
-            let at = conditions_at(from);
+            let at = self.timeline.at(from);
             let count = (rate * (0.8 + 0.4 * self.dice.unit())).round().max(1.0) as u64;
             for i in 0..count {
                 let offset = (i as f64 / count as f64 * 1e9) as i64;
@@ -120,7 +143,28 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let now = now_ns();
     let backfill_s = options.backfill.map_or(0, |d| d.as_secs() as i64);
+    let timeline = Timeline {
+        scenario: options.scenario.map(|s| {
+            let fault_start = if backfill_s > 0 {
+                now - (backfill_s * 1_000_000_000 / 2).min(MAX_FAULT_IN_BACKFILL_NS)
+            } else {
+                now + 60 * 1_000_000_000
+            };
+            (s, fault_start)
+        }),
+    };
+    if let Some((s, start)) = timeline.scenario {
+        eprintln!(
+            "scenario {}: {}; from {} (cause: {}={})",
+            s.name,
+            s.summary,
+            sightline_query::json::format_time_ns(start),
+            s.cause.0,
+            s.cause.1
+        );
+    }
     let mut sender = Sender {
+        timeline,
         client: reqwest::Client::new(),
         base: options.endpoint.trim_end_matches('/').to_string(),
         dice: Dice::new(options.seed),
@@ -176,9 +220,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             .send(now, 1, options.requests_per_second, with_metrics)
             .await;
         if elapsed.is_multiple_of(10) {
-            let conditions = conditions_at(now);
+            let conditions = sender.timeline.at(now);
             eprintln!(
-                "sent {} spans, {} logs for {} requests (orders {}{}{}{})",
+                "sent {} spans, {} logs for {} requests (orders {}{}{}{}{}{}{})",
                 sender.spans,
                 sender.logs,
                 sender.requests,
@@ -198,6 +242,18 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
                 } else {
                     ""
                 },
+                conditions
+                    .slow_tenant
+                    .map(|t| format!(", database slow for tenant {t}"))
+                    .unwrap_or_default(),
+                conditions
+                    .slow_host
+                    .map(|h| format!(", {h} slow"))
+                    .unwrap_or_default(),
+                conditions
+                    .backlog_s
+                    .map(|s| format!(", worker {s:.0} s behind"))
+                    .unwrap_or_default(),
             );
         }
     }

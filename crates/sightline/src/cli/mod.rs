@@ -52,6 +52,9 @@ pub enum Command {
     Deploy(monitor::DeployArgs),
     /// What sets a service's failing or slow requests apart: versions, routes, attributes, hosts.
     Explain(changes::ExplainArgs),
+    /// Compare a candidate release with its baseline, route by route (exit 0: no significant
+    /// regression; 1: a significant regression, named; 2: cannot answer).
+    Compare(changes::CompareArgs),
     /// Benchmarks (not tests): load generators that report throughput, latency and cost.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -250,9 +253,46 @@ pub struct DemoArgs {
     /// history to show from the first second.
     #[arg(long)]
     pub backfill: Option<String>,
+    /// Run one named fault instead of the ten-minute cycle (see --list): healthy at first, then
+    /// the fault, from halfway through the backfill (at most 10 minutes before now) or, without
+    /// one, after the first minute.
+    #[arg(long)]
+    pub scenario: Option<String>,
+    /// List the scenarios, each with the alert that should fire on it, and exit.
+    #[arg(long)]
+    pub list: bool,
+}
+
+fn list_scenarios() {
+    for s in &sightline_demo::SCENARIOS {
+        println!("{:<16} {}", s.name, s.summary);
+        println!("{:<16} cause: {}={}", "", s.cause.0, s.cause.1);
+        println!("{:<16} an alert that fires on it (sightline.toml):", "");
+        for line in s.alert.lines() {
+            println!("{:<18}{line}", "");
+        }
+        println!();
+    }
 }
 
 async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    if args.list {
+        list_scenarios();
+        return Ok(());
+    }
+    let scenario = args
+        .scenario
+        .as_deref()
+        .map(|name| {
+            sightline_demo::scenario(name).ok_or_else(|| {
+                let names: Vec<&str> = sightline_demo::SCENARIOS.iter().map(|s| s.name).collect();
+                anyhow::anyhow!(
+                    "--scenario {name:?} is not known: expected one of {} (sightline demo --list shows them)",
+                    names.join(", ")
+                )
+            })
+        })
+        .transpose()?;
     let duration = args
         .duration
         .as_deref()
@@ -279,6 +319,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         duration,
         seed: args.seed,
         backfill,
+        scenario,
     })
     .await
 }
@@ -347,6 +388,15 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Silence(args) => runtime().and_then(|rt| rt.block_on(monitor::silence(args))),
         Command::Deploy(args) => runtime().and_then(|rt| rt.block_on(monitor::deploy(args))),
         Command::Explain(args) => runtime().and_then(|rt| rt.block_on(changes::explain(args))),
+        Command::Compare(args) => {
+            match runtime().and_then(|rt| rt.block_on(changes::compare(args))) {
+                Ok(code) => return ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
         Command::Doctor(args) => match runtime().and_then(|rt| rt.block_on(doctor::run(args))) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,

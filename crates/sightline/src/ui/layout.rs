@@ -15,6 +15,7 @@ pub enum Section {
     Trace,
     Alerts,
     Slos,
+    Compare,
 }
 
 /// A small mark for the browser tab, inline so it costs no request.
@@ -64,6 +65,7 @@ pub fn page(
                         (nav_link(&format!("/query{wq}"), "Query", section == Section::Query))
                         (nav_link("/alerts", "Alerts", section == Section::Alerts))
                         (nav_link("/slos", "SLOs", section == Section::Slos))
+                        (nav_link("/compare", "Compare", section == Section::Compare))
                     }
                     @if let Some((window, action, keep)) = picker {
                         (time_picker(window, action, keep))

@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 use sightline_model::schema::LogRow;
 use sightline_model::severity::severity_number_from_text;
 use sightline_query::overview;
+use sightline_query::patterns::{self, Pattern, PatternQuestion};
 use sightline_query::views::{self, LogSearch, parse_attribute_filter};
 use tokio::sync::broadcast::{self, error::RecvError};
 
@@ -126,6 +127,69 @@ pub fn log_table(rows: &[Map<String, Value>], id: bool) -> Markup {
     }
 }
 
+/// A table of log patterns: each with its count, its count in the baseline window, whether it
+/// is new or grew, a sparkline of its lines over the window, and an example line.
+pub fn pattern_table(patterns: &[Pattern]) -> Markup {
+    html! {
+        table #log-patterns-table.patterns {
+            thead { tr {
+                th.num scope="col" { "Lines" }
+                th.num scope="col" { "Before" }
+                th scope="col" { "Over time" }
+                th scope="col" { "Severity" }
+                th scope="col" { "Pattern and an example" }
+            } }
+            tbody {
+                @for p in patterns {
+                    tr.pattern data-count=(p.count) data-baseline=(p.baseline_count) data-new=(p.new) data-grew=(p.grew) {
+                        td.num { (p.count) }
+                        td.num { (p.baseline_count) }
+                        td { (sparkline(&p.series)) }
+                        td { span.badge.(format!("sev-{}", p.severity)) { (p.severity) } }
+                        td.body {
+                            @if p.new { span.badge.error.new-pattern { "new" } " " }
+                            @else if p.grew { span.badge.warn.grew-pattern { "grew" } " " }
+                            code.pattern-text { (p.pattern) }
+                            br;
+                            span.muted.example { (p.example) }
+                            @if !p.services.is_empty() { " " span.muted { "· " (p.services.join(", ")) } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A small line of counts as inline SVG, highest bucket at the top.
+fn sparkline(series: &[u64]) -> Markup {
+    const W: f64 = 120.0;
+    const H: f64 = 24.0;
+    let top = series.iter().copied().max().unwrap_or(0).max(1) as f64;
+    let step = if series.len() > 1 {
+        W / (series.len() - 1) as f64
+    } else {
+        W
+    };
+    let points: Vec<String> = series
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            format!(
+                "{:.1},{:.1}",
+                i as f64 * step,
+                H - 1.0 - (*v as f64 / top) * (H - 2.0)
+            )
+        })
+        .collect();
+    html! {
+        svg.sparkline width=(W) height=(H) viewBox=(format!("0 0 {W} {H}")) role="img"
+            aria-label=(format!("lines per bucket: {}", series.iter().map(u64::to_string).collect::<Vec<_>>().join(" "))) {
+            polyline fill="none" stroke=(layout::BLUE) stroke-width="1.5" points=(points.join(" ")) {}
+        }
+    }
+}
+
 /// The filters of the page and of its live tail.
 struct Filters {
     service: Option<String>,
@@ -212,9 +276,36 @@ pub async fn page(
         ascending: false,
     };
     let engine = &state.api.engine;
-    let (mut rows, services) = tokio::try_join!(
-        views::logs(engine, &search),
+    let grouped = param(&params, "view") == Some("patterns");
+    let pattern_question = PatternQuestion {
+        service: filters.service.clone(),
+        severity: filters.severity.clone(),
+        start_ns: window.start_ns,
+        end_ns: window.end_ns,
+        baseline_ns: window.end_ns - window.start_ns,
+        limit: PAGE_ROWS,
+        buckets: 30,
+    };
+    let lines = async {
+        if grouped {
+            Ok(Vec::new())
+        } else {
+            views::logs(engine, &search).await
+        }
+    };
+    let grouping = async {
+        if grouped {
+            patterns::patterns(engine, &pattern_question)
+                .await
+                .map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let (mut rows, services, grouping) = tokio::try_join!(
+        lines,
         overview::log_service_names(engine, window.time_range()),
+        grouping,
     )?;
     let more = rows.len() > PAGE_ROWS;
     rows.truncate(PAGE_ROWS);
@@ -255,6 +346,7 @@ pub async fn page(
             }
             label { "Text " input type="search" name="q" value=[filters.text.as_deref()] placeholder="contains…"; }
             label { "Attribute " input type="text" name="attr" value=[filters.attribute.as_deref()] placeholder="key=value"; }
+            @if grouped { input type="hidden" name="view" value="patterns"; }
             button type="submit" { "Search" }
             button #live-tail type="button" data-stream=(stream_url) aria-pressed="false" { "Live tail" }
         }
@@ -262,6 +354,27 @@ pub async fn page(
             p.notice { "Lines of trace " a href=(layout::trace_href(t, None)) { code { (t) } } ". "
                 a href=(format!("/logs?{}", window.query())) { "Clear" } }
         }
+        nav.tabs #log-views aria-label="Views" {
+            @let mut lines_pairs = here.clone();
+            @let _ = lines_pairs.retain(|(k, _)| *k != "view");
+            @let mut pattern_pairs = lines_pairs.clone();
+            @let _ = pattern_pairs.push(("view", "patterns".to_string()));
+            a href=(format!("/logs?{}", encode(&lines_pairs))) aria-current=[(!grouped).then_some("page")] { "Lines" }
+            " "
+            a #patterns-view href=(format!("/logs?{}", encode(&pattern_pairs))) aria-current=[grouped.then_some("page")] { "Patterns" }
+        }
+        @if let Some(found) = &grouping {
+            p.hint #patterns-summary {
+                (found.lines) " lines in " (found.distinct) " patterns; compared with the same length of time before (" (found.baseline_lines) " lines). "
+                "The text and attribute filters apply to lines only."
+                @if found.truncated { " Too many distinct lines: the rarest were left out." }
+            }
+            @if found.patterns.is_empty() {
+                (layout::empty("No log lines match in this window. Widen the time range or loosen the filters."))
+            } @else {
+                (pattern_table(&found.patterns))
+            }
+        } @else {
         p #tail-status.hint aria-live="polite" {}
         @if rows.is_empty() {
             (layout::empty("No log lines match in this window. Widen the time range or loosen the filters."))
@@ -274,6 +387,7 @@ pub async fn page(
             @if let Some(href) = &older {
                 a #older href=(href) { "Older →" }
             }
+        }
         }
     };
     Ok(Html(

@@ -4,6 +4,8 @@
 //! Pages: `/` (services), `/services/{name}`, `/traces/{id}`, `/logs` (with a live tail over
 //! server-sent events at `/logs/stream`) and `/query`. Every page keeps its state in the URL.
 
+mod compare;
+mod incident;
 mod layout;
 mod login;
 mod logs;
@@ -55,7 +57,8 @@ pub fn router(state: UiState) -> Router {
         .route("/slos", get(monitor::slos_page))
         .route("/slos/{name}", get(monitor::slo_page))
         .route("/alerts", get(monitor::alerts_page))
-        .route("/alerts/{id}", get(monitor::alert_page))
+        .route("/alerts/{id}", get(incident::alert_page))
+        .route("/compare", get(compare::page))
         .route("/silences", axum::routing::post(monitor::add_silence))
         .route(
             "/silences/{id}/expire",

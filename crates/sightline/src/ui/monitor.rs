@@ -1,20 +1,16 @@
 //! The monitor's pages: `/slos` (each SLO's budget left and its burn-down over the window),
-//! `/slos/{name}`, `/alerts` (firing, pending, no data, silenced, recently resolved, and the
-//! silences) and `/alerts/{id}`, the incident page: its state timeline, its value against the
-//! threshold, the failing and slowest requests of its service with links to their traces, the
-//! service's recent error logs, its runbook, and a form to silence it.
+//! `/slos/{name}` and `/alerts` (firing, pending, no data, silenced, recently resolved, and the
+//! silences), and the silence form's actions; the incident page is [`super::incident`].
 
 use axum::extract::{Form, Path, State};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use maud::{Markup, html};
-use sightline_model::{ErrorCode, TimeRange, parse_duration_ns};
+use sightline_model::{ErrorCode, parse_duration_ns};
 use sightline_monitor::alert::Labels;
 use sightline_monitor::eval::SloStatus;
 use sightline_monitor::measure;
 use sightline_monitor::monitor::AlertView;
 use sightline_monitor::{AlertState, Monitor};
-use sightline_query::overview::{self, RequestOrder};
-use sightline_query::views::{self, LogSearch};
 
 use super::layout::{self, Line, Section};
 use super::{UiError, UiState};
@@ -29,11 +25,11 @@ impl From<sightline_monitor::Error> for UiError {
     }
 }
 
-fn monitor(state: &UiState) -> &Monitor {
+pub(super) fn monitor(state: &UiState) -> &Monitor {
     &state.api.monitor
 }
 
-fn shell(title: &str, section: Section, body: Markup, state: &UiState) -> Html<String> {
+pub(super) fn shell(title: &str, section: Section, body: Markup, state: &UiState) -> Html<String> {
     Html(layout::page(title, section, None, body, state.auth.enabled()).into_string())
 }
 
@@ -64,7 +60,7 @@ fn span_words(seconds: f64) -> String {
     }
 }
 
-fn state_badge(state: &str) -> Markup {
+pub(super) fn state_badge(state: &str) -> Markup {
     let class = match state {
         "firing" => "badge error",
         "pending" => "badge warn",
@@ -271,7 +267,7 @@ fn alert_table(id: &str, alerts: &[AlertView], empty: &str) -> Markup {
 }
 
 /// When an alert entered its state, to the second, as the pages write times.
-fn since(a: &AlertView) -> String {
+pub(super) fn since(a: &AlertView) -> String {
     layout::parse_rfc3339(&a.since).map_or_else(
         || a.since.clone(),
         |ns| layout::time(ns).get(..19).unwrap_or_default().to_string(),
@@ -279,7 +275,7 @@ fn since(a: &AlertView) -> String {
 }
 
 /// Every label as `name=value`, space-separated (a silence's matchers).
-fn all_labels_text(labels: &Labels) -> String {
+pub(super) fn all_labels_text(labels: &Labels) -> String {
     labels
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
@@ -288,7 +284,7 @@ fn all_labels_text(labels: &Labels) -> String {
 }
 
 /// The labels but `alertname` (shown beside it), as `name=value`.
-fn labels_text(labels: &Labels) -> String {
+pub(super) fn labels_text(labels: &Labels) -> String {
     labels
         .iter()
         .filter(|(k, _)| k.as_str() != "alertname")
@@ -376,127 +372,6 @@ pub async fn alerts_page(State(state): State<UiState>) -> Result<Html<String>, U
 }
 
 /// `/alerts/{id}`: the incident page.
-pub async fn alert_page(
-    State(state): State<UiState>,
-    Path(id): Path<String>,
-) -> Result<Html<String>, UiError> {
-    let m = monitor(&state);
-    let detail = m.alert(&id)?;
-    let a = &detail.alert;
-    let now_ns = state.now_ns();
-    // The hour before it began (or the last hour), to now.
-    let began = detail
-        .timeline
-        .iter()
-        .rev()
-        .find(|t| t.state == "pending" || t.state == "firing")
-        .map_or(now_ns - NS_PER_HOUR, |t| t.time_ns);
-    let range = TimeRange::new(
-        Some(began.min(now_ns - NS_PER_HOUR) - NS_PER_HOUR / 2),
-        Some(now_ns + 1),
-    );
-    let engine = &state.api.engine;
-    let route = a.labels.get("route").map(String::as_str);
-    let (failing, slowest, logs) = match &a.service {
-        Some(service) => {
-            let search = LogSearch {
-                service: Some(service.clone()),
-                severity: Some("error".into()),
-                range,
-                limit: 20,
-                ..LogSearch::default()
-            };
-            let (failing, slowest, logs) = tokio::try_join!(
-                overview::requests(
-                    engine,
-                    service,
-                    route,
-                    range,
-                    RequestOrder::FailingNewest,
-                    10
-                ),
-                overview::requests(engine, service, route, range, RequestOrder::Slowest, 10),
-                views::logs(engine, &search),
-            )?;
-            (failing, slowest, logs)
-        }
-        None => Default::default(),
-    };
-    let x: Vec<f64> = detail
-        .samples
-        .iter()
-        .map(|s| s.time_ns as f64 / 1e9)
-        .collect();
-    let values: Vec<Option<f64>> = detail.samples.iter().map(|s| Some(s.value)).collect();
-    let thresholds: Vec<Option<f64>> = detail.samples.iter().map(|s| s.threshold).collect();
-    // Every label: the form proposes to mute this alert only.
-    let silence_matchers = all_labels_text(&a.labels);
-    let body = html! {
-        h1 { (a.name) " " (state_badge(a.state.as_str())) @if a.silenced_by.is_some() { " " span.badge.muted { "silenced" } } }
-        p.lede #summary { (a.summary) }
-        dl.facts {
-            dt { "Source" } dd { (a.source.as_str()) }
-            dt { "Labels" } dd.labels { (labels_text(&a.labels)) }
-            dt { "Since (UTC)" } dd { (since(a)) }
-            @if let Some(v) = a.value { dt { "Value" } dd #value { (format!("{v:.4}")) @if let Some(t) = a.threshold { " (threshold " (t) ")" } } }
-            @if let Some(url) = &a.runbook_url { dt { "Runbook" } dd { a #runbook href=(url) { (url) } } }
-            @if let Some(service) = &a.service { dt { "Service" } dd { a href=(layout::service_path(service)) { (service) } } }
-            @if let Some(err) = &a.delivery_error {
-                dt { "Delivery" } dd.bad #delivery-error { "A notification to " (err.target) " failed: " (err.message) " (retried)" }
-            }
-        }
-        h2 { "Value against its threshold" }
-        @if x.is_empty() {
-            (layout::empty("No values recorded since the server started."))
-        } @else {
-            div data-service=[a.service.as_deref()] { (layout::chart("value-chart", "Value and threshold", &x, &[
-                Line { label: "value", values, color: Some(layout::RED) },
-                Line { label: "threshold", values: thresholds, color: Some(layout::BLUE) },
-            ], "", false)) }
-        }
-        h2 { "Timeline" }
-        @if detail.timeline.is_empty() {
-            (layout::empty("No changes of state recorded."))
-        } @else {
-            table #timeline {
-                thead { tr { th scope="col" { "Time (UTC)" } th scope="col" { "State" } th.num scope="col" { "Value" } th.num scope="col" { "Threshold" } } }
-                tbody {
-                    @for t in detail.timeline.iter().rev() {
-                        tr {
-                            td.time { (layout::time(t.time_ns)) }
-                            td { (state_badge(&t.state)) }
-                            td.num { (t.value.map(|v| format!("{v:.4}")).unwrap_or_default()) }
-                            td.num { (t.threshold.map(|v| v.to_string()).unwrap_or_default()) }
-                        }
-                    }
-                }
-            }
-        }
-        @if a.service.is_some() {
-            h2 { "Failing requests" }
-            (super::service::request_table("failing-requests", &failing, "No failed requests around this alert."))
-            h2 { "Slowest requests" }
-            (super::service::request_table("slowest-requests", &slowest, "No requests around this alert."))
-            h2 { "Error logs" }
-            @if logs.is_empty() {
-                (layout::empty("No error logs from this service around this alert."))
-            } @else {
-                (super::logs::log_table(&logs, false))
-            }
-        }
-        h2 { "Silence" }
-        form.silence method="post" action="/silences" {
-            input type="hidden" name="alert" value=(a.id);
-            label { "Matchers " input type="text" name="matchers" value=(silence_matchers) size="60"; }
-            label { "For " input type="text" name="duration" value="2h" size="6"; }
-            label { "Comment " input type="text" name="comment" size="30"; }
-            button type="submit" { "Silence" }
-        }
-        p.muted { "A silence mutes notifications of matching alerts; they keep their state and history. Changing silences needs a token with the admin scope." }
-    };
-    Ok(shell(&a.name, Section::Alerts, body, &state))
-}
-
 /// The silence form's fields.
 #[derive(serde::Deserialize)]
 pub struct SilenceForm {
