@@ -113,3 +113,29 @@ def test_bench_monitor_evaluates_generated_slos_and_rules_over_a_dataset(tmp_pat
         [sightline_bin(), "bench", "monitor", "--data-dir", str(tmp_path / "empty")],
         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert missing.returncode == 1 and "holds no Sightline data" in missing.stderr, missing.stderr
+
+
+def test_bench_changes_times_explain_compare_and_patterns_against_their_references(tmp_path):
+    """bench/changes.py over a small dataset: every question answered, each row a time, a
+    reference time and their ratio, and the answers' own numbers (lines in patterns, requests
+    compared) from the server."""
+    data = tmp_path / "data"
+    dataset = subprocess.run(
+        [sightline_bin(), "bench", "dataset", "--data-dir", str(data), "--spans", "30k", "--logs", "20k",
+         "--days", "1"], capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert dataset.returncode == 0, dataset.stderr
+    out = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "changes.py"), "--sightline", sightline_bin(), "--data-dir", str(data),
+         "--runs", "1"], capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "30,000 spans and 20,000 logs" in out.stdout, out.stdout
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| ") and " ms |" in line]
+    names = [r.strip("|").split("|")[0].strip() for r in rows]
+    assert len(rows) == 5 and any(n.startswith("explain errors") for n in names) \
+        and any(n.startswith("compare") for n in names), out.stdout
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert re.fullmatch(r"[\d,]+ ms", cells[1]) and re.fullmatch(r"[\d,]+ ms", cells[2]) \
+            and re.fullmatch(r"\d+\.\d\d", cells[3]), row
+    everything = next(r for r in rows if "every log line" in r)
+    assert "20,000 lines in" in everything, everything

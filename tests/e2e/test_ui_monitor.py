@@ -649,7 +649,7 @@ def test_incident_page_of_a_rule(page, monitor_server):
     assert 1 <= len(before["samples"]) <= len(spec["x"]) <= len(detail["samples"]), \
         f"#value-chart has {len(spec['x'])} points; the API had {len(before['samples'])}, then {len(detail['samples'])}"
 
-    timeline = page.locator("table#timeline tbody tr")
+    timeline = page.locator("table#timeline tbody tr.transition")
     expect(timeline).to_have_count(len(detail["timeline"]))
     shown_states = timeline.locator("span.badge[data-state]").evaluate_all("bs => bs.map(b => b.dataset.state)")
     assert shown_states == [t["state"] for t in reversed(detail["timeline"])], \

@@ -1111,7 +1111,7 @@ mod tests {
             batch.request(&mut dice, 1_000_000_000 + i, &conditions);
         }
         let services: std::collections::BTreeSet<&str> =
-            batch.spans.iter().map(|(s, _)| *s).collect();
+            batch.spans.iter().map(|((s, _), _)| *s).collect();
         assert_eq!(services.len(), 4, "{services:?}");
         let consumer = batch
             .spans
@@ -1124,7 +1124,7 @@ mod tests {
         let orders_server = batch
             .spans
             .iter()
-            .find(|(s, span)| *s == "orders" && span.kind == span::SpanKind::Server as i32)
+            .find(|((s, _), span)| *s == "orders" && span.kind == span::SpanKind::Server as i32)
             .expect("an orders request");
         let parent = batch
             .spans
@@ -1132,12 +1132,80 @@ mod tests {
             .find(|(_, span)| span.span_id == orders_server.1.parent_span_id)
             .expect("the parent is in the batch");
         assert_eq!(
-            (parent.0, parent.1.kind),
+            (parent.0.0, parent.1.kind),
             ("api-gateway", span::SpanKind::Client as i32)
         );
         let (traces, logs) = batch.into_requests(&conditions);
-        assert_eq!(traces.resource_spans.len(), 4);
+        // One resource per process: orders runs on three hosts.
+        assert_eq!(traces.resource_spans.len(), 6);
         assert!(!logs.resource_logs.is_empty());
+    }
+
+    #[test]
+    fn a_scenario_is_healthy_until_its_fault_begins_and_then_holds_it() {
+        let minute = 60 * 1_000_000_000i64;
+        let start = 30 * minute;
+        for s in &SCENARIOS {
+            let before = s.conditions_at(start - 1, start);
+            assert_eq!(before.orders_version, "1.4.2", "{}", s.name);
+            assert!(!before.bad_release && !before.provider_down && before.slow_tenant.is_none());
+            assert_ne!(
+                s.conditions_at(start + 5 * minute, start),
+                before,
+                "{}",
+                s.name
+            );
+            // The cycle's own faults never join in.
+            assert!(
+                !s.conditions_at(start + 2 * minute, start).slow_query,
+                "{}",
+                s.name
+            );
+        }
+        assert_eq!(
+            scenario("slow-dependency")
+                .unwrap()
+                .conditions_at(start, start)
+                .slow_tenant,
+            Some("acme")
+        );
+        assert!(scenario("nope").is_none());
+    }
+
+    #[test]
+    fn the_slow_tenant_slows_only_its_own_queries() {
+        let mut dice = Dice::new(5);
+        let conditions = scenario("slow-dependency").unwrap().conditions_at(1, 0);
+        let mut batch = Batch::default();
+        for i in 0..600 {
+            batch.request(&mut dice, 1_000_000_000 + i, &conditions);
+        }
+        let tenant_of_span = |span: &Span| {
+            span.attributes
+                .iter()
+                .find(|kv| kv.key == "tenant.id")
+                .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                    Any::StringValue(v) => Some(v.clone()),
+                    _ => None,
+                })
+        };
+        let (mut acme, mut others) = (Vec::new(), Vec::new());
+        for ((service, _), span) in &batch.spans {
+            if *service == "orders" && span.kind == span::SpanKind::Server as i32 {
+                let ms = (span.end_time_unix_nano - span.start_time_unix_nano) as f64 / 1e6;
+                match tenant_of_span(span).as_deref() {
+                    Some("acme") => acme.push(ms),
+                    Some(_) => others.push(ms),
+                    None => panic!("an orders request without tenant.id"),
+                }
+            }
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        assert!(median(&mut acme) > 300.0, "acme {acme:?}");
+        assert!(median(&mut others) < 300.0);
     }
 
     #[test]
@@ -1161,7 +1229,7 @@ mod tests {
         let failed = batch
             .spans
             .iter()
-            .filter(|(s, span)| {
+            .filter(|((s, _), span)| {
                 *s == "orders" && span.status.as_ref().is_some_and(|st| st.code == 2)
             })
             .count();

@@ -9,8 +9,8 @@
 //! - Errors: a two-proportion z-test on the failed requests, and the candidate's error rate at
 //!   least [`Floors::error_rate_points`] above (or below) the baseline's.
 //! - Latency, for each of p50, p95 and p99: the share of each cohort's requests slower than the
-//!   baseline's percentile, compared by the same z-test (a test on the whole tail, not on one
-//!   number), and the candidate's percentile at least [`Floors::latency_ratio`] above (or below)
+//!   lower of the two cohorts' percentiles, compared by the same z-test (a test on the tail, not
+//!   on one number), and the candidate's percentile at least [`Floors::latency_ratio`] above (or below)
 //!   the baseline's and more than [`MIN_LATENCY_DELTA_MS`] apart. Durations are counted in the
 //!   latency sketch's bins ([`sightline_model::sketch`], 1% relative accuracy), aggregated by
 //!   the engine from the raw spans.
@@ -613,11 +613,14 @@ fn judge(q: &CompareQuestion, cohorts: Cohorts, sampled: bool) -> Comparison {
                 });
                 continue;
             }
-            // Past the percentile's bin: a duration in the same bin is not slower.
+            // The share of each cohort past the lower of the two percentiles (past its bin: a
+            // duration in the same bin is not slower): a slower candidate has more requests
+            // past the baseline's, a faster one leaves more of the baseline's past its own.
+            let cut = bq.min(cq);
             let p = two_proportion_p(
-                cand.slower_than(bq) as f64,
+                cand.slower_than(cut) as f64,
                 cand.requests as f64,
-                base.slower_than(bq) as f64,
+                base.slower_than(cut) as f64,
                 base.requests as f64,
             );
             let (bms, cms) = (bq / 1e6, cq / 1e6);

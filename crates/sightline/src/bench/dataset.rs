@@ -28,7 +28,7 @@ use sightline_demo::{Batch, Dice, conditions_at};
 const NS_PER_S: i64 = 1_000_000_000;
 const NS_PER_MINUTE: i64 = 60 * NS_PER_S;
 const NS_PER_HOUR: i64 = 60 * NS_PER_MINUTE;
-/// The slowest the shop is steered to, in requests per second.
+/// The slowest the shop runs past the end of its span of time, in requests per second.
 const MIN_RATE_PER_S: f64 = 1.0;
 
 /// What to generate, and where.
@@ -374,7 +374,7 @@ pub async fn run_dataset(options: DatasetOptions) -> anyhow::Result<DatasetRepor
     let mut minute_ns = start_ns;
     let mut days_reported = 0;
     let mut rate = shape.requests_per_s;
-    let (mut requests_made, mut spans_made, mut logs_made) = (0u64, 0u64, 0u64);
+    let (mut requests_made, mut spans_made) = (0u64, 0u64);
     loop {
         let done = report.spans + hour.spans.len() as u64 >= options.spans
             && report.logs + hour.logs.len() as u64 >= options.logs;
@@ -393,31 +393,23 @@ pub async fn run_dataset(options: DatasetOptions) -> anyhow::Result<DatasetRepor
             // Steer the rate by what the shop actually produced, so the counts are reached
             // at the end of the span of time, not before or after it.
             let left_s = (end_ns - from_ns) as f64 / NS_PER_S as f64;
-            // Steer by whichever signal is further from its count: a rate set by the spans
-            // alone falls to nothing once they are reached, and the logs would never be.
+            // Steer by the spans, so that they cover the span of time.
             let spans_left = options
                 .spans
                 .saturating_sub(report.spans + hour.spans.len() as u64);
-            let logs_left = options
-                .logs
-                .saturating_sub(report.logs + hour.logs.len() as u64);
-            if requests_made > 0 && left_s > 0.0 {
-                let per_request = |made: u64| made as f64 / requests_made as f64;
-                let needed = |left: u64, made: u64| {
-                    if left == 0 {
-                        0.0
-                    } else if made == 0 {
-                        f64::INFINITY
-                    } else {
-                        left as f64 / per_request(made)
-                    }
-                };
-                let wanted = needed(spans_left, spans_made).max(needed(logs_left, logs_made));
-                // A floor keeps the last minutes moving when the shop's mix runs short.
-                rate = (wanted / left_s).clamp(MIN_RATE_PER_S, shape.requests_per_s * 100.0);
+            if spans_made > 0 && left_s > 0.0 {
+                let per_request = spans_made as f64 / requests_made as f64;
+                rate = spans_left as f64 / per_request / left_s;
             }
         }
-        let expected = rate * 60.0 * daily_curve(from_ns);
+        // Past the end, a floor keeps the last minute moving while the logs are still short: a
+        // rate steered to nothing once the spans are reached would never finish them.
+        let rate_now = if from_ns < minute_ns {
+            rate.max(MIN_RATE_PER_S)
+        } else {
+            rate
+        };
+        let expected = rate_now * 60.0 * daily_curve(from_ns);
         let mut requests = expected.floor() as u64;
         if dice.chance(expected.fract()) {
             requests += 1;
@@ -425,7 +417,6 @@ pub async fn run_dataset(options: DatasetOptions) -> anyhow::Result<DatasetRepor
         let (mut spans, mut logs) = generate(&mut dice, shape, requests, from_ns, width_ns);
         requests_made += requests;
         spans_made += spans.len() as u64;
-        logs_made += logs.len() as u64;
         let room = |wanted: u64, written: u64, held: usize| {
             wanted.saturating_sub(written + held as u64) as usize
         };
@@ -505,6 +496,25 @@ mod tests {
             / (24.0 * 60.0);
         assert!((mean - 1.0).abs() < 1e-3, "mean {mean}");
         assert!(daily_curve(15 * NS_PER_HOUR) > daily_curve(3 * NS_PER_HOUR));
+    }
+
+    #[tokio::test]
+    async fn logs_far_beyond_the_spans_still_reach_their_count() {
+        // The spans are reached long before the logs: the minutes past the end must keep
+        // making requests until the logs are there too.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let report = run_dataset(DatasetOptions {
+            data_dir: dir.path().to_path_buf(),
+            spans: 200,
+            logs: 3_000,
+            span_of_time: Duration::from_secs(3600),
+            end_ns: 1_800_000_000 * NS_PER_S,
+            seed: 11,
+            latency_thresholds_ns: Vec::new(),
+        })
+        .await
+        .expect("dataset");
+        assert_eq!((report.spans, report.logs), (200, 3_000));
     }
 
     #[tokio::test]
