@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from conftest import sightline_bin, wait_for
+from conftest import _cleanup, sightline_bin, wait_for
 from test_monitor import api_json, start_server, write_config
 
 DEMO_TIMEOUT_S = 120
@@ -55,6 +55,13 @@ def test_the_scenario_fires_its_alert_and_the_injected_cause_comes_first(tmp_pat
     alert_name = re.search(r'name = "([^"]+)"', alert_toml).group(1)
     config = write_config(tmp_path / "sightline.toml", '[monitor]\nevaluation_interval = "1s"\n\n' + alert_toml)
     srv = start_server(tmp_path, name, config)
+    try:
+        check_scenario(srv, name, scenario, alert_name)
+    finally:
+        _cleanup(srv)
+
+
+def check_scenario(srv, name: str, scenario: dict, alert_name: str) -> None:
     out = subprocess.run(
         [sightline_bin(), "demo", "--endpoint", srv.otlp_http_url, "--scenario", name, "--backfill", "30m",
          "--duration", "2s", "--rate", "8"],

@@ -18,7 +18,9 @@ import random
 import subprocess
 import time
 
-from conftest import SightlineServer, sightline_bin
+import pytest
+
+from conftest import SightlineServer, _cleanup, sightline_bin
 from test_monitor import api_json, start_server, write_config
 
 MINUTE_NS = 60_000_000_000
@@ -59,8 +61,17 @@ def spread(n: int, minutes: int = 20) -> list[int]:
     return [now - minutes * MINUTE_NS + i * (minutes * MINUTE_NS // n) for i in range(n)]
 
 
-def serve(tmp_path, name: str) -> SightlineServer:
-    return start_server(tmp_path, name, write_config(tmp_path / "sightline.toml", "# defaults\n"))
+@pytest.fixture
+def serve(tmp_path):
+    """Starts servers with the default config; each is stopped (and must exit 0) afterwards."""
+    started: list[SightlineServer] = []
+
+    def make(name: str) -> SightlineServer:
+        started.append(start_server(tmp_path, name, write_config(tmp_path / "sightline.toml", "# defaults\n")))
+        return started[-1]
+    yield make
+    for srv in started:
+        _cleanup(srv)
 
 
 def cli(srv: SightlineServer, *args: str) -> subprocess.CompletedProcess:
@@ -68,8 +79,8 @@ def cli(srv: SightlineServer, *args: str) -> subprocess.CompletedProcess:
                           timeout=60, stdin=subprocess.DEVNULL)
 
 
-def test_explain_ranks_a_span_attribute_first_and_never_an_id(tmp_path):
-    srv = serve(tmp_path, "explain-attr")
+def test_explain_ranks_a_span_attribute_first_and_never_an_id(serve):
+    srv = serve("explain-attr")
     dice = random.Random(7)
     tenants = ["acme", "globex", "initech", "umbrella", "hooli"]
     spans = []
@@ -90,8 +101,8 @@ def test_explain_ranks_a_span_attribute_first_and_never_an_id(tmp_path):
     assert bad.status_code == 400 and "errors or latency" in bad.json()["error"]["message"], bad.text
 
 
-def test_explain_says_so_when_nothing_sets_the_failures_apart(tmp_path):
-    srv = serve(tmp_path, "explain-none")
+def test_explain_says_so_when_nothing_sets_the_failures_apart(serve):
+    srv = serve("explain-none")
     dice = random.Random(11)
     spans = [request(t, dice.choice(["/a", "/b", "/c"]), dice.random() < 0.05,
                      attrs={"tenant.id": dice.choice(["acme", "globex", "initech"]), "region": dice.choice(["eu", "us"])})
@@ -103,8 +114,8 @@ def test_explain_says_so_when_nothing_sets_the_failures_apart(tmp_path):
     assert "look alike" in answer["summary"], answer["summary"]
 
 
-def test_compare_gates_on_significant_and_material_regressions(tmp_path):
-    srv = serve(tmp_path, "compare")
+def test_compare_gates_on_significant_and_material_regressions(serve):
+    srv = serve("compare")
     times = spread(4000)
     dice = random.Random(3)
     base = [request(t, "/api/pay", dice.random() < 0.01, ms=20 + dice.random() * 5) for t in times[0::2]]
@@ -147,8 +158,8 @@ def test_compare_gates_on_significant_and_material_regressions(tmp_path):
     assert gone.returncode == 2 and gone.stderr.startswith("error:"), gone.stderr
 
 
-def test_compare_of_equal_releases_is_the_same_and_passes(tmp_path):
-    srv = serve(tmp_path, "compare-same")
+def test_compare_of_equal_releases_is_the_same_and_passes(serve):
+    srv = serve("compare-same")
     dice = random.Random(5)
     times = spread(4000)
     send(srv, "calm", "2.0.0", [request(t, "/x", dice.random() < 0.02, ms=30 + dice.random() * 10) for t in times[0::2]])
@@ -157,8 +168,8 @@ def test_compare_of_equal_releases_is_the_same_and_passes(tmp_path):
     assert out.returncode == 0 and "SAME" in out.stdout, out.stdout + out.stderr
 
 
-def test_log_patterns_group_lines_that_differ_in_their_variable_parts(tmp_path):
-    srv = serve(tmp_path, "patterns")
+def test_log_patterns_group_lines_that_differ_in_their_variable_parts(serve):
+    srv = serve("patterns")
     now = time.time_ns()
 
     def log(t: int, body: str, severity: int = 17) -> dict:
