@@ -2,7 +2,7 @@
 //! p50/p95/p99 side by side, each route's verdict and why, the errors the candidate raises that
 //! the baseline never did, and the overall verdict `sightline compare` gates a CI job on. The
 //! form offers the service's versions seen in the window, the one before the newest as the
-//! baseline and the newest as the candidate.
+//! baseline and the newest as the candidate (without a service asked for: the first that ran two).
 
 use std::collections::HashMap;
 
@@ -44,16 +44,27 @@ pub async fn page(
     let window = Window::from_params(&params, now_ns, "1h")?;
     let engine = &state.api.engine;
     let services = overview::service_names(engine, window.time_range()).await?;
-    let service = param(&params, "service")
-        .map(str::to_string)
-        .or_else(|| services.first().cloned());
     let by = param(&params, "by")
         .unwrap_or("service.version")
         .to_string();
-    let versions = match &service {
-        Some(s) => compare::cohort_values(engine, s, &by, window.time_range()).await?,
-        None => Vec::new(),
-    };
+    // Unless one is asked for: the first service that ran two versions in the window.
+    let mut service = param(&params, "service").map(str::to_string);
+    let mut versions = Vec::new();
+    match &service {
+        Some(s) => versions = compare::cohort_values(engine, s, &by, window.time_range()).await?,
+        None => {
+            for s in &services {
+                let seen = compare::cohort_values(engine, s, &by, window.time_range()).await?;
+                if seen.len() >= 2 || service.is_none() {
+                    service = Some(s.clone());
+                    versions = seen;
+                }
+                if versions.len() >= 2 {
+                    break;
+                }
+            }
+        }
+    }
     // The newest version is the candidate, the one before it the baseline.
     let newest = versions.last().map(|(v, _)| v.clone());
     let before = versions
