@@ -197,8 +197,13 @@ def check_payload_shape(body: dict, receiver: str) -> None:
         assert a["fingerprint"] == fingerprint(a["labels"]), (a["fingerprint"], a["labels"])
         assert a["generatorURL"] == f"{EXTERNAL_URL}/alerts/{a['fingerprint']}", a["generatorURL"]
         assert a["annotations"].get("alert_url") == a["generatorURL"], a["annotations"]
+        explanations = [a["annotations"][f"explanation_{n}"] for n in (1, 2, 3)
+                        if f"explanation_{n}" in a["annotations"]]
         assert {"summary", "description", "alert_url"} <= set(a["annotations"]) <= \
-            {"summary", "description", "alert_url", "runbook_url"}, a["annotations"]
+            {"summary", "description", "alert_url", "runbook_url", "explanation", "explanation_1",
+             "explanation_2", "explanation_3"}, a["annotations"]
+        # The causes found when it began firing: each in its own annotation, and all in one.
+        assert a["annotations"].get("explanation") == ("; ".join(explanations) or None), a["annotations"]
         assert a["annotations"]["summary"], a
         parse_time_ns(a["startsAt"])
         if a["status"] == "firing":
