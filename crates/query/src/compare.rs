@@ -28,7 +28,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{Int32Type, Int64Type};
+use arrow::datatypes::Int32Type;
 use serde::Serialize;
 use serde_json::Value;
 use sightline_model::TimeRange;
@@ -37,7 +37,7 @@ use sightline_model::sketch::{LatencySketch, bin_sql};
 
 use crate::engine::QueryEngine;
 use crate::error::Error;
-use crate::explain::two_proportion_p;
+use crate::explain::{count, int64, text, two_proportion_p};
 use crate::sql::{quote, time_conditions};
 
 /// Two percentiles closer than this (in milliseconds) are the same, whatever their ratio.
@@ -352,46 +352,6 @@ pub async fn compare(engine: &QueryEngine, q: &CompareQuestion) -> Result<Compar
     answer.new_errors = new_errors(errors);
     finish(&mut answer, q);
     Ok(answer)
-}
-
-async fn count(engine: &QueryEngine, filter: &str) -> Result<u64, Error> {
-    let (_, batches, _) = engine
-        .collect(
-            &format!("SELECT count(*) AS n FROM spans WHERE {filter}"),
-            1,
-        )
-        .await?;
-    Ok(batches
-        .first()
-        .filter(|b| b.num_rows() > 0)
-        .and_then(|b| {
-            b.column(0)
-                .as_primitive_opt::<Int64Type>()
-                .map(|c| c.value(0))
-        })
-        .unwrap_or(0)
-        .max(0) as u64)
-}
-
-fn text<'a>(batch: &'a RecordBatch, name: &str, row: usize) -> Option<&'a str> {
-    let column = batch.column_by_name(name)?;
-    if column.is_null(row) {
-        return None;
-    }
-    match column.data_type() {
-        arrow::datatypes::DataType::Utf8 => Some(column.as_string::<i32>().value(row)),
-        arrow::datatypes::DataType::LargeUtf8 => Some(column.as_string::<i64>().value(row)),
-        arrow::datatypes::DataType::Utf8View => Some(column.as_string_view().value(row)),
-        _ => None,
-    }
-}
-
-fn int64(batch: &RecordBatch, name: &str, row: usize) -> i64 {
-    batch
-        .column_by_name(name)
-        .filter(|c| !c.is_null(row))
-        .and_then(|c| c.as_primitive_opt::<Int64Type>())
-        .map_or(0, |c| c.value(row))
 }
 
 fn fold_bins(batches: &[RecordBatch], q: &CompareQuestion) -> Result<Cohorts, Error> {

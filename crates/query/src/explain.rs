@@ -657,7 +657,8 @@ fn change(
     })
 }
 
-async fn count(engine: &QueryEngine, filter: &str) -> Result<u64, Error> {
+/// Requests of `spans` matching `filter`.
+pub(crate) async fn count(engine: &QueryEngine, filter: &str) -> Result<u64, Error> {
     let (_, batches, _) = engine
         .collect(
             &format!("SELECT count(*) AS n FROM spans WHERE {filter}"),
@@ -725,7 +726,8 @@ struct Row<'a> {
     resource_attributes: &'a str,
 }
 
-fn text<'a>(batch: &'a RecordBatch, name: &str, row: usize) -> Option<&'a str> {
+/// A text column's value in one row (any of Arrow's string layouts), `None` when null.
+pub(crate) fn text<'a>(batch: &'a RecordBatch, name: &str, row: usize) -> Option<&'a str> {
     let column = batch.column_by_name(name)?;
     if column.is_null(row) {
         return None;
@@ -738,12 +740,13 @@ fn text<'a>(batch: &'a RecordBatch, name: &str, row: usize) -> Option<&'a str> {
     }
 }
 
-fn int64(batch: &RecordBatch, name: &str, row: usize) -> i64 {
+/// A 64-bit integer column's value in one row, 0 when null or missing.
+pub(crate) fn int64(batch: &RecordBatch, name: &str, row: usize) -> i64 {
     batch
         .column_by_name(name)
+        .filter(|c| !c.is_null(row))
         .and_then(|c| c.as_primitive_opt::<Int64Type>())
-        .map(|c| c.value(row))
-        .unwrap_or(0)
+        .map_or(0, |c| c.value(row))
 }
 
 impl<'a> Rows<'a> {

@@ -59,6 +59,26 @@ fn p_value(value: &Value) -> String {
     })
 }
 
+/// The window (`start`/`end` when given, else `since`) and the route, as query parameters.
+fn push_window(
+    params: &mut Vec<(&str, String)>,
+    since: &str,
+    start: &Option<String>,
+    end: &Option<String>,
+    route: &Option<String>,
+) {
+    match (start, end) {
+        (Some(start), Some(end)) => {
+            params.push(("start", start.clone()));
+            params.push(("end", end.clone()));
+        }
+        _ => params.push(("since", since.to_string())),
+    }
+    if let Some(route) = route {
+        params.push(("route", route.clone()));
+    }
+}
+
 pub async fn explain(args: ExplainArgs) -> anyhow::Result<()> {
     let client = ApiClient::new(&args.url)?;
     let mut params = vec![
@@ -66,16 +86,13 @@ pub async fn explain(args: ExplainArgs) -> anyhow::Result<()> {
         ("what", args.what.clone()),
         ("limit", args.limit.to_string()),
     ];
-    match (&args.start, &args.end) {
-        (Some(start), Some(end)) => {
-            params.push(("start", start.clone()));
-            params.push(("end", end.clone()));
-        }
-        _ => params.push(("since", args.since.clone())),
-    }
-    if let Some(route) = &args.route {
-        params.push(("route", route.clone()));
-    }
+    push_window(
+        &mut params,
+        &args.since,
+        &args.start,
+        &args.end,
+        &args.route,
+    );
     if let Some(ms) = args.threshold_ms {
         params.push(("threshold_ms", ms.to_string()));
     }
@@ -231,16 +248,13 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<u8> {
         ("candidate", args.candidate.clone()),
         ("by", args.by.clone()),
     ];
-    match (&args.start, &args.end) {
-        (Some(start), Some(end)) => {
-            params.push(("start", start.clone()));
-            params.push(("end", end.clone()));
-        }
-        _ => params.push(("since", args.since.clone())),
-    }
-    if let Some(route) = &args.route {
-        params.push(("route", route.clone()));
-    }
+    push_window(
+        &mut params,
+        &args.since,
+        &args.start,
+        &args.end,
+        &args.route,
+    );
     if let Some(n) = args.min_requests {
         params.push(("min_requests", n.to_string()));
     }

@@ -68,13 +68,18 @@ fn limit(params: &HashMap<String, String>) -> Result<usize, ApiError> {
         .map(|n| n.unwrap_or(DEFAULT_LIMIT))
 }
 
-/// Reads an explanation's question from the query string (a window of 30 minutes up to now
-/// unless `since` or `start`/`end` say otherwise).
-pub fn question(params: &HashMap<String, String>, now_ns: i64) -> Result<Question, ApiError> {
-    let service = required(params, "service", "orders")?.to_string();
-    let range = time_range(params, now_ns, Some("30m"))?;
+/// The question's window: `since` (default `default` up to now) or `start`/`end`, ending after
+/// it starts.
+fn window(
+    params: &HashMap<String, String>,
+    now_ns: i64,
+    default: &str,
+) -> Result<(i64, i64), ApiError> {
+    let range = time_range(params, now_ns, Some(default))?;
     let start_ns = range.start_ns.ok_or_else(|| {
-        ApiError::bad_request("parameter start is required with end (or give since=30m)")
+        ApiError::bad_request(format!(
+            "parameter start is required with end (or give since={default})"
+        ))
     })?;
     let end_ns = range.end_ns.unwrap_or(now_ns);
     if end_ns <= start_ns {
@@ -82,6 +87,14 @@ pub fn question(params: &HashMap<String, String>, now_ns: i64) -> Result<Questio
             "the window must end after it starts (is start in the future?)",
         ));
     }
+    Ok((start_ns, end_ns))
+}
+
+/// Reads an explanation's question from the query string (a window of 30 minutes up to now
+/// unless `since` or `start`/`end` say otherwise).
+pub fn question(params: &HashMap<String, String>, now_ns: i64) -> Result<Question, ApiError> {
+    let service = required(params, "service", "orders")?.to_string();
+    let (start_ns, end_ns) = window(params, now_ns, "30m")?;
     let what = match optional(params, "what") {
         None => What::Errors,
         Some(text) => What::parse(text).ok_or_else(|| {
@@ -158,16 +171,7 @@ pub fn pattern_question(
     params: &HashMap<String, String>,
     now_ns: i64,
 ) -> Result<PatternQuestion, ApiError> {
-    let range = time_range(params, now_ns, Some("1h"))?;
-    let start_ns = range.start_ns.ok_or_else(|| {
-        ApiError::bad_request("parameter start is required with end (or give since=1h)")
-    })?;
-    let end_ns = range.end_ns.unwrap_or(now_ns);
-    if end_ns <= start_ns {
-        return Err(ApiError::bad_request(
-            "the window must end after it starts (is start in the future?)",
-        ));
-    }
+    let (start_ns, end_ns) = window(params, now_ns, "1h")?;
     let baseline_ns = match optional(params, "baseline") {
         None => end_ns - start_ns,
         Some("0") => 0,
@@ -227,16 +231,7 @@ pub fn compare_question(
     let service = required(params, "service", "orders")?.to_string();
     let baseline = required(params, "baseline", "1.4.2")?.to_string();
     let candidate = required(params, "candidate", "1.5.0")?.to_string();
-    let range = time_range(params, now_ns, Some("1h"))?;
-    let start_ns = range.start_ns.ok_or_else(|| {
-        ApiError::bad_request("parameter start is required with end (or give since=1h)")
-    })?;
-    let end_ns = range.end_ns.unwrap_or(now_ns);
-    if end_ns <= start_ns {
-        return Err(ApiError::bad_request(
-            "the window must end after it starts (is start in the future?)",
-        ));
-    }
+    let (start_ns, end_ns) = window(params, now_ns, "1h")?;
     if baseline == candidate {
         return Err(ApiError::bad_request(format!(
             "baseline and candidate are both {baseline:?}: compare two different values"

@@ -322,6 +322,11 @@ pub async fn page(
         format!("/logs?{}", encode(&pairs))
     });
     let stream_url = format!("/logs/stream?{}", encode(&filters.pairs()));
+    // The two views' links: the same filters and window, lines or patterns.
+    let lines_pairs: Vec<(&str, String)> =
+        here.iter().filter(|(k, _)| *k != "view").cloned().collect();
+    let mut pattern_pairs = lines_pairs.clone();
+    pattern_pairs.push(("view", "patterns".to_string()));
 
     let body = html! {
         h1 { "Logs" }
@@ -355,10 +360,6 @@ pub async fn page(
                 a href=(format!("/logs?{}", window.query())) { "Clear" } }
         }
         nav.tabs #log-views aria-label="Views" {
-            @let mut lines_pairs = here.clone();
-            @let _ = lines_pairs.retain(|(k, _)| *k != "view");
-            @let mut pattern_pairs = lines_pairs.clone();
-            @let _ = pattern_pairs.push(("view", "patterns".to_string()));
             a href=(format!("/logs?{}", encode(&lines_pairs))) aria-current=[(!grouped).then_some("page")] { "Lines" }
             " "
             a #patterns-view href=(format!("/logs?{}", encode(&pattern_pairs))) aria-current=[grouped.then_some("page")] { "Patterns" }
