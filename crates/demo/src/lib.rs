@@ -5,7 +5,9 @@
 //! consumes (producer/consumer spans joined by a link). Logs carry trace ids; runtime and
 //! business metrics come with [`metrics_at`]. Releases roll over time, and faults come and go on
 //! a ten-minute cycle ([`conditions_at`]): a slow query, a failing payment provider, a bad
-//! release. The same seed replays the same shop.
+//! release; or one named fault of [`SCENARIOS`] from a moment on ([`Scenario::conditions_at`]).
+//! Requests carry a tenant (`tenant.id`), checkouts a payment provider, and orders runs on three
+//! hosts. The same seed replays the same shop.
 
 #![deny(missing_docs)]
 
