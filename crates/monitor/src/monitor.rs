@@ -332,8 +332,33 @@ impl Monitor {
             failed_rules: evaluation.failed_rules.len(),
             ..CycleReport::default()
         };
+        // Explained once, as they begin firing, before the new state is published: a page or
+        // notification never sees a firing alert without its causes. The lock is not held
+        // meanwhile (pages read on); a copy of each instance is stepped to learn which fire.
+        let mut explanations = BTreeMap::new();
+        for found in &evaluation.found {
+            let Some(ask) = &found.ask else { continue };
+            let mut copy = known
+                .iter()
+                .find(|i| i.id == found.id)
+                .cloned()
+                .unwrap_or_else(|| {
+                    Instance::new(
+                        found.id.clone(),
+                        found.name.clone(),
+                        found.source,
+                        found.labels.clone(),
+                        now_ns,
+                    )
+                });
+            let fires = copy
+                .step(found.verdict.clone(), found.timing.clone(), now_ns)
+                .is_some_and(|change| change.to == Phase::Firing);
+            if fires {
+                explanations.insert(found.id.clone(), explain(&inner.engine, ask, now_ns).await);
+            }
+        }
         let mut events = Vec::new();
-        let mut to_explain = Vec::new();
         {
             let mut live = lock(&inner.live);
             let mut seen = BTreeSet::new();
@@ -352,9 +377,9 @@ impl Monitor {
                 let brand_new = instance.phase == Phase::Inactive && instance.value.is_none();
                 if let Some(change) = instance.step(found.verdict, found.timing, now_ns) {
                     if change.to == Phase::Firing
-                        && let Some(ask) = &found.ask
+                        && let Some(explained) = explanations.remove(&found.id)
                     {
-                        to_explain.push((found.id.clone(), ask.clone()));
+                        instance.explained = explained;
                     }
                     if !(brand_new && change.to == Phase::NoData && found.source == Source::Rule) {
                         events.push(event(instance, now_ns));
@@ -439,14 +464,6 @@ impl Monitor {
             live.evaluated_ns = Some(now_ns);
             live.last_error = None;
             report.transitions = events.len();
-        }
-        // Explained once, as they begin firing, outside the lock (the pages read on), and
-        // before the notifications that carry the explanations are built.
-        for (id, ask) in to_explain {
-            let explained = explain(&inner.engine, &ask, now_ns).await;
-            if let Some(instance) = lock(&inner.live).instances.get_mut(&id) {
-                instance.explained = explained;
-            }
         }
         let (alerts, silences) = {
             let live = lock(&inner.live);

@@ -650,8 +650,11 @@ fn finish(answer: &mut Comparison, q: &CompareQuestion) {
         .filter(|r| r.verdict == Verdict::Worse)
         .map(|r| format!("{}: {}", r.route, r.reasons.join("; ")))
         .collect();
+    // "Never seen in the baseline" says something only of a baseline that served enough requests:
+    // a misspelt or absent baseline is insufficient data, not a regression.
+    let baseline_seen = answer.baseline_requests >= q.floors.min_requests;
     for e in &answer.new_errors {
-        if e.count >= q.floors.new_error_min {
+        if baseline_seen && e.count >= q.floors.new_error_min {
             regressions.push(format!(
                 "new error {} in {} requests, never seen in {}",
                 e.error,

@@ -61,7 +61,9 @@ impl Sender {
     /// asked); says whether everything was accepted.
     async fn send(&mut self, end_ns: i64, seconds: i64, rate: f64, with_metrics: bool) -> bool {
         use prost::Message;
-        let conditions = self.timeline.at(end_ns);
+        // The resource (the release a service reports) follows the chunk's first second, as its
+        // requests do; backfill chunks never straddle a change, so every second agrees.
+        let conditions = self.timeline.at(end_ns - seconds * 1_000_000_000);
         let mut batch = Batch::default();
         for second in 0..seconds {
             let from = end_ns - (seconds - second) * 1_000_000_000;
@@ -146,7 +148,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let timeline = Timeline {
         scenario: options.scenario.map(|s| {
             let fault_start = if backfill_s > 0 {
-                now - (backfill_s * 1_000_000_000 / 2).min(MAX_FAULT_IN_BACKFILL_NS)
+                let start = now - (backfill_s * 1_000_000_000 / 2).min(MAX_FAULT_IN_BACKFILL_NS);
+                // On a chunk's 10-second mark, so no backfill chunk holds both sides of it.
+                start - start.rem_euclid(BACKFILL_CHUNK_S * 1_000_000_000)
             } else {
                 now + 60 * 1_000_000_000
             };

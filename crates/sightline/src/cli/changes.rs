@@ -96,11 +96,11 @@ pub async fn explain(args: ExplainArgs) -> anyhow::Result<()> {
     if let Some(ms) = args.threshold_ms {
         params.push(("threshold_ms", ms.to_string()));
     }
-    let answer = client
-        .get("/api/v1/explain", &params, "explaining the requests")
+    let (text, answer) = client
+        .get_text("/api/v1/explain", &params, "explaining the requests")
         .await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
+        println!("{text}");
         return Ok(());
     }
     print!("{}", render(&answer));
@@ -264,11 +264,11 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<u8> {
     if let Some(p) = args.error_floor {
         params.push(("error_floor", p.to_string()));
     }
-    let answer = client
-        .get("/api/v1/compare", &params, "comparing the releases")
+    let (text, answer) = client
+        .get_text("/api/v1/compare", &params, "comparing the releases")
         .await?;
     if args.format == "json" {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
+        println!("{text}");
     } else {
         print!("{}", render_comparison(&answer));
     }

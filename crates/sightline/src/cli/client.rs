@@ -33,16 +33,28 @@ impl ApiClient {
     }
 
     async fn read(&self, request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Value> {
+        Ok(self.read_text(request, what).await?.1)
+    }
+
+    /// The answer as the server wrote it, and parsed: `--json` prints the first, so numbers
+    /// keep every digit the server gave them.
+    async fn read_text(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &str,
+    ) -> anyhow::Result<(String, Value)> {
         let response = self.authorized(request).send().await.map_err(|e| {
             anyhow!("cannot reach Sightline at {} ({e}); is `sightline serve` running? (--url sets the address)", self.base)
         })?;
         let status = response.status();
-        let body: Value = response
-            .json()
+        let text = response
+            .text()
             .await
+            .with_context(|| format!("{what}: the answer was cut off; try again"))?;
+        let body: Value = serde_json::from_str(&text)
             .with_context(|| format!("{what}: the answer is not JSON"))?;
         if status.is_success() {
-            return Ok(body);
+            return Ok((text, body));
         }
         let message = body
             .pointer("/error/message")
@@ -60,6 +72,17 @@ impl ApiClient {
     ) -> anyhow::Result<Value> {
         let request = self.http.get(format!("{}{path}", self.base)).query(params);
         self.read(request, what).await
+    }
+
+    /// As `get`, with the answer's text as the server wrote it.
+    pub async fn get_text(
+        &self,
+        path: &str,
+        params: &[(&str, String)],
+        what: &str,
+    ) -> anyhow::Result<(String, Value)> {
+        let request = self.http.get(format!("{}{path}", self.base)).query(params);
+        self.read_text(request, what).await
     }
 
     pub async fn post(&self, path: &str, body: &Value, what: &str) -> anyhow::Result<Value> {

@@ -87,9 +87,9 @@ fn duration_words(seconds: f64) -> String {
 
 pub async fn slos(args: SlosArgs) -> anyhow::Result<()> {
     let client = ApiClient::new(&args.url)?;
-    let answer = client.get("/api/v1/slos", &[], "listing SLOs").await?;
+    let (text, answer) = client.get_text("/api/v1/slos", &[], "listing SLOs").await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
+        println!("{text}");
         return Ok(());
     }
     let slos = answer["slos"].as_array().cloned().unwrap_or_default();
@@ -155,11 +155,11 @@ pub async fn slos(args: SlosArgs) -> anyhow::Result<()> {
 pub async fn alerts(args: AlertsArgs) -> anyhow::Result<()> {
     let client = ApiClient::new(&args.url)?;
     let params: Vec<(&str, String)> = args.state.iter().map(|s| ("state", s.clone())).collect();
-    let answer = client
-        .get("/api/v1/alerts", &params, "listing alerts")
+    let (text, answer) = client
+        .get_text("/api/v1/alerts", &params, "listing alerts")
         .await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
+        println!("{text}");
         return Ok(());
     }
     let alerts = answer["alerts"].as_array().cloned().unwrap_or_default();
