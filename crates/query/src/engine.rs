@@ -192,6 +192,7 @@ impl QueryEngine {
         let mut ctx = SessionContext::new_with_state(state);
         datafusion_functions_json::register_all(&mut ctx).map_err(internal)?;
         crate::bounded::register(&ctx, pool.clone());
+        crate::mask::register(&ctx);
         for table in Table::ALL {
             ctx.register_table(
                 table.name(),

@@ -618,9 +618,122 @@ fn part(text: &str, start: usize, end: usize) -> &str {
     text.get(start..end).unwrap_or_default()
 }
 
+/// The SQL name of [`pattern`] as a function: `SELECT log_pattern(body), count(*) FROM logs
+/// GROUP BY 1`.
+pub const SQL_FUNCTION: &str = "log_pattern";
+
+/// Registers `log_pattern(text) -> text` ([`pattern`] of each value; NULL stays NULL), so a
+/// query groups lines by pattern in the engine and holds one group per pattern, not per body.
+pub fn register(ctx: &datafusion::prelude::SessionContext) {
+    use std::sync::Arc;
+
+    use arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
+    use arrow::datatypes::DataType;
+    use datafusion::error::DataFusionError;
+    use datafusion::logical_expr::{
+        ColumnarValue, ScalarUDF, Signature, SimpleScalarUDF, Volatility,
+    };
+
+    fn masked<'a>(values: impl Iterator<Item = Option<&'a str>>, rows: usize) -> ArrayRef {
+        let mut out = StringBuilder::with_capacity(rows, rows * 32);
+        // Lines repeat: the previous value's pattern is reused when the next is the same.
+        let mut last: Option<(&str, String)> = None;
+        for value in values {
+            match value {
+                None => out.append_null(),
+                Some(text) => {
+                    if last.as_ref().is_none_or(|(t, _)| *t != text) {
+                        last = Some((text, pattern(text)));
+                    }
+                    out.append_value(&last.as_ref().expect("set above").1);
+                }
+            }
+        }
+        Arc::new(out.finish())
+    }
+    let function = move |args: &[ColumnarValue]| -> datafusion::error::Result<ColumnarValue> {
+        let [value] = args else {
+            return Err(DataFusionError::Plan(format!(
+                "{SQL_FUNCTION} takes one text argument, not {}",
+                args.len()
+            )));
+        };
+        let array = value.to_array(1)?;
+        let rows = array.len();
+        let out = if let Some(view) = array.as_string_view_opt() {
+            masked(view.iter(), rows)
+        } else if let Some(text) = array.as_string_opt::<i32>() {
+            masked(text.iter(), rows)
+        } else if let Some(text) = array.as_string_opt::<i64>() {
+            masked(text.iter(), rows)
+        } else {
+            return Err(DataFusionError::Plan(format!(
+                "{SQL_FUNCTION} takes text, not {}",
+                array.data_type()
+            )));
+        };
+        Ok(match value {
+            ColumnarValue::Scalar(_) => {
+                ColumnarValue::Scalar(datafusion::scalar::ScalarValue::try_from_array(&out, 0)?)
+            }
+            ColumnarValue::Array(_) => ColumnarValue::Array(out),
+        })
+    };
+    let signature = Signature::uniform(
+        1,
+        vec![DataType::Utf8View, DataType::Utf8, DataType::LargeUtf8],
+        Volatility::Immutable,
+    );
+    ctx.register_udf(ScalarUDF::from(SimpleScalarUDF::new_with_signature(
+        SQL_FUNCTION,
+        signature,
+        DataType::Utf8,
+        Arc::new(function),
+    )));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_sql_function_masks_each_row_and_keeps_nulls() {
+        let ctx = datafusion::prelude::SessionContext::new();
+        register(&ctx);
+        let sql = "SELECT log_pattern(column1) AS p FROM (VALUES \
+                   (arrow_cast('timeout after 30 ms for order 8812', 'Utf8View')), \
+                   (arrow_cast('timeout after 30 ms for order 8812', 'Utf8View')), \
+                   (arrow_cast('timeout after 4500 ms for order 17', 'Utf8View')), \
+                   (NULL))";
+        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        let column = arrow::compute::concat(
+            &batches
+                .iter()
+                .map(|b| b.column(0).as_ref())
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let text = arrow::array::AsArray::as_string::<i32>(&column);
+        let rows: Vec<Option<&str>> = text.iter().collect();
+        assert_eq!(
+            rows,
+            vec![
+                Some("timeout after <num> ms for order <num>"),
+                Some("timeout after <num> ms for order <num>"),
+                Some("timeout after <num> ms for order <num>"),
+                None
+            ]
+        );
+        let scalar = ctx
+            .sql("SELECT log_pattern('user 42 logged in from 10.0.0.7') AS p")
+            .await
+            .unwrap();
+        let batches = scalar.collect().await.unwrap();
+        let one = arrow::array::AsArray::as_string::<i32>(batches[0].column(0).as_ref())
+            .value(0)
+            .to_string();
+        assert_eq!(one, pattern("user 42 logged in from 10.0.0.7"));
+    }
 
     fn assert_pattern(message: &str, expected: &str) {
         assert_eq!(pattern(message), expected, "pattern of {message:?}");

@@ -3,10 +3,11 @@
 //! identical timeouts read as one line; each compared with the baseline window just before
 //! (new patterns, and patterns that grew).
 //!
-//! One aggregate query counts the lines per exact body, severity and bucket (the engine does
-//! the heavy lifting; identical bodies are masked once), then the bodies are masked and merged
-//! by pattern in memory. Bodies are cut to [`BODY_PREFIX`] characters for the grouping, so a
-//! line with a megabyte of payload costs what a short one does.
+//! One aggregate query counts the lines per pattern (the SQL function `log_pattern`), severity,
+//! service and bucket, with each group's most recent line, so the engine holds one group per
+//! pattern and bucket however many distinct bodies there are; the groups are then merged by
+//! pattern in memory. Bodies are cut to [`BODY_PREFIX`] characters before masking, so a line with
+//! a megabyte of payload costs what a short one does.
 
 use std::collections::HashMap;
 
@@ -21,7 +22,7 @@ use crate::sql::{quote, time_conditions};
 
 /// The characters of a body read to find its pattern.
 pub const BODY_PREFIX: usize = 300;
-/// Distinct (body, severity, bucket) groups read at most; past it the answer says so.
+/// Distinct (pattern, severity, service, bucket) groups read at most; past it the answer says so.
 pub const MAX_GROUPS: usize = 2_000_000;
 /// A pattern "grew" when its rate is at least this many times its baseline rate.
 pub const GREW_RATIO: f64 = 2.0;
@@ -94,7 +95,7 @@ struct Acc {
     severity_number: i32,
     severity: String,
     example: String,
-    example_bucket: i64,
+    example_time: i64,
     services: Vec<String>,
     series: Vec<u64>,
 }
@@ -129,45 +130,37 @@ pub async fn patterns(engine: &QueryEngine, question: &PatternQuestion) -> Resul
         conditions.push(format!("severity_number >= {floor}"));
     }
     // Buckets of the baseline are negative: -1 is the last `step` before the window.
+    // The engine groups by pattern (`log_pattern`), so the groups held are patterns × buckets
+    // however many distinct bodies the window has; each group keeps its most recent line.
     let sql = format!(
-        "SELECT substr(body, 1, {BODY_PREFIX}) AS body, severity, max(severity_number) AS severity_number, \
-         service_name, \
+        "SELECT {mask}(substr(body, 1, {BODY_PREFIX})) AS pattern, severity, \
+         max(severity_number) AS severity_number, service_name, \
          CAST(floor(CAST(CAST(time AS BIGINT) - {start} AS DOUBLE) / {step}) AS BIGINT) AS bucket, \
-         count(*) AS lines FROM logs WHERE {filter} GROUP BY 1, 2, 4, 5",
+         count(*) AS lines, last_value(substr(body, 1, {BODY_PREFIX}) ORDER BY time) AS example, \
+         CAST(max(time) AS BIGINT) AS latest \
+         FROM logs WHERE {filter} GROUP BY 1, 2, 4, 5",
+        mask = crate::mask::SQL_FUNCTION,
         start = question.start_ns,
         filter = conditions.join(" AND "),
     );
     let (_, batches, truncated) = engine.collect(&sql, MAX_GROUPS).await?;
-    let mut masked: HashMap<String, String> = HashMap::new();
     let mut by_pattern: HashMap<String, Acc> = HashMap::new();
     let (mut lines, mut baseline_lines) = (0u64, 0u64);
     for batch in &batches {
-        let body = batch
-            .column(0)
-            .as_string_view_opt()
-            .map(Either::View)
-            .or_else(|| batch.column(0).as_string_opt::<i32>().map(Either::Utf8));
+        let pattern = batch.column(0);
         let severity = batch.column(1);
         let severity_number = batch.column(2);
         let service = batch.column(3);
         let bucket = batch.column(4).as_primitive::<Int64Type>();
         let count = batch.column(5).as_primitive::<Int64Type>();
-        let Some(body) = body else { continue };
+        let example = batch.column(6);
+        let latest = batch.column(7).as_primitive::<Int64Type>();
         for i in 0..batch.num_rows() {
-            let text = body.value(i);
             let n = count.value(i).max(0) as u64;
             let b = bucket.value(i);
-            let pattern = match masked.get(text) {
-                Some(p) => p.clone(),
-                None => {
-                    let p = crate::mask::pattern(text);
-                    masked.insert(text.to_string(), p.clone());
-                    p
-                }
-            };
-            let acc = by_pattern.entry(pattern).or_insert_with(|| Acc {
+            let acc = by_pattern.entry(string(pattern, i)).or_insert_with(|| Acc {
                 series: vec![0; buckets],
-                example_bucket: i64::MIN,
+                example_time: i64::MIN,
                 ..Acc::default()
             });
             if b < 0 {
@@ -185,9 +178,9 @@ pub async fn patterns(engine: &QueryEngine, question: &PatternQuestion) -> Resul
                 acc.severity_number = level;
                 acc.severity = string(severity, i);
             }
-            if b >= acc.example_bucket {
-                acc.example_bucket = b;
-                acc.example = text.to_string();
+            if latest.value(i) >= acc.example_time {
+                acc.example_time = latest.value(i);
+                acc.example = string(example, i);
             }
             let name = string(service, i);
             if acc.services.len() < 5 && !acc.services.contains(&name) {
@@ -241,20 +234,6 @@ pub async fn patterns(engine: &QueryEngine, question: &PatternQuestion) -> Resul
         bucket_s: step as f64 / 1e9,
         truncated,
     })
-}
-
-enum Either<'a> {
-    View(&'a arrow::array::StringViewArray),
-    Utf8(&'a arrow::array::StringArray),
-}
-
-impl Either<'_> {
-    fn value(&self, i: usize) -> &str {
-        match self {
-            Self::View(a) => a.value(i),
-            Self::Utf8(a) => a.value(i),
-        }
-    }
 }
 
 fn string(column: &dyn Array, i: usize) -> String {
