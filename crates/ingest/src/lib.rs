@@ -4,8 +4,10 @@
 //!
 //! The steps are: [`body`] (content type, gzip with a size limit) -> decode (protobuf with prost,
 //! or JSON through [`otlp_json`], which repairs and validates OTLP/JSON before the serde types
-//! see it) -> normalize ([`traces`], [`logs`], [`metrics`]), which promotes semantic-convention
-//! attributes into columns and understands Logfire's conventions.
+//! see it) -> redact ([`redact`], on the decoded request, so nothing after it sees a secret) ->
+//! limits ([`limits`]) -> normalize ([`traces`], [`logs`], [`metrics`]), which promotes
+//! semantic-convention attributes into columns and understands Logfire's conventions. What a
+//! request goes through is an [`Intake`]: the limits and the redaction rules.
 
 #![deny(missing_docs)]
 
@@ -17,6 +19,7 @@ pub mod limits;
 pub mod logs;
 pub mod metrics;
 pub mod otlp_json;
+pub mod redact;
 pub mod resource;
 pub mod traces;
 
@@ -24,6 +27,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
+pub use redact::{Redactions, Redactor};
 use sightline_model::schema::{LogRow, MetricRow, SpanRow};
 
 pub use body::{BodyEncoding, decode_body};
@@ -43,6 +47,8 @@ pub struct Normalized {
     pub rejections: Rejections,
     /// What the per-record limits dropped or cut (kept records, changed).
     pub limited: Limited,
+    /// Values redaction replaced, per service and rule (kept records, changed).
+    pub redactions: Redactions,
 }
 
 impl Normalized {
@@ -88,6 +94,7 @@ struct SignalCodec<R> {
     /// The protobuf message name, for error messages.
     message: &'static str,
     parse_json: JsonParser<R>,
+    redact: fn(&Redactor, &mut R) -> Redactions,
     enforce: fn(&mut R, Limits) -> Limited,
     normalize: fn(&R, i64) -> Normalized,
 }
@@ -95,6 +102,7 @@ struct SignalCodec<R> {
 const TRACES: SignalCodec<ExportTraceServiceRequest> = SignalCodec {
     message: "ExportTraceServiceRequest",
     parse_json: otlp_json::parse_traces,
+    redact: Redactor::traces,
     enforce: limits::enforce_traces,
     normalize: traces::normalize,
 };
@@ -102,6 +110,7 @@ const TRACES: SignalCodec<ExportTraceServiceRequest> = SignalCodec {
 const LOGS: SignalCodec<ExportLogsServiceRequest> = SignalCodec {
     message: "ExportLogsServiceRequest",
     parse_json: otlp_json::parse_logs,
+    redact: Redactor::logs,
     enforce: limits::enforce_logs,
     normalize: logs::normalize,
 };
@@ -109,18 +118,46 @@ const LOGS: SignalCodec<ExportLogsServiceRequest> = SignalCodec {
 const METRICS: SignalCodec<ExportMetricsServiceRequest> = SignalCodec {
     message: "ExportMetricsServiceRequest",
     parse_json: otlp_json::parse_metrics,
+    redact: Redactor::metrics,
     enforce: limits::enforce_metrics,
     normalize: metrics::normalize,
 };
 
-/// Decodes one export request (protobuf or OTLP/JSON), applies the limits and normalizes it;
+/// What every request goes through after decoding: the redaction rules, then the per-record
+/// limits. The receivers hold one; [`Intake::unredacted`] is for benchmarks and tests of
+/// normalization alone.
+#[derive(Debug, Clone, Default)]
+pub struct Intake {
+    /// `[limits]`.
+    pub limits: Limits,
+    /// `[redaction]`, compiled.
+    pub redactor: Redactor,
+}
+
+impl Intake {
+    /// The limits and the rules.
+    pub fn new(limits: Limits, redactor: Redactor) -> Self {
+        Self { limits, redactor }
+    }
+
+    /// The limits without any redaction.
+    pub fn unredacted(limits: Limits) -> Self {
+        Self {
+            limits,
+            redactor: Redactor::none(),
+        }
+    }
+}
+
+/// Decodes one export request (protobuf or OTLP/JSON), redacts it, applies the limits and
+/// normalizes it;
 /// rejections found while reading JSON come first, then those of normalization.
 fn ingest<R: Message + Default>(
     codec: &SignalCodec<R>,
     bytes: &[u8],
     encoding: BodyEncoding,
     received_ns: i64,
-    limits: Limits,
+    intake: &Intake,
 ) -> Result<Normalized, Error> {
     let (request, mut rejections) = match encoding {
         BodyEncoding::Protobuf => (
@@ -132,7 +169,7 @@ fn ingest<R: Message + Default>(
         ),
         BodyEncoding::Json => (codec.parse_json)(bytes)?,
     };
-    let mut normalized = prepare(codec, request, received_ns, limits);
+    let mut normalized = prepare(codec, request, received_ns, intake);
     rejections.merge(std::mem::take(&mut normalized.rejections));
     normalized.rejections = rejections;
     Ok(normalized)
@@ -172,76 +209,79 @@ pub fn protobuf_reason(text: &str) -> String {
     reason
 }
 
-/// Applies the per-record limits to a decoded request, normalizes it, and rejects records
-/// stamped too far from the server's clock.
+/// Redacts a decoded request, applies the per-record limits, normalizes it, and rejects records
+/// stamped too far from the server's clock. Redaction comes first, so a secret is never cut in
+/// two by a length limit and missed.
 fn prepare<R>(
     codec: &SignalCodec<R>,
     mut request: R,
     received_ns: i64,
-    limits: Limits,
+    intake: &Intake,
 ) -> Normalized {
-    let limited = (codec.enforce)(&mut request, limits);
+    let redactions = (codec.redact)(&intake.redactor, &mut request);
+    let limited = (codec.enforce)(&mut request, intake.limits);
     let mut normalized = (codec.normalize)(&request, received_ns);
     normalized.limited = limited;
-    limits::enforce_time_bounds(&mut normalized, received_ns, limits);
+    normalized.redactions = redactions;
+    limits::enforce_time_bounds(&mut normalized, received_ns, intake.limits);
     normalized
 }
 
-/// Limits and normalizes a traces request decoded elsewhere (the gRPC receiver).
+/// Redacts, limits and normalizes a traces request decoded elsewhere (the gRPC receiver).
 pub fn prepare_traces(
     request: ExportTraceServiceRequest,
     received_ns: i64,
-    limits: Limits,
+    intake: &Intake,
 ) -> Normalized {
-    prepare(&TRACES, request, received_ns, limits)
+    prepare(&TRACES, request, received_ns, intake)
 }
 
-/// Limits and normalizes a logs request decoded elsewhere (the gRPC receiver).
+/// Redacts, limits and normalizes a logs request decoded elsewhere (the gRPC receiver).
 pub fn prepare_logs(
     request: ExportLogsServiceRequest,
     received_ns: i64,
-    limits: Limits,
+    intake: &Intake,
 ) -> Normalized {
-    prepare(&LOGS, request, received_ns, limits)
+    prepare(&LOGS, request, received_ns, intake)
 }
 
-/// Limits and normalizes a metrics request decoded elsewhere (the gRPC receiver).
+/// Redacts, limits and normalizes a metrics request decoded elsewhere (the gRPC receiver).
 pub fn prepare_metrics(
     request: ExportMetricsServiceRequest,
     received_ns: i64,
-    limits: Limits,
+    intake: &Intake,
 ) -> Normalized {
-    prepare(&METRICS, request, received_ns, limits)
+    prepare(&METRICS, request, received_ns, intake)
 }
 
-/// Decodes an OTLP traces export body (already decompressed) and normalizes it.
+/// Decodes an OTLP traces export body (already decompressed), redacts and normalizes it.
 pub fn ingest_traces(
     bytes: &[u8],
     encoding: BodyEncoding,
     received_ns: i64,
-    limits: Limits,
+    intake: &Intake,
 ) -> Result<Normalized, Error> {
-    ingest(&TRACES, bytes, encoding, received_ns, limits)
+    ingest(&TRACES, bytes, encoding, received_ns, intake)
 }
 
-/// Decodes an OTLP logs export body (already decompressed) and normalizes it.
+/// Decodes an OTLP logs export body (already decompressed), redacts and normalizes it.
 pub fn ingest_logs(
     bytes: &[u8],
     encoding: BodyEncoding,
     received_ns: i64,
-    limits: Limits,
+    intake: &Intake,
 ) -> Result<Normalized, Error> {
-    ingest(&LOGS, bytes, encoding, received_ns, limits)
+    ingest(&LOGS, bytes, encoding, received_ns, intake)
 }
 
-/// Decodes an OTLP metrics export body (already decompressed) and normalizes it.
+/// Decodes an OTLP metrics export body (already decompressed), redacts and normalizes it.
 pub fn ingest_metrics(
     bytes: &[u8],
     encoding: BodyEncoding,
     received_ns: i64,
-    limits: Limits,
+    intake: &Intake,
 ) -> Result<Normalized, Error> {
-    ingest(&METRICS, bytes, encoding, received_ns, limits)
+    ingest(&METRICS, bytes, encoding, received_ns, intake)
 }
 
 #[cfg(test)]

@@ -457,7 +457,7 @@ mod tests {
                 body(t).as_bytes(),
                 crate::BodyEncoding::Json,
                 now,
-                Limits::default(),
+                &crate::Intake::unredacted(Limits::default()),
             )
             .expect("decodes");
             assert_eq!((out.logs.len(), out.rejections.count), (1, 1), "time {t}");
@@ -471,8 +471,13 @@ mod tests {
             max_timestamp_age: Lifetime::Forever,
             ..Limits::default()
         };
-        let out = crate::ingest_logs(body(1).as_bytes(), crate::BodyEncoding::Json, now, open)
-            .expect("decodes");
+        let out = crate::ingest_logs(
+            body(1).as_bytes(),
+            crate::BodyEncoding::Json,
+            now,
+            &crate::Intake::unredacted(open),
+        )
+        .expect("decodes");
         assert_eq!(out.logs.len(), 2, "no age bound: any past time is kept");
     }
 }

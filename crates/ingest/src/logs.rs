@@ -112,8 +112,13 @@ mod tests {
             {"severityNumber":17,"body":{"kvlistValue":{"values":[{"key":"a","value":{"intValue":1}}]}},
              "attributes":[{"key":"exception.type","value":{"stringValue":"ValueError"}}]}
           ]}]}]}"#;
-        let normalized = crate::ingest_logs(body, BodyEncoding::Json, 99, crate::Limits::default())
-            .expect("valid body");
+        let normalized = crate::ingest_logs(
+            body,
+            BodyEncoding::Json,
+            99,
+            &crate::Intake::unredacted(crate::Limits::default()),
+        )
+        .expect("valid body");
         let rows = normalized.logs;
         assert_eq!(rows.len(), 2);
         assert_eq!((rows[0].severity, rows[0].severity_number), ("warn", 13));

@@ -242,8 +242,13 @@ mod tests {
                "bucketCounts":["1","2","0"],"explicitBounds":[1,5]}]}},
             {"name":"nodata"}
           ]}]}]}"#;
-        let out = crate::ingest_metrics(body, BodyEncoding::Json, 0, crate::Limits::default())
-            .expect("valid body");
+        let out = crate::ingest_metrics(
+            body,
+            BodyEncoding::Json,
+            0,
+            &crate::Intake::unredacted(crate::Limits::default()),
+        )
+        .expect("valid body");
         assert_eq!(out.metrics.len(), 3);
         assert_eq!(out.rejections.count, 1);
         let sum = &out.metrics[0];

@@ -223,7 +223,7 @@ mod tests {
             body.as_bytes(),
             BodyEncoding::Json,
             0,
-            crate::Limits::default(),
+            &crate::Intake::unredacted(crate::Limits::default()),
         )
         .expect("valid body")
     }

@@ -145,7 +145,7 @@ impl App {
         let otlp_grpc = OtlpGrpc::router(
             pipeline.clone(),
             config.max_body_bytes as usize,
-            config.limits,
+            sightline_ingest::Intake::new(config.limits, config.redactor.clone()),
             decoding.clone(),
         )
         .layer(axum::middleware::from_fn_with_state(
@@ -155,7 +155,7 @@ impl App {
         let otlp_http = otlp_http::router(otlp_http::OtlpHttpState {
             pipeline,
             max_body_bytes: config.max_body_bytes,
-            limits: config.limits,
+            intake: sightline_ingest::Intake::new(config.limits, config.redactor.clone()),
             decoding,
         })
         .layer(axum::middleware::from_fn_with_state(

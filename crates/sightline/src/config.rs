@@ -2,7 +2,7 @@
 //! precedence of command-line flags, then `SIGHTLINE_*` environment variables (both read by
 //! clap), then `sightline.toml`, then defaults. Every other table of the file belongs to the
 //! crate it configures — `[storage]` and `[retention]` to the store, `[query]` to the query
-//! engine, `[limits]` to ingest, `[auth]` to [`crate::auth`], `[monitor]`, `[[slo]]`, `[[alert]]`
+//! engine, `[limits]` and `[redaction]` to ingest, `[auth]` to [`crate::auth`], `[monitor]`, `[[slo]]`, `[[alert]]`
 //! and `[[notify]]` to the monitor — which deserializes it, fills
 //! defaults, refuses unknown keys and validates it; this module only reads the file and asks
 //! each to check itself.
@@ -72,6 +72,9 @@ pub struct FileConfig {
     /// `[auth]`.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// `[redaction]`.
+    #[serde(default)]
+    pub redaction: sightline_ingest::redact::RedactionConfig,
     /// `[tls]`.
     #[serde(default)]
     pub tls: TlsSection,
@@ -122,6 +125,9 @@ pub struct Overrides {
     pub tls_cert: Option<PathBuf>,
     /// `--tls-key`.
     pub tls_key: Option<PathBuf>,
+    /// `SIGHTLINE_REDACTION_KEY`: the hash key of `[redaction] mode = "hash"` when the file has
+    /// none (an environment variable only, never a flag others could read in the process list).
+    pub redaction_key: Option<String>,
 }
 
 /// The configuration `serve` runs with.
@@ -148,6 +154,8 @@ pub struct ServeConfig {
     pub query: QueryConfig,
     /// `[limits]`: per-record bounds on attributes and value lengths.
     pub limits: sightline_ingest::Limits,
+    /// `[redaction]`, compiled: what every request's values go through before normalization.
+    pub redactor: sightline_ingest::Redactor,
     /// `[auth]`: access tokens; none means open access, allowed on loopback addresses only.
     pub auth: AuthConfig,
     /// `[monitor]`, `[[slo]]`, `[[alert]]` and `[[notify]]`.
@@ -251,6 +259,7 @@ impl ServeConfig {
         store.validate()?;
         file.query.validate()?;
         file.limits.validate()?;
+        let redactor = file.redaction.compile(o.redaction_key.as_deref())?;
         file.auth.validate()?;
         let tls = match (o.tls_cert.or(file.tls.cert), o.tls_key.or(file.tls.key)) {
             (Some(cert), Some(key)) => Some((cert, key)),
@@ -279,6 +288,7 @@ impl ServeConfig {
             store,
             query: file.query,
             limits: file.limits,
+            redactor,
             auth: file.auth,
             monitor,
             tls,

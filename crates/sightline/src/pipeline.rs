@@ -1,7 +1,9 @@
 //! The ingest path after decoding, shared by every receiver: normalized rows become Arrow
 //! batches and go to [`Store::append`], which derives the span rollups, makes the rows durable
 //! in the write-ahead log and visible in the buffer; then the export's log rows are published
-//! to live tails. Every span is stored as received (`sample_rate = 1.0`).
+//! to live tails. Records arrive here already redacted (`sightline_ingest::redact`, on the
+//! decoded request); what was replaced is counted per service and rule. Every span is stored as
+//! received (`sample_rate = 1.0`).
 
 use std::sync::Arc;
 
@@ -120,8 +122,10 @@ impl Pipeline {
             metrics,
             rejections,
             limited,
+            redactions,
         } = normalized;
         self.metrics.record_limited(limited);
+        self.metrics.record_redactions(signal, &redactions);
         let rows = spans.len() + logs.len() + metrics.len();
         if rows == 0 && rejections.count > 0 {
             // Nothing to keep: the sender learns why with a 400, not a 200 it may not read.

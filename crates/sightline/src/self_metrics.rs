@@ -29,6 +29,19 @@ pub struct SelfMetrics {
     values_too_deep: AtomicU64,
     /// Bad requests by error code, e.g. `payload_too_large`.
     bad_requests: Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    /// Values redacted by (service, signal index, rule) since the server started.
+    redactions: Mutex<std::collections::BTreeMap<(String, usize, std::sync::Arc<str>), u64>>,
+}
+
+/// What redaction replaced for one service since the server started: per rule, per signal.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ServiceRedactions {
+    /// Values replaced in all.
+    pub total: u64,
+    /// `rule` → values replaced (all signals).
+    pub by_rule: std::collections::BTreeMap<String, u64>,
+    /// `signal` → values replaced (all rules).
+    pub by_signal: std::collections::BTreeMap<String, u64>,
 }
 
 fn index(signal: Signal) -> usize {
@@ -88,6 +101,35 @@ impl SelfMetrics {
             .fetch_add(limited.values_truncated, Ordering::Relaxed);
         self.values_too_deep
             .fetch_add(limited.values_too_deep, Ordering::Relaxed);
+    }
+
+    /// Counts what redaction replaced in one export, per service and rule.
+    pub fn record_redactions(&self, signal: Signal, redactions: &sightline_ingest::Redactions) {
+        if redactions.counts.is_empty() {
+            return;
+        }
+        let mut map = self.redactions.lock().unwrap_or_else(|e| e.into_inner());
+        for ((service, rule), n) in &redactions.counts {
+            *map.entry((service.clone(), index(signal), rule.clone()))
+                .or_default() += n;
+        }
+    }
+
+    /// What redaction replaced for `service` since the server started.
+    pub fn service_redactions(&self, service: &str) -> ServiceRedactions {
+        let map = self.redactions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = ServiceRedactions::default();
+        for ((s, signal, rule), n) in map.iter() {
+            if s != service {
+                continue;
+            }
+            out.total += n;
+            *out.by_rule.entry(rule.to_string()).or_default() += n;
+            *out.by_signal
+                .entry(Signal::ALL[*signal].to_string())
+                .or_default() += n;
+        }
+        out
     }
 
     pub fn record_query(&self, elapsed_ns: u64, ok: bool) {
@@ -177,6 +219,27 @@ impl SelfMetrics {
                 "sightline_ingest_values_too_deep_total {}",
                 load(&self.values_too_deep)
             ),
+        );
+        let redacted: Vec<String> = self
+            .redactions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|((service, signal, rule), n)| {
+                format!(
+                    "sightline_redactions_total{{service=\"{}\",signal=\"{}\",rule=\"{}\"}} {n}",
+                    label(service),
+                    Signal::ALL[*signal],
+                    label(rule)
+                )
+            })
+            .collect();
+        section(
+            &mut out,
+            "sightline_redactions_total",
+            "counter",
+            "Values replaced by redaction before storage, by service, signal and rule (the records are kept).",
+            redacted.join("\n"),
         );
         section(
             &mut out,

@@ -18,7 +18,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value as Any};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind, status::StatusCode};
-use sightline_ingest::Limits;
 use sightline_model::schema::{LogRow, SpanRow, logs_to_batch, spans_to_batch};
 use sightline_model::{Signal, SystemClock};
 use sightline_storage::{Store, StoreOptions};
@@ -277,8 +276,11 @@ fn generate(
     // Records are stamped with their own time; the receiving moment is the window's end, so
     // the ingest time bounds judge them as a live export would.
     let received_ns = from_ns + width_ns + 30 * NS_PER_S;
-    let spans = sightline_ingest::prepare_traces(traces, received_ns, Limits::default()).spans;
-    let logs = sightline_ingest::prepare_logs(logs, received_ns, Limits::default()).logs;
+    // The server's default rules, so the dataset is what a default server would have stored.
+    static INTAKE: std::sync::LazyLock<sightline_ingest::Intake> =
+        std::sync::LazyLock::new(sightline_ingest::Intake::default);
+    let spans = sightline_ingest::prepare_traces(traces, received_ns, &INTAKE).spans;
+    let logs = sightline_ingest::prepare_logs(logs, received_ns, &INTAKE).logs;
     (spans, logs)
 }
 

@@ -459,6 +459,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ready_file: args.ready_file,
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
+        redaction_key: std::env::var(sightline_ingest::redact::HASH_KEY_VARIABLE).ok(),
     })?;
     runtime()?.block_on(async move {
         let listeners = crate::app::Listeners::bind(&config).await?;

@@ -35,7 +35,7 @@ use crate::pipeline::{Accepted, Pipeline};
 #[derive(Debug, Clone)]
 pub struct OtlpGrpc {
     pipeline: Pipeline,
-    limits: sightline_ingest::Limits,
+    intake: sightline_ingest::Intake,
 }
 
 impl OtlpGrpc {
@@ -65,11 +65,11 @@ impl OtlpGrpc {
     pub fn router(
         pipeline: Pipeline,
         max_message_bytes: usize,
-        limits: sightline_ingest::Limits,
+        intake: sightline_ingest::Intake,
         decoding: Arc<Semaphore>,
     ) -> axum::Router {
         let metrics = pipeline.metrics_handle();
-        let service = OtlpGrpc { pipeline, limits };
+        let service = OtlpGrpc { pipeline, intake };
         let traces = TraceServiceServer::new(service.clone())
             .accept_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(max_message_bytes);
@@ -265,7 +265,7 @@ impl TraceService for OtlpGrpc {
         let normalized = sightline_ingest::prepare_traces(
             request.into_inner(),
             self.pipeline.now_ns(),
-            self.limits,
+            &self.intake,
         );
         let accepted = self.store(permit, Signal::Spans, normalized).await?;
         Ok(Response::new(PartialSuccess::trace_response(
@@ -284,7 +284,7 @@ impl LogsService for OtlpGrpc {
         let normalized = sightline_ingest::prepare_logs(
             request.into_inner(),
             self.pipeline.now_ns(),
-            self.limits,
+            &self.intake,
         );
         let accepted = self.store(permit, Signal::Logs, normalized).await?;
         Ok(Response::new(PartialSuccess::logs_response(
@@ -303,7 +303,7 @@ impl MetricsService for OtlpGrpc {
         let normalized = sightline_ingest::prepare_metrics(
             request.into_inner(),
             self.pipeline.now_ns(),
-            self.limits,
+            &self.intake,
         );
         let accepted = self.store(permit, Signal::Metrics, normalized).await?;
         Ok(Response::new(PartialSuccess::metrics_response(

@@ -24,7 +24,8 @@ use crate::pipeline::{Accepted, Pipeline};
 pub struct OtlpHttpState {
     pub pipeline: Pipeline,
     pub max_body_bytes: u64,
-    pub limits: sightline_ingest::Limits,
+    /// The limits and the redaction rules every body goes through.
+    pub intake: sightline_ingest::Intake,
     /// Bodies being inflated and decoded at once. A decoded body can take many times its size in
     /// memory (a 15 MB JSON export peaks near 500 MB), so memory stays bounded by this many
     /// bodies; further requests wait their turn rather than fail.
@@ -148,7 +149,7 @@ type Ingest = fn(
     &[u8],
     BodyEncoding,
     i64,
-    sightline_ingest::Limits,
+    &sightline_ingest::Intake,
 ) -> Result<Normalized, sightline_ingest::Error>;
 
 async fn export(
@@ -183,7 +184,7 @@ async fn export(
         .map(str::to_string);
     let received_ns = state.pipeline.now_ns();
     let limit = state.max_body_bytes;
-    let limits = state.limits;
+    let intake = state.intake.clone();
     // Inflating and decoding a large body is CPU work: keep it off the async workers, and do
     // only a few at once.
     let Ok(permit) = state.decoding.clone().acquire_owned().await else {
@@ -194,7 +195,7 @@ async fn export(
     };
     let decoded = tokio::task::spawn_blocking(move || {
         let bytes = sightline_ingest::decode_body(&raw, content_encoding.as_deref(), limit)?;
-        ingest(&bytes, encoding, received_ns, limits)
+        ingest(&bytes, encoding, received_ns, &intake)
     });
     let normalized = match decoded.await {
         Ok(Ok(normalized)) => normalized,

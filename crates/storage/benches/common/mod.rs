@@ -2,7 +2,7 @@
 
 use prost::Message;
 use sightline_demo::{Dice, export_requests};
-use sightline_ingest::{BodyEncoding, Limits, ingest_traces};
+use sightline_ingest::{BodyEncoding, Intake, Limits, ingest_traces};
 use sightline_model::schema::SpanRow;
 
 /// The moment the benches' exports are stamped and received at.
@@ -15,7 +15,7 @@ pub fn demo_spans(dice: &mut Dice) -> Vec<SpanRow> {
         &traces.encode_to_vec(),
         BodyEncoding::Protobuf,
         NOW_NS,
-        Limits::default(),
+        &Intake::unredacted(Limits::default()),
     )
     .expect("demo traces decode")
     .spans
