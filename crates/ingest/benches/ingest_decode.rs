@@ -97,6 +97,45 @@ fn bench(c: &mut Criterion) {
         group.finish();
     }
 
+    // Redaction's parts over the demo's keys and texts (per call).
+    let keys: Vec<String> = spans
+        .iter()
+        .flat_map(|s| {
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&s.attributes)
+                .expect("attributes")
+                .into_iter()
+                .map(|(k, _)| k)
+        })
+        .collect();
+    let texts: Vec<String> = spans
+        .iter()
+        .flat_map(|s| {
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&s.attributes)
+                .expect("attributes")
+                .into_iter()
+                .filter_map(|(_, v)| v.as_str().map(str::to_string))
+        })
+        .collect();
+    let mut group = c.benchmark_group("redaction-parts");
+    group.throughput(Throughput::Elements(keys.len() as u64));
+    group.bench_function("sensitive-key", |b| {
+        b.iter(|| {
+            keys.iter()
+                .filter(|k| defaults.redactor.is_sensitive_key(k))
+                .count()
+        })
+    });
+    group.throughput(Throughput::Elements(texts.len() as u64));
+    group.bench_function("find-in-text", |b| {
+        b.iter(|| {
+            texts
+                .iter()
+                .map(|t| defaults.redactor.find(t).len())
+                .sum::<usize>()
+        })
+    });
+    group.finish();
+
     let mut group = c.benchmark_group("rows-to-arrow");
     group.throughput(Throughput::Elements(spans.len() as u64));
     group.bench_function("spans", |b| {

@@ -32,7 +32,7 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use hmac::{Hmac, KeyInit, Mac};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -342,9 +342,10 @@ struct Inner {
     /// The sensitive keys (ASCII case-insensitive), when `keys` is on.
     keys: Option<AhoCorasick>,
     patterns: Vec<Pattern>,
-    /// Every anchor of every pattern; `anchor_patterns[i]` are the patterns anchor `i` opens.
+    /// Every anchor of every pattern; `anchor_patterns[i]` are the patterns anchor `i` opens,
+    /// one bit each.
     anchors: Option<AhoCorasick>,
-    anchor_patterns: Vec<Vec<usize>>,
+    anchor_patterns: Vec<u64>,
 }
 
 impl fmt::Debug for Redactor {
@@ -599,28 +600,33 @@ impl Redactor {
             });
             names.push(Arc::from(name.as_str()));
         }
+        // Built-in patterns come first, so every anchored one has a bit (custom patterns, past
+        // the 64th, always run).
         let mut literals: Vec<&str> = Vec::new();
-        let mut anchor_patterns: Vec<Vec<usize>> = Vec::new();
-        for (p, pattern) in patterns.iter().enumerate() {
+        let mut anchor_patterns: Vec<u64> = Vec::new();
+        for (p, pattern) in patterns.iter().enumerate().take(64) {
             if let Gate::Anchors(list) = &pattern.gate {
                 for literal in list {
                     match literals
                         .iter()
                         .position(|l| l.eq_ignore_ascii_case(literal))
                     {
-                        Some(i) => anchor_patterns[i].push(p),
+                        Some(i) => anchor_patterns[i] |= 1 << p,
                         None => {
                             literals.push(literal);
-                            anchor_patterns.push(vec![p]);
+                            anchor_patterns.push(1 << p);
                         }
                     }
                 }
             }
         }
+        // Leftmost-longest, not overlapping: an anchor inside another (`cookie` in
+        // `set-cookie`) opens the same rule, and the DFA reads each text once.
         let anchors = (!literals.is_empty()).then(|| {
             AhoCorasickBuilder::new()
                 .ascii_case_insensitive(true)
-                .match_kind(MatchKind::Standard)
+                .match_kind(MatchKind::LeftmostLongest)
+                .kind(Some(AhoCorasickKind::DFA))
                 .build(&literals)
                 .expect("plain anchors build an automaton")
         });
@@ -659,36 +665,34 @@ impl Redactor {
         if text.is_empty() || inner.patterns.is_empty() {
             return Vec::new();
         }
-        let mut run = vec![false; inner.patterns.len()];
-        let mut any = false;
+        // Which patterns run, one bit each (a pattern past the 64th always runs).
+        let mut run: u64 = 0;
         if let Some(anchors) = &inner.anchors {
-            for m in anchors.find_overlapping_iter(text) {
-                for &p in &inner.anchor_patterns[m.pattern().as_usize()] {
-                    run[p] = true;
-                    any = true;
-                }
+            for m in anchors.find_iter(text) {
+                run |= inner.anchor_patterns[m.pattern().as_usize()];
             }
         }
         let mut digits = None;
-        for (p, pattern) in inner.patterns.iter().enumerate() {
+        for (p, pattern) in inner.patterns.iter().enumerate().take(64) {
             let open = match &pattern.gate {
-                Gate::Anchors(_) => run[p],
+                Gate::Anchors(_) => continue,
                 Gate::Digits(n) => {
                     *digits.get_or_insert_with(|| text.bytes().filter(u8::is_ascii_digit).count())
                         >= *n
                 }
-                Gate::Byte(b) => text.as_bytes().contains(b),
+                Gate::Byte(b) => memchr(*b, text),
                 Gate::Always => true,
             };
-            run[p] = open;
-            any |= open;
+            if open {
+                run |= 1 << p;
+            }
         }
-        if !any {
+        if run == 0 && inner.patterns.len() <= 64 {
             return Vec::new();
         }
         let mut hits = Vec::new();
         for (p, pattern) in inner.patterns.iter().enumerate() {
-            if !run[p] {
+            if p < 64 && run & (1 << p) == 0 {
                 continue;
             }
             for captures in pattern.regex.captures_iter(text) {
@@ -1059,6 +1063,10 @@ fn passes(check: Check, found: &str) -> bool {
         }
         Check::Phone => (8..=15).contains(&found.bytes().filter(u8::is_ascii_digit).count()),
     }
+}
+
+fn memchr(byte: u8, text: &str) -> bool {
+    text.as_bytes().contains(&byte)
 }
 
 /// True when the digits of `text` are 13 to 19 and pass the Luhn checksum.

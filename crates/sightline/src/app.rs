@@ -171,6 +171,7 @@ impl App {
             torn_tails_at_start: report.torn_tails.len(),
             memory_budget: crate::health::MemoryBudget::of(&config),
             monitor: monitor.clone(),
+            redactor: config.redactor.clone(),
         };
         let api = ui::router(ui::UiState {
             // The pages ask as the UI: their queries take turns with the API's.
@@ -184,6 +185,7 @@ impl App {
         })
         .merge(crate::server::monitor_api::router(monitor.clone()))
         .merge(crate::server::changes_api::router(api_state.clone()))
+        .merge(crate::server::admin_api::router(api_state.clone()))
         .merge(api::router(api_state))
         .layer(axum::middleware::from_fn_with_state(
             auth,

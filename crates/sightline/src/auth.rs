@@ -349,10 +349,13 @@ fn is_public(path: &str) -> bool {
 }
 
 /// The scope a UI or API request needs: `admin` to change silences (the API's writes and the
-/// pages' forms), `ingest` to tell of a deploy, `read` for the rest.
+/// pages' forms) and for anything under `/api/v1/admin` (reads too: a redaction scan shows
+/// where secrets are), `ingest` to tell of a deploy, `read` for the rest.
 fn scope_for(method: &axum::http::Method, path: &str) -> Scope {
     let writes = method != axum::http::Method::GET && method != axum::http::Method::HEAD;
-    if writes && (path.starts_with("/api/v1/silences") || path.starts_with("/silences")) {
+    if path.starts_with("/api/v1/admin/") {
+        Scope::Admin
+    } else if writes && (path.starts_with("/api/v1/silences") || path.starts_with("/silences")) {
         Scope::Admin
     } else if writes && path == "/api/v1/deploys" {
         // A CI job's last step tells of a deploy with the token it ships telemetry with.

@@ -10,6 +10,7 @@ pub mod config;
 pub mod demo;
 pub mod health;
 pub mod pipeline;
+pub mod redact_scan;
 pub mod self_metrics;
 pub mod server;
 pub mod tls;

@@ -7,6 +7,7 @@ mod doctor;
 mod logs;
 mod monitor;
 mod query;
+mod redact;
 mod trace;
 
 use std::path::PathBuf;
@@ -55,6 +56,9 @@ pub enum Command {
     /// Compare a candidate release with its baseline, route by route (exit 0: no significant
     /// regression; 1: a significant regression, named; 2: cannot answer).
     Compare(changes::CompareArgs),
+    /// Redaction: `scan` reports what stored data still matches the rules.
+    #[command(subcommand)]
+    Redact(redact::RedactCommand),
     /// Benchmarks (not tests): load generators that report throughput, latency and cost.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -388,6 +392,15 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Silence(args) => runtime().and_then(|rt| rt.block_on(monitor::silence(args))),
         Command::Deploy(args) => runtime().and_then(|rt| rt.block_on(monitor::deploy(args))),
         Command::Explain(args) => runtime().and_then(|rt| rt.block_on(changes::explain(args))),
+        Command::Redact(command) => {
+            return match runtime().and_then(|rt| rt.block_on(redact::run(command))) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Compare(args) => {
             match runtime().and_then(|rt| rt.block_on(changes::compare(args))) {
                 Ok(code) => return ExitCode::from(code),

@@ -37,6 +37,8 @@ pub struct ApiState {
     pub memory_budget: crate::health::MemoryBudget,
     /// SLOs, alerts and silences.
     pub monitor: sightline_monitor::Monitor,
+    /// The redaction rules ingest applies (for scanning stored data with the same rules).
+    pub redactor: sightline_ingest::Redactor,
 }
 
 pub fn router(state: ApiState) -> Router {

@@ -134,6 +134,12 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<sightline_storage::Error> for ApiError {
+    fn from(e: sightline_storage::Error) -> Self {
+        Self::new(e.code(), e.to_string())
+    }
+}
+
 impl From<sightline_query::Error> for ApiError {
     fn from(e: sightline_query::Error) -> Self {
         Self::new(e.code(), e.to_string())

@@ -1,5 +1,6 @@
 //! `/services/{name}`: one service's rate, errors and latency over time, its routes by impact,
-//! its slowest and failing requests, recent error logs and the runtime metrics it sends.
+//! its slowest and failing requests, recent error logs, what redaction replaced in its telemetry
+//! and the runtime metrics it sends.
 
 use std::collections::HashMap;
 
@@ -49,6 +50,7 @@ pub async fn page(
         overview::runtime_metrics(engine, &name, buckets),
     )?;
     let summary = summary.into_iter().next();
+    let redacted = state.api.metrics.service_redactions(&name);
     let x = buckets.times_s();
     let wq = window.query();
     let series = series.into_values().next();
@@ -133,6 +135,25 @@ pub async fn page(
                 (layout::empty("No error logs in this window."))
             } @else {
                 (log_table(&logs, false))
+            }
+        }
+        section #redaction data-service=(name) data-total=(redacted.total) {
+            h2 { "Redaction" }
+            @if state.api.redactor.is_off() {
+                (layout::empty("Redaction is off ([redaction] enabled = false): values are stored as sent."))
+            } @else if redacted.total == 0 {
+                p.hint { "Nothing from this service has matched a redaction rule since the server started (rules: " (state.api.redactor.rule_names().join(", ")) ")." }
+            } @else {
+                p.hint { (redacted.total) " values from this service were replaced before storage since the server started; the records themselves were kept. " code { "sightline redact scan" } " finds what older data still holds." }
+                table #redactions {
+                    thead { tr { th scope="col" { "Rule" } th.num scope="col" { "Values replaced" } } }
+                    tbody {
+                        @for (rule, n) in &redacted.by_rule {
+                            tr.redaction-rule data-rule=(rule) data-count=(n) { td { code { (rule) } } td.num { (n) } }
+                        }
+                    }
+                }
+                p.hint { "By signal: " @for (i, (signal, n)) in redacted.by_signal.iter().enumerate() { @if i > 0 { ", " } (signal) " " (n) } }
             }
         }
         section #runtime-metrics data-service=(name) {
