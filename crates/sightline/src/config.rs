@@ -451,7 +451,16 @@ mod tests {
         assert!(file.max_concurrent_decodes.is_some(), "the sample shows it");
         let shown: toml::Table = toml::from_str(sample).expect("a table");
         let defaults = toml::Table::try_from(FileConfig::default()).expect("serializable");
-        for section in ["storage", "retention", "limits", "query"] {
+        assert_eq!(
+            sightline_ingest::redact::RedactionConfig {
+                patterns: Vec::new(),
+                ..file.redaction.clone()
+            },
+            sightline_ingest::redact::RedactionConfig::default(),
+            "[redaction] shows the defaults"
+        );
+        assert!(!file.redaction.patterns.is_empty(), "shown as an example");
+        for section in ["storage", "retention", "limits", "redaction", "query"] {
             let keys = defaults[section].as_table().expect("a section");
             let written = shown
                 .get(section)
