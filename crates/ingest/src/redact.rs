@@ -14,7 +14,8 @@
 //!   (`https://user:secret@host`).
 //! - patterns, found anywhere in text (attribute values, log bodies, span and event names,
 //!   status messages, exception messages and stack traces): `card_numbers` (13 to 19 digits,
-//!   spaces or dashes between, Luhn-checked so order ids are not caught), `jwt`,
+//!   spaces or dashes between, starting as a card network's numbers do and Luhn-checked, so
+//!   order ids and zero-padded counters are not caught), `jwt`,
 //!   `bearer_tokens` (the credential after `Bearer` or `Basic`), `api_keys` (AWS access key ids,
 //!   GitHub, Slack, Stripe and Google API keys), and the opt-in `emails`, `ip_addresses`,
 //!   `phone_numbers`, plus `[[redaction.patterns]]` of the operator's own.
@@ -1069,14 +1070,43 @@ fn memchr(byte: u8, text: &str) -> bool {
     text.as_bytes().contains(&byte)
 }
 
-/// True when the digits of `text` are 13 to 19 and pass the Luhn checksum.
+/// True when `digits` start as a card network's numbers do, at one of its lengths (Visa,
+/// Mastercard, American Express, Diners Club, JCB, Discover, UnionPay, Maestro): zero-padded ids
+/// and counters, which pass the checksum one time in ten, start with 0, 1, 7, 8 or 9.
+fn card_network(digits: &[u32]) -> bool {
+    let prefix = |n: usize| digits[..n].iter().fold(0u32, |acc, d| acc * 10 + d);
+    let len = digits.len();
+    match digits[0] {
+        4 => matches!(len, 13 | 16 | 19),
+        5 => match prefix(2) {
+            51..=55 => len == 16,
+            50 | 56..=59 => (13..=19).contains(&len),
+            _ => false,
+        },
+        2 => (2221..=2720).contains(&prefix(4)) && len == 16,
+        3 => match prefix(2) {
+            34 | 37 => len == 15,
+            30 | 36 | 38 | 39 => (14..=19).contains(&len),
+            35 => (3528..=3589).contains(&prefix(4)) && (16..=19).contains(&len),
+            _ => false,
+        },
+        6 => (16..=19).contains(&len),
+        _ => false,
+    }
+}
+
+/// True when the digits of `text` are 13 to 19, begin as a card network's do, and pass the Luhn
+/// checksum.
 pub fn luhn(text: &str) -> bool {
     let digits: Vec<u32> = text
         .bytes()
         .filter(u8::is_ascii_digit)
         .map(|b| u32::from(b - b'0'))
         .collect();
-    if !(13..=19).contains(&digits.len()) || digits.iter().all(|&d| d == digits[0]) {
+    if !(13..=19).contains(&digits.len())
+        || digits.iter().all(|&d| d == digits[0])
+        || !card_network(&digits)
+    {
         return false;
     }
     let sum: u32 = digits
@@ -1172,6 +1202,9 @@ mod tests {
         // Order ids and timestamps of card-like length fail the checksum, or have too many digits.
         for kept in [
             "order 4111111111111112 shipped",
+            // Zero-padded ids pass the checksum one time in ten; no card network starts with 0.
+            "crashloop-0000000004000006",
+            "id 1000000000000008",
             "at 1733212345678901234567",
             "trace 1234567890123",
             "0000000000000000",

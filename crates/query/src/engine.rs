@@ -243,6 +243,12 @@ impl QueryEngine {
         self.store.rollups_complete()
     }
 
+    /// The end of the newest sampled hour of spans (see [`Store::sampled_before_ns`]): before
+    /// it, `spans` is a sample and counts come from `span_rollups`.
+    pub fn sampled_before_ns(&self) -> Option<i64> {
+        self.store.sampled_before_ns()
+    }
+
     /// Where the stored spans begin (see [`Store::oldest_span_ns`]).
     pub fn oldest_span_ns(&self) -> Option<i64> {
         self.store.oldest_span_ns()

@@ -28,7 +28,12 @@ pub fn use_rollups(engine: &QueryEngine, range: TimeRange) -> bool {
         (Some(start), Some(end)) => end - start >= MIN_ROLLUP_WINDOW_NS,
         _ => true,
     };
-    long && engine.rollups_complete()
+    // Over sampled hours `spans` holds a sample; rollups count every span, so they answer there
+    // whatever the window's length.
+    let sampled = engine
+        .sampled_before_ns()
+        .is_some_and(|before| range.start_ns.is_none_or(|start| start < before));
+    (long || sampled) && engine.rollups_complete()
 }
 
 /// A service's route (or task), as rollups group requests.

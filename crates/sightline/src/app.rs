@@ -129,6 +129,8 @@ impl App {
             &config.data_dir,
         )
         .context("cannot open the monitor's state")?;
+        // Tail sampling keeps whole the traces of services whose alerts fired.
+        store.set_sampling_hints(Arc::new(FiringHints(monitor.clone())));
         // SQL rules are planned now: one that cannot run is a config mistake, refused at start.
         sightline_monitor::eval::check_sql_rules(&engine, &config.monitor)
             .await
@@ -509,5 +511,14 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = terminate => {}
+    }
+}
+
+/// The monitor's firing alerts, as tail sampling asks for them.
+struct FiringHints(Monitor);
+
+impl sightline_storage::sampling::SamplingHints for FiringHints {
+    fn firing(&self, start_ns: i64, end_ns: i64) -> Vec<(String, i64, i64)> {
+        self.0.firing_windows(start_ns, end_ns)
     }
 }

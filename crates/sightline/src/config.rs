@@ -1,7 +1,7 @@
 //! The bootstrap of `sightline serve`: where it listens, where its data folder is, TLS, and the
 //! precedence of command-line flags, then `SIGHTLINE_*` environment variables (both read by
 //! clap), then `sightline.toml`, then defaults. Every other table of the file belongs to the
-//! crate it configures — `[storage]` and `[retention]` to the store, `[query]` to the query
+//! crate it configures — `[storage]`, `[retention]` and `[sampling]` to the store, `[query]` to the query
 //! engine, `[limits]` and `[redaction]` to ingest, `[auth]` to [`crate::auth`], `[monitor]`, `[[slo]]`, `[[alert]]`
 //! and `[[notify]]` to the monitor — which deserializes it, fills
 //! defaults, refuses unknown keys and validates it; this module only reads the file and asks
@@ -75,6 +75,9 @@ pub struct FileConfig {
     /// `[redaction]`.
     #[serde(default)]
     pub redaction: sightline_ingest::redact::RedactionConfig,
+    /// `[sampling]`.
+    #[serde(default)]
+    pub sampling: sightline_storage::SamplingConfig,
     /// `[tls]`.
     #[serde(default)]
     pub tls: TlsSection,
@@ -255,6 +258,7 @@ impl ServeConfig {
             retention: file.retention,
             // Rollups count good requests within each latency SLO's threshold, exactly.
             latency_thresholds_ns: monitor.latency_thresholds_ns(),
+            sampling: file.sampling,
         };
         store.validate()?;
         file.query.validate()?;

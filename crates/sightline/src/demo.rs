@@ -172,7 +172,13 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         client: reqwest::Client::new(),
         base: options.endpoint.trim_end_matches('/').to_string(),
         dice: Dice::new(options.seed),
-        start_ns: now - backfill_s * 1_000_000_000,
+        // On a whole second, so the backfill's chunks end on exact 10-second marks (the fault
+        // starts on one): every request of a chunk falls on the side of the change its
+        // conditions were read at.
+        start_ns: {
+            let start = now - backfill_s * 1_000_000_000;
+            start - start.rem_euclid(1_000_000_000)
+        },
         requests_total: 0,
         spans: 0,
         logs: 0,

@@ -454,6 +454,48 @@ fn label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Tail sampling's part of `/metrics`: per service, the traces sampling has seen and kept, and
+/// the share kept.
+pub fn render_sampling(stats: &std::collections::BTreeMap<String, (u64, u64)>) -> String {
+    let mut out = String::new();
+    let rows = |f: &dyn Fn(&str, u64, u64) -> String| {
+        stats
+            .iter()
+            .map(|(s, (seen, kept))| f(&label(s), *seen, *kept))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    section(
+        &mut out,
+        "sightline_sampling_traces_total",
+        "counter",
+        "Traces tail sampling decided, by service and outcome (kept whole, or dropped whole).",
+        rows(&|s, seen, kept| {
+            format!(
+                "sightline_sampling_traces_total{{service=\"{s}\",outcome=\"kept\"}} {kept}\nsightline_sampling_traces_total{{service=\"{s}\",outcome=\"dropped\"}} {}",
+                seen - kept
+            )
+        }),
+    );
+    section(
+        &mut out,
+        "sightline_sampling_kept_ratio",
+        "gauge",
+        "The share of a service's traces sampling kept, over every pass so far.",
+        rows(&|s, seen, kept| {
+            format!(
+                "sightline_sampling_kept_ratio{{service=\"{s}\"}} {}",
+                if seen == 0 {
+                    1.0
+                } else {
+                    kept as f64 / seen as f64
+                }
+            )
+        }),
+    );
+    out
+}
+
 /// The monitor's part of `/metrics`: evaluations, alerts by state, silences, and every
 /// notification target's deliveries and failures.
 pub fn render_monitor(stats: &sightline_monitor::monitor::MonitorStats) -> String {

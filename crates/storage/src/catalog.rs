@@ -30,6 +30,8 @@ pub struct SegmentMeta {
     pub created_ns: i64,
     /// 0 for a segment written by a flush; one more than its inputs' for a compacted one.
     pub level: i64,
+    /// True for a span segment rewritten by tail sampling (its rows are a sample).
+    pub sampled: bool,
 }
 
 /// The catalog file and its connection.
@@ -62,9 +64,32 @@ impl Catalog {
                level INTEGER NOT NULL DEFAULT 0
              );
              CREATE INDEX IF NOT EXISTS segments_by_time ON segments(signal, min_time_ns);
-             CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+             CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS trace_decisions (
+               hour_ns INTEGER NOT NULL,
+               trace_id TEXT NOT NULL,
+               keep INTEGER NOT NULL,
+               rate REAL NOT NULL,
+               PRIMARY KEY (hour_ns, trace_id)
+             );
+             CREATE TABLE IF NOT EXISTS sampling_stats (
+               service TEXT PRIMARY KEY,
+               traces_seen INTEGER NOT NULL,
+               traces_kept INTEGER NOT NULL
+             );",
         )
         .map_err(err)?;
+        // Folders written before sampling existed: their segments are all unsampled.
+        let has_sampled: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('segments') WHERE name = 'sampled'")
+            .and_then(|mut s| s.exists([]))
+            .map_err(err)?;
+        if !has_sampled {
+            conn.execute_batch(
+                "ALTER TABLE segments ADD COLUMN sampled INTEGER NOT NULL DEFAULT 0;",
+            )
+            .map_err(err)?;
+        }
         Ok(Self {
             path: path.into(),
             conn,
@@ -100,7 +125,7 @@ impl Catalog {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT id, signal, path, min_time_ns, max_time_ns, row_count, size_bytes, created_ns, level
+                "SELECT id, signal, path, min_time_ns, max_time_ns, row_count, size_bytes, created_ns, level, sampled
                  FROM segments ORDER BY signal, min_time_ns, id",
             )
             .map_err(self.err())?;
@@ -119,6 +144,7 @@ impl Catalog {
                         size_bytes: r.get(6)?,
                         created_ns: r.get(7)?,
                         level: r.get(8)?,
+                        sampled: r.get::<_, i64>(9)? != 0,
                     },
                 ))
             })
@@ -186,30 +212,7 @@ impl Catalog {
             source,
         };
         let tx = self.conn.transaction().map_err(err)?;
-        let mut out = Vec::with_capacity(added.len());
-        for mut meta in added {
-            tx.execute(
-                "INSERT INTO segments (signal, path, min_time_ns, max_time_ns, row_count, size_bytes, created_ns, level)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    meta.table.name(),
-                    meta.path,
-                    meta.min_time_ns,
-                    meta.max_time_ns,
-                    meta.row_count,
-                    meta.size_bytes,
-                    meta.created_ns,
-                    meta.level
-                ],
-            )
-            .map_err(err)?;
-            meta.id = tx.last_insert_rowid();
-            out.push(meta);
-        }
-        for id in removed {
-            tx.execute("DELETE FROM segments WHERE id = ?1", params![id])
-                .map_err(err)?;
-        }
+        let out = replace_in(&tx, added, removed).map_err(err)?;
         for (key, value) in state {
             tx.execute(
                 "INSERT INTO state (key, value) VALUES (?1, ?2)
@@ -220,6 +223,134 @@ impl Catalog {
         }
         tx.commit().map_err(err)?;
         Ok(out)
+    }
+}
+
+/// Inserts `added` and deletes `removed` within a transaction; returns `added` with ids.
+fn replace_in(
+    tx: &rusqlite::Transaction<'_>,
+    added: Vec<SegmentMeta>,
+    removed: &[i64],
+) -> rusqlite::Result<Vec<SegmentMeta>> {
+    let mut out = Vec::with_capacity(added.len());
+    for mut meta in added {
+        tx.execute(
+            "INSERT INTO segments (signal, path, min_time_ns, max_time_ns, row_count, size_bytes, created_ns, level, sampled)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                meta.table.name(),
+                meta.path,
+                meta.min_time_ns,
+                meta.max_time_ns,
+                meta.row_count,
+                meta.size_bytes,
+                meta.created_ns,
+                meta.level,
+                i64::from(meta.sampled)
+            ],
+        )?;
+        meta.id = tx.last_insert_rowid();
+        out.push(meta);
+    }
+    for id in removed {
+        tx.execute("DELETE FROM segments WHERE id = ?1", params![id])?;
+    }
+    Ok(out)
+}
+
+impl Catalog {
+    /// The decisions recorded for traces of the hour starting at `hour_ns` (by the sampling of
+    /// the hour before, for the traces that went on into this one).
+    pub fn trace_decisions(
+        &self,
+        hour_ns: i64,
+    ) -> Result<std::collections::HashMap<String, crate::sampling::Decision>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT trace_id, keep, rate FROM trace_decisions WHERE hour_ns = ?1")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![hour_ns], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    crate::sampling::Decision {
+                        keep: r.get::<_, i64>(1)? != 0,
+                        rate: r.get(2)?,
+                    },
+                ))
+            })
+            .map_err(self.err())?;
+        rows.collect::<rusqlite::Result<_>>().map_err(self.err())
+    }
+
+    /// In one transaction, the end of sampling an hour: its segments replaced by the sampled
+    /// ones, its recorded decisions consumed, the decisions of traces going on into the next
+    /// hour recorded, the per-service counts added, and the sampled mark moved.
+    #[allow(clippy::too_many_arguments)]
+    pub fn commit_sampled(
+        &mut self,
+        added: Vec<SegmentMeta>,
+        removed: &[i64],
+        hour_ns: i64,
+        next_hour_ns: i64,
+        onward: &[(String, crate::sampling::Decision)],
+        by_service: &std::collections::BTreeMap<String, (u64, u64)>,
+        sampled_before_ns: i64,
+    ) -> Result<Vec<SegmentMeta>> {
+        let path = self.path.clone();
+        let err = |source| Error::Catalog {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        let out = replace_in(&tx, added, removed).map_err(err)?;
+        tx.execute(
+            "DELETE FROM trace_decisions WHERE hour_ns = ?1",
+            params![hour_ns],
+        )
+        .map_err(err)?;
+        for (trace_id, decision) in onward {
+            tx.execute(
+                "INSERT INTO trace_decisions (hour_ns, trace_id, keep, rate) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(hour_ns, trace_id) DO UPDATE SET keep = excluded.keep, rate = excluded.rate",
+                params![next_hour_ns, trace_id, i64::from(decision.keep), decision.rate],
+            )
+            .map_err(err)?;
+        }
+        for (service, (seen, kept)) in by_service {
+            tx.execute(
+                "INSERT INTO sampling_stats (service, traces_seen, traces_kept) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(service) DO UPDATE SET traces_seen = traces_seen + excluded.traces_seen,
+                   traces_kept = traces_kept + excluded.traces_kept",
+                params![service, *seen as i64, *kept as i64],
+            )
+            .map_err(err)?;
+        }
+        tx.execute(
+            "INSERT INTO state (key, value) VALUES ('sampled_before_ns', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![sampled_before_ns],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(out)
+    }
+
+    /// Per service, the traces every sampling pass has seen and kept.
+    pub fn sampling_stats(&self) -> Result<std::collections::BTreeMap<String, (u64, u64)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT service, traces_seen, traces_kept FROM sampling_stats")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    (r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64),
+                ))
+            })
+            .map_err(self.err())?;
+        rows.collect::<rusqlite::Result<_>>().map_err(self.err())
     }
 }
 
@@ -238,6 +369,7 @@ mod tests {
             size_bytes: 100,
             created_ns: 1,
             level: 0,
+            sampled: false,
         }
     }
 

@@ -130,13 +130,16 @@ pub struct StoreOptions {
     /// (`latency_thresholds_ns`, `good_within_counts`): the server passes those of its latency
     /// SLOs. Not a key of its own.
     pub latency_thresholds_ns: Vec<i64>,
+    /// `[sampling]`.
+    pub sampling: crate::sampling::SamplingConfig,
 }
 
 impl StoreOptions {
     /// Both tables' rules.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.storage.validate()?;
-        self.retention.validate()
+        self.retention.validate()?;
+        self.sampling.validate()
     }
 }
 

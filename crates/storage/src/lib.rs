@@ -16,6 +16,7 @@ pub mod config;
 pub mod durable;
 pub mod error;
 pub mod rollup;
+pub mod sampling;
 pub mod schedule;
 pub mod segment;
 mod store;
@@ -25,7 +26,8 @@ pub mod wal;
 pub use catalog::SegmentMeta;
 pub use config::{RetentionConfig, StorageConfig, StoreOptions};
 pub use error::{Error, Result};
+pub use sampling::SamplingConfig;
 pub use store::{
-    FlushReport, HeldLogWriter, MaintenanceReport, OpenReport, Snapshot, Store, StoreStats,
-    TornTail,
+    FlushReport, HeldLogWriter, MaintenanceReport, OpenReport, SamplingReport, Snapshot, Store,
+    StoreStats, TornTail,
 };

@@ -1,5 +1,5 @@
 //! Administration (the `admin` scope, for reads too): `POST /api/v1/admin/maintenance` runs the
-//! store's background work now — flush, then compaction and retention — and answers with what it
+//! store's background work now — flush, then sampling, compaction and retention — and answers with what it
 //! did (what tests and operators use instead of waiting for the schedule), and `GET
 //! /api/v1/admin/redaction/scan` reports what stored data still matches the redaction rules
 //! ([`crate::redact_scan`]).
@@ -37,6 +37,7 @@ async fn maintenance(State(state): State<ApiState>) -> Result<Response, ApiError
         "compaction": {"segments_compacted": maintained.segments_compacted},
         "retention": {"segments_expired": maintained.segments_expired},
         "files_deleted": maintained.files_deleted,
+        "sampling": maintained.sampling,
         "took_ms": started.elapsed().as_secs_f64() * 1000.0,
     }))
     .into_response())

@@ -183,12 +183,27 @@ async fn services(
         _ => 0.0,
     };
     let services = views::services(&state.engine, range, window_s, None).await?;
+    let sampled_before = state.engine.sampled_before_ns();
+    let sampling = state.store.sampling_stats().unwrap_or_default();
     Ok(axum::Json(json!({
         "start": range.start_ns.map(views::format_time),
         "end": range.end_ns.map(views::format_time),
+        // Counts come from the rollups of every span wherever spans are sampled, so they are
+        // exact; spans before this time are a sample (weigh them by 1 / sample_rate).
+        "counts_from": if counts_from_rollups(&state, range) { "span_rollups" } else { "spans" },
+        "spans_sampled_before": sampled_before.map(views::format_time),
+        "sampling": sampling.iter().map(|(service, (seen, kept))| (service.clone(), json!({
+            "traces_seen": seen,
+            "traces_kept": kept,
+            "kept_share": if *seen == 0 { 1.0 } else { *kept as f64 / *seen as f64 },
+        }))).collect::<serde_json::Map<_, _>>(),
         "services": services,
     }))
     .into_response())
+}
+
+fn counts_from_rollups(state: &ApiState, range: TimeRange) -> bool {
+    sightline_query::red::use_rollups(&state.engine, range)
 }
 
 /// Readiness and what is wrong, if anything: `status` is `ok`, `degraded` (a check warns) or
@@ -244,5 +259,8 @@ async fn metrics(State(state): State<ApiState>) -> Response {
     };
     let mut text = state.metrics.render(&stats, &process);
     text.push_str(&crate::self_metrics::render_monitor(&state.monitor.stats()));
+    if let Ok(sampling) = state.store.sampling_stats() {
+        text.push_str(&crate::self_metrics::render_sampling(&sampling));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

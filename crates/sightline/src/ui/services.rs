@@ -33,6 +33,13 @@ pub async fn page(
     let x = buckets.times_s();
     let wq = window.query();
     let firing = state.api.monitor.firing_services();
+    let sampling = state.api.store.sampling_stats().unwrap_or_default();
+    let kept = |name: &str| {
+        sampling
+            .get(name)
+            .filter(|(seen, _)| *seen > 0)
+            .map(|(seen, kept)| *kept as f64 / *seen as f64)
+    };
 
     let body = html! {
         h1 { "Services" }
@@ -56,6 +63,9 @@ pub async fn page(
                                 a.service-link href=(layout::service_href(name, &wq)) { (name) }
                                 @if firing.contains(name) {
                                     " " a.badge.error.firing href="/alerts" title="an alert of this service is firing" { "firing" }
+                                }
+                                @if let Some(share) = kept(name) {
+                                    " " span.badge.kept-share data-kept-share=(format!("{share:.4}")) title="tail sampling kept this share of the service's older traces (errors, slow and rare ones whole); its counts here come from every request" { "traces kept " (layout::percent(share)) }
                                 }
                             }
                             (layout::red_cells(&s.red))

@@ -103,6 +103,7 @@ pub(super) fn write_rows_as_segments(
             size_bytes: size as i64,
             created_ns,
             level,
+            sampled: false,
         });
     }
     Ok(metas)

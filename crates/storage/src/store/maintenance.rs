@@ -1,5 +1,6 @@
-//! Maintenance, one pass at a time: retention drops segments entirely past their table's age
-//! limit, compaction merges small segments of one partition (rollup rows of the same minute and
+//! Maintenance, one pass at a time: tail sampling rewrites hours of spans older than
+//! `sampling.full_fidelity` ([`super::sampling`]), retention drops segments entirely past their
+//! table's age limit, compaction merges small segments of one partition (rollup rows of the same minute and
 //! grouping become one), and replaced files are deleted once no running query can still be
 //! reading them (`storage.delete_grace` on the store's clock).
 
@@ -24,6 +25,8 @@ const PARTITION_SETTLE_NS: i64 = 5 * 60 * 1_000_000_000;
 pub(super) fn maintain_blocking(inner: &Inner) -> Result<MaintenanceReport> {
     let mut report = MaintenanceReport::default();
     let now_ns = inner.clock.now_ns();
+    // Sampling first: the hours it rewrites are then compacted with the rest.
+    report.sampling = super::sampling::sample_blocking(inner, now_ns)?;
     // Retention: segments entirely older than each table's limit.
     let expired: Vec<SegmentMeta> = {
         let state = read_state(&inner.state);
@@ -68,8 +71,13 @@ pub(super) fn maintain_blocking(inner: &Inner) -> Result<MaintenanceReport> {
                 concat_batches(&schema_for(table), &batches)?
             }
         };
+        let sampled = inputs.iter().all(|s| s.sampled);
         let mut written = Vec::new();
-        let outputs = write_rows_as_segments(inner, table, &merged, level, &mut written);
+        let outputs = write_rows_as_segments(inner, table, &merged, level, &mut written).map(|m| {
+            m.into_iter()
+                .map(|meta| SegmentMeta { sampled, ..meta })
+                .collect::<Vec<_>>()
+        });
         let outputs = discard_on_error(outputs, written)?;
         let ids: Vec<i64> = inputs.iter().map(|s| s.id).collect();
         let committed = lock(&inner.catalog).commit(outputs, &ids, None)?;
@@ -126,19 +134,24 @@ fn compaction_candidates(inner: &Inner, now_ns: i64) -> Vec<(Table, Vec<SegmentM
         .map(|p| p.iter().map(|s| s.id).collect())
         .unwrap_or_default();
     let state = read_state(&inner.state);
-    let mut groups: BTreeMap<(Table, i64), Vec<SegmentMeta>> = BTreeMap::new();
+    // Sampled and unsampled segments are never merged: an hour is sampled once, whole.
+    let mut groups: BTreeMap<(Table, i64, bool), Vec<SegmentMeta>> = BTreeMap::new();
     for s in state
         .segments
         .iter()
         .filter(|s| s.row_count < target && !waiting.contains(&s.id))
     {
         groups
-            .entry((s.table, s.min_time_ns.div_euclid(partition_ns(s.table))))
+            .entry((
+                s.table,
+                s.min_time_ns.div_euclid(partition_ns(s.table)),
+                s.sampled,
+            ))
             .or_default()
             .push(s.clone());
     }
     let mut out = Vec::new();
-    for ((table, partition), mut small) in groups {
+    for ((table, partition, _), mut small) in groups {
         let over = (partition + 1) * partition_ns(table) + PARTITION_SETTLE_NS < now_ns;
         if small.len() < 2 || (small.len() < 4 && !over) {
             continue;

@@ -10,6 +10,7 @@ mod layout;
 mod log_writer;
 mod maintenance;
 mod recovery;
+mod sampling;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -30,6 +31,7 @@ use crate::{rollup, segment, wal};
 use buffer::State;
 pub use hold::HeldLogWriter;
 use log_writer::{FramedRows, WalCommand};
+pub use sampling::SamplingReport;
 
 /// A torn or corrupt log tail found at open.
 #[derive(Debug, Clone)]
@@ -82,6 +84,8 @@ pub struct MaintenanceReport {
     pub segments_expired: usize,
     /// Replaced segment files deleted after the grace period.
     pub files_deleted: usize,
+    /// What tail sampling did.
+    pub sampling: SamplingReport,
 }
 
 /// Rows of one table at one moment: buffered batches and the segments that may hold rows in
@@ -170,6 +174,8 @@ struct Inner {
     rolling_up: Mutex<()>,
     /// Where the log writer waits while [`Store::hold_log_writer`] holds it.
     hold: Arc<hold::Hold>,
+    /// Who tells sampling which services' alerts fired.
+    hints: Mutex<Option<Arc<dyn crate::sampling::SamplingHints>>>,
 }
 
 /// The storage engine; cheap to clone and share.
@@ -462,6 +468,24 @@ impl Store {
                     reason: format!("{what} task failed: {e}"),
                 })
             })
+    }
+
+    /// Tells sampling which services had alerts firing, and when (their traces are kept whole).
+    pub fn set_sampling_hints(&self, hints: Arc<dyn crate::sampling::SamplingHints>) {
+        *lock(&self.inner.hints) = Some(hints);
+    }
+
+    /// Per service, the traces sampling has seen and kept so far (every pass, across restarts).
+    pub fn sampling_stats(&self) -> Result<std::collections::BTreeMap<String, (u64, u64)>> {
+        sampling::kept_share(&self.inner)
+    }
+
+    /// The end of the newest sampled hour: spans before it are a sample (see `sample_rate`).
+    pub fn sampled_before_ns(&self) -> Option<i64> {
+        lock(&self.inner.catalog)
+            .state(sampling::SAMPLED_BEFORE)
+            .ok()
+            .flatten()
     }
 
     /// Holds the log writer before its next write until the value returned is dropped, as a slow

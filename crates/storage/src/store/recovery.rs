@@ -101,6 +101,7 @@ pub(super) fn open(
         rollups_pending: Mutex::new(rollups_pending),
         rolling_up: Mutex::new(()),
         hold: Default::default(),
+        hints: Mutex::new(None),
     });
     let thread_inner = inner.clone();
     let handle = std::thread::Builder::new()

@@ -484,3 +484,234 @@ async fn files_the_catalog_does_not_list_are_removed_at_open_and_the_listed_ones
         "the unlisted copy is not read"
     );
 }
+
+/// Stored spans of every segment and the buffer: (trace id, span id, sample_rate).
+fn stored_spans(store: &Store) -> Vec<(String, String, f64)> {
+    let snap = store.snapshot(Table::Spans, TimeRange::ALL);
+    let mut batches = snap.batches;
+    for (_, path) in &snap.segments {
+        batches.push(segment::read_segment(path, Table::Spans).expect("read spans"));
+    }
+    let mut out = Vec::new();
+    for b in &batches {
+        let text = |name: &str| {
+            let c = b.column_by_name(name).expect("column");
+            (0..b.num_rows())
+                .map(|i| {
+                    arrow::array::AsArray::as_string_view_opt(c.as_ref())
+                        .map(|a| a.value(i).to_string())
+                        .unwrap_or_else(|| {
+                            arrow::array::AsArray::as_string::<i32>(c.as_ref())
+                                .value(i)
+                                .to_string()
+                        })
+                })
+                .collect::<Vec<_>>()
+        };
+        let rates = arrow::array::AsArray::as_primitive::<arrow::datatypes::Float64Type>(
+            b.column_by_name("sample_rate")
+                .expect("sample_rate")
+                .as_ref(),
+        )
+        .clone();
+        for ((t, s), r) in text("trace_id")
+            .into_iter()
+            .zip(text("span_id"))
+            .zip(rates.values().iter())
+        {
+            out.push((t, s, *r));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn sampling_keeps_whole_traces_by_reason_and_a_share_and_leaves_rollups_alone() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = ManualClock::new(12 * NS_PER_HOUR);
+    let options = StoreOptions {
+        sampling: crate::sampling::SamplingConfig {
+            enabled: true,
+            keep: vec![crate::sampling::KeepRule {
+                attribute: "customer.tier".into(),
+                value: "enterprise".into(),
+            }],
+            ..Default::default()
+        },
+        ..StoreOptions::default()
+    };
+    let (store, _) =
+        Store::open(dir.path(), options.clone(), Arc::new(clock.clone())).expect("open");
+    // Two hours (10:00 and 11:00) of 1,000 traces each: a server span and its child, 1 ms
+    // (every 100th takes 50 ms: past the route's p99 only if fewer than 1% are that slow).
+    let mut rows = Vec::new();
+    let trace = |hour: i64, i: i64| {
+        format!(
+            "{:016x}{:016x}",
+            ((hour * 7919 + i) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            i
+        )
+    };
+    for hour in [10i64, 11] {
+        for i in 0..1000i64 {
+            let start = hour * NS_PER_HOUR + i * 3_000_000_000;
+            let id = trace(hour, i);
+            let slow = i == 500;
+            let end = start + if slow { 900_000_000 } else { 1_000_000 };
+            let mut server = SpanRow {
+                kind: SpanKind::Server,
+                status: if i % 50 == 7 {
+                    SpanStatus::Error
+                } else {
+                    SpanStatus::Ok
+                },
+                http_route: Some(if i == 3 {
+                    "/rare".into()
+                } else {
+                    "/orders".into()
+                }),
+                ..SpanRow::new(
+                    id.clone(),
+                    format!("{:016x}", 2 * i),
+                    "GET /orders",
+                    "api",
+                    start,
+                    end,
+                )
+            };
+            if i == 11 {
+                server.attributes = r#"{"customer.tier":"enterprise"}"#.into();
+            }
+            if i == 21 {
+                // A consumer linked to a producer trace that is kept (an error one).
+                server.links = format!(r#"[{{"trace_id":"{}","span_id":"00"}}]"#, trace(hour, 7));
+            }
+            let child = SpanRow {
+                parent_span_id: Some(server.span_id.clone()),
+                ..SpanRow::new(
+                    id,
+                    format!("{:016x}", 2 * i + 1),
+                    "SELECT",
+                    "api",
+                    start,
+                    end,
+                )
+            };
+            rows.push(server);
+            rows.push(child);
+        }
+    }
+    // A trace across the hour: its root at 10:59:59, its failing child at 11:00:00.5.
+    let across = "ffffffffffffffff0000000000000001".to_string();
+    let root_start = 11 * NS_PER_HOUR - 1_000_000_000;
+    rows.push(SpanRow {
+        kind: SpanKind::Server,
+        http_route: Some("/orders".into()),
+        ..SpanRow::new(
+            across.clone(),
+            "aa00000000000001",
+            "GET /orders",
+            "api",
+            root_start,
+            root_start + 2_000_000,
+        )
+    });
+    rows.push(SpanRow {
+        status: SpanStatus::Error,
+        parent_span_id: Some("aa00000000000001".into()),
+        ..SpanRow::new(
+            across.clone(),
+            "aa00000000000002",
+            "SELECT",
+            "api",
+            11 * NS_PER_HOUR + 500_000_000,
+            11 * NS_PER_HOUR + 600_000_000,
+        )
+    });
+    store
+        .append(vec![(Signal::Spans, spans_to_batch(&rows).expect("rows"))])
+        .await
+        .expect("append");
+    store.flush().await.expect("flush");
+    let requests_before = rollup_requests(&store);
+    assert_eq!(requests_before, 2001);
+    let before = stored_spans(&store);
+    assert_eq!(before.len(), 4002);
+
+    // Younger than full_fidelity (24 h): nothing is sampled.
+    clock.advance_ns(20 * NS_PER_HOUR);
+    let report = store.maintain().await.expect("maintain");
+    assert_eq!(report.sampling.hours, 0);
+    // 36:00: both hours are older than a day.
+    clock.advance_ns(16 * NS_PER_HOUR);
+    let report = store.maintain().await.expect("maintain").sampling;
+    assert_eq!(report.hours, 2, "{report:?}");
+    assert_eq!(
+        report.traces_seen,
+        2001 + 1,
+        "the trace across the hour counts in both"
+    );
+    let after = stored_spans(&store);
+    let mut by_trace: HashMap<String, Vec<f64>> = HashMap::new();
+    for (t, _, rate) in &after {
+        by_trace.entry(t.clone()).or_default().push(*rate);
+    }
+    // Whole or nothing.
+    for (t, spans) in &by_trace {
+        assert_eq!(spans.len(), 2, "trace {t} is half kept");
+    }
+    let kept = |hour: i64, i: i64| by_trace.contains_key(&trace(hour, i));
+    for hour in [10, 11] {
+        for i in (0..1000).filter(|i| i % 50 == 7) {
+            assert!(kept(hour, i), "error trace {hour}:{i} dropped");
+            assert!(by_trace[&trace(hour, i)].iter().all(|r| *r == 1.0));
+        }
+        assert!(kept(hour, 500), "the slow trace");
+        assert!(kept(hour, 3), "the rare route's trace");
+        assert!(kept(hour, 11), "the enterprise customer's trace");
+        assert!(kept(hour, 21), "the trace linked to a kept one");
+    }
+    assert!(
+        by_trace.contains_key(&across),
+        "the trace across the hour, failing in the second"
+    );
+    let share: Vec<&Vec<f64>> = by_trace.values().filter(|r| r[0] < 1.0).collect();
+    // 2 × 1000 traces, 40 errors and 8 kept for other reasons; 10% of the ~1,950 others.
+    assert!(
+        (156..=234).contains(&share.len()),
+        "{} kept by share",
+        share.len()
+    );
+    assert!(
+        share
+            .iter()
+            .all(|r| r.iter().all(|x| (*x - 0.1).abs() < 1e-12))
+    );
+    let estimate: f64 = after.iter().map(|(_, _, r)| 1.0 / r).sum();
+    assert!(
+        (estimate / before.len() as f64 - 1.0).abs() < 0.2,
+        "{estimate}"
+    );
+    assert_eq!(
+        rollup_requests(&store),
+        requests_before,
+        "rollups are never re-derived"
+    );
+    assert!(report.bytes_after < report.bytes_before, "{report:?}");
+    assert_eq!(report.sampled_before_ns, Some(12 * NS_PER_HOUR));
+    let stats = store.sampling_stats().expect("stats");
+    assert_eq!(stats["api"].0, 2002);
+    assert_eq!(
+        stats["api"].1,
+        by_trace.len() as u64 + 1,
+        "the trace across counts in each hour"
+    );
+
+    // Sampled once: the next pass and a reopen change nothing.
+    let again = store.maintain().await.expect("maintain").sampling;
+    assert_eq!(again.hours, 0);
+    drop(store);
+    let (store, _) = Store::open(dir.path(), options, Arc::new(clock.clone())).expect("reopen");
+    assert_eq!(stored_spans(&store).len(), after.len());
+    assert_eq!(store.sampled_before_ns(), Some(12 * NS_PER_HOUR));
+}
