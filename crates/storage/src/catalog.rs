@@ -283,17 +283,17 @@ impl Catalog {
         rows.collect::<rusqlite::Result<_>>().map_err(self.err())
     }
 
-    /// In one transaction, the end of sampling an hour: its segments replaced by the sampled
-    /// ones, its recorded decisions consumed, the decisions of traces going on into the next
-    /// hour recorded, the per-service counts added, and the sampled mark moved.
+    /// In one transaction, the end of a sampling pass: the hours' segments replaced by the
+    /// sampled ones, their recorded decisions (by hour start, `consumed`) dropped, the decisions
+    /// of traces going on into later hours recorded, the per-service counts added, and the
+    /// sampled mark moved.
     #[allow(clippy::too_many_arguments)]
     pub fn commit_sampled(
         &mut self,
         added: Vec<SegmentMeta>,
         removed: &[i64],
-        hour_ns: i64,
-        next_hour_ns: i64,
-        onward: &[(String, crate::sampling::Decision)],
+        consumed: &[i64],
+        onward: &[(i64, String, crate::sampling::Decision)],
         by_service: &std::collections::BTreeMap<String, (u64, u64)>,
         sampled_before_ns: i64,
     ) -> Result<Vec<SegmentMeta>> {
@@ -304,16 +304,21 @@ impl Catalog {
         };
         let tx = self.conn.transaction().map_err(err)?;
         let out = replace_in(&tx, added, removed).map_err(err)?;
-        tx.execute(
-            "DELETE FROM trace_decisions WHERE hour_ns = ?1",
-            params![hour_ns],
-        )
-        .map_err(err)?;
-        for (trace_id, decision) in onward {
+        for hour_ns in consumed {
+            tx.execute(
+                "DELETE FROM trace_decisions WHERE hour_ns = ?1",
+                params![hour_ns],
+            )
+            .map_err(err)?;
+        }
+        for (hour_ns, trace_id, decision) in onward {
+            if consumed.contains(hour_ns) {
+                continue;
+            }
             tx.execute(
                 "INSERT INTO trace_decisions (hour_ns, trace_id, keep, rate) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(hour_ns, trace_id) DO UPDATE SET keep = excluded.keep, rate = excluded.rate",
-                params![next_hour_ns, trace_id, i64::from(decision.keep), decision.rate],
+                params![hour_ns, trace_id, i64::from(decision.keep), decision.rate],
             )
             .map_err(err)?;
         }

@@ -1,11 +1,11 @@
 //! The sampling step of maintenance: each hour of spans older than `sampling.full_fidelity` is
-//! rewritten once with only its kept traces ([`crate::sampling::decide`]), its segments replaced in
-//! one catalog transaction together with the decisions of the traces that reach into the next
-//! hour and the per-service counts. A crash before the commit leaves the hour as it was (its new
-//! files are orphans, removed at open) and the next pass decides the same; after it, the whole
-//! hour is sampled. No trace is ever half kept.
+//! rewritten once with only its kept traces ([`crate::sampling::decide`]); the hours of a pass
+//! replace their segments in one catalog transaction together with the decisions of the traces
+//! that reach into a later hour and the per-service counts. A crash before the commit leaves the
+//! folder as it was (the new files are orphans, removed at open) and the next pass decides the
+//! same; after it, those hours are sampled. No trace is ever half kept.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::concat_batches;
@@ -50,6 +50,11 @@ fn hour_of(meta: &SegmentMeta) -> i64 {
 }
 
 /// Samples every hour of spans older than `full_fidelity` that holds segments not yet sampled.
+///
+/// The hours of one pass are committed together, in one catalog transaction: a trace that goes
+/// on from one sampled hour into the next is dropped from both or from neither, and a crash
+/// before the commit changes nothing. A trace that goes on into an hour still younger than
+/// `full_fidelity` is kept (its decision recorded for that hour), so no trace is ever half there.
 pub(super) fn sample_blocking(inner: &Inner, now_ns: i64) -> Result<SamplingReport> {
     let config = &inner.options.sampling;
     let mut report = SamplingReport::default();
@@ -71,11 +76,67 @@ pub(super) fn sample_blocking(inner: &Inner, now_ns: i64) -> Result<SamplingRepo
             hours.entry(hour_of(s)).or_default().push(s.clone());
         }
     }
-    for (hour, inputs) in hours {
-        sample_hour(inner, hour, inputs, &mut report)?;
+    if hours.is_empty() {
+        report.sampled_before_ns = lock(&inner.catalog).state(SAMPLED_BEFORE)?;
+        return Ok(report);
     }
+    let mut pass = Pass::default();
+    let mut written = Vec::new();
+    let result = (|| {
+        for (hour, inputs) in &hours {
+            let ripe_next = (hour + 2) * NS_PER_HOUR <= cutoff;
+            sample_hour(
+                inner,
+                *hour,
+                inputs,
+                ripe_next,
+                &mut pass,
+                &mut written,
+                &mut report,
+            )?;
+        }
+        Ok(())
+    })();
+    discard_on_error(result, std::mem::take(&mut written))?;
+    let last_end = (hours.keys().next_back().copied().unwrap_or(0) + 1) * NS_PER_HOUR;
+    let removed: Vec<i64> = hours.values().flatten().map(|s| s.id).collect();
+    let committed = {
+        let mut catalog = lock(&inner.catalog);
+        let before = catalog.state(SAMPLED_BEFORE)?.unwrap_or(i64::MIN);
+        let consumed: Vec<i64> = hours.keys().map(|h| h * NS_PER_HOUR).collect();
+        let outputs = std::mem::take(&mut pass.outputs);
+        let paths: Vec<_> = outputs
+            .iter()
+            .map(|m| inner.data_dir.join(&m.path))
+            .collect();
+        discard_on_error(
+            catalog.commit_sampled(
+                outputs,
+                &removed,
+                &consumed,
+                &pass.onward,
+                &pass.by_service,
+                before.max(last_end),
+            ),
+            paths,
+        )?
+    };
+    report.bytes_after = committed.iter().map(|s| s.size_bytes as u64).sum();
+    replace_segments(inner, &removed, committed);
     report.sampled_before_ns = lock(&inner.catalog).state(SAMPLED_BEFORE)?;
     Ok(report)
+}
+
+/// What the hours of one pass have decided and written so far.
+#[derive(Default)]
+struct Pass {
+    /// Decisions of traces going on into the next hour, by that hour's start (the next hour of
+    /// this pass reads them from here; the last one's are recorded).
+    carried: HashMap<i64, HashMap<String, sampling::Decision>>,
+    /// Every `(hour_ns, trace, decision)` to record.
+    onward: Vec<(i64, String, sampling::Decision)>,
+    by_service: BTreeMap<String, (u64, u64)>,
+    outputs: Vec<SegmentMeta>,
 }
 
 /// The catalog state key of the newest sampled hour's end.
@@ -111,12 +172,15 @@ fn trace_ids(batches: &[RecordBatch]) -> HashSet<String> {
 fn sample_hour(
     inner: &Inner,
     hour: i64,
-    inputs: Vec<SegmentMeta>,
+    inputs: &[SegmentMeta],
+    ripe_next: bool,
+    pass: &mut Pass,
+    written: &mut Vec<std::path::PathBuf>,
     report: &mut SamplingReport,
 ) -> Result<()> {
     let config = &inner.options.sampling;
     let start_ns = hour * NS_PER_HOUR;
-    let batches = read_all(inner, &inputs)?;
+    let batches = read_all(inner, inputs)?;
     let next: Vec<SegmentMeta> = read_state(&inner.state)
         .segments
         .iter()
@@ -124,52 +188,50 @@ fn sample_hour(
         .cloned()
         .collect();
     let next_batches = read_all(inner, &next)?;
-    let recorded = lock(&inner.catalog).trace_decisions(start_ns)?;
+    let mut recorded = lock(&inner.catalog).trace_decisions(start_ns)?;
+    recorded.extend(pass.carried.remove(&start_ns).unwrap_or_default());
     let firing = lock(&inner.hints)
         .as_ref()
         .map(|h| h.firing(start_ns, start_ns + 2 * NS_PER_HOUR))
         .unwrap_or_default();
-    let decided = sampling::decide(config, &batches, &next_batches, &recorded, &firing);
-    // The traces that go on into the next hour: that hour follows their decision.
+    let mut decided = sampling::decide(config, &batches, &next_batches, &recorded, &firing);
+    // The traces that go on into the next hour follow this decision there; into an hour still
+    // kept at full fidelity, they are kept, so that no trace is half there meanwhile.
     let onward = trace_ids(&next_batches);
-    let to_record: Vec<(String, sampling::Decision)> = decided
-        .decisions
-        .iter()
-        .filter(|(t, _)| onward.contains(*t))
-        .map(|(t, d)| (t.clone(), *d))
-        .collect();
+    let mut carried = HashMap::new();
+    for (trace, decision) in decided.decisions.iter_mut() {
+        if !onward.contains(trace) {
+            continue;
+        }
+        if !ripe_next && !decision.keep {
+            *decision = sampling::Decision {
+                keep: true,
+                rate: 1.0,
+            };
+            *decided.reasons.entry(Reason::Recorded).or_default() += 1;
+        }
+        carried.insert(trace.clone(), *decision);
+        pass.onward
+            .push((start_ns + NS_PER_HOUR, trace.clone(), *decision));
+    }
+    pass.carried.insert(start_ns + NS_PER_HOUR, carried);
     let mut kept = Vec::with_capacity(batches.len());
     for batch in &batches {
         kept.push(sampling::apply(batch, &decided.decisions)?);
     }
     let merged = concat_batches(&schema_for(Table::Spans), &kept)?;
     let level = inputs.iter().map(|s| s.level).max().unwrap_or(0);
-    let mut written = Vec::new();
-    let outputs =
-        write_rows_as_segments(inner, Table::Spans, &merged, level, &mut written).map(|metas| {
-            metas
-                .into_iter()
-                .map(|m| SegmentMeta { sampled: true, ..m })
-                .collect::<Vec<_>>()
-        });
-    let outputs = discard_on_error(outputs, written)?;
-    let ids: Vec<i64> = inputs.iter().map(|s| s.id).collect();
-    let end_ns = start_ns + NS_PER_HOUR;
-    let committed = {
-        let mut catalog = lock(&inner.catalog);
-        let before = catalog.state(SAMPLED_BEFORE)?.unwrap_or(i64::MIN);
-        catalog.commit_sampled(
-            outputs,
-            &ids,
-            start_ns,
-            end_ns,
-            &to_record,
-            &decided.by_service,
-            before.max(end_ns),
-        )?
-    };
-    let bytes_after: i64 = committed.iter().map(|s| s.size_bytes).sum();
-    replace_segments(inner, &ids, committed);
+    let outputs = write_rows_as_segments(inner, Table::Spans, &merged, level, written)?;
+    pass.outputs.extend(
+        outputs
+            .into_iter()
+            .map(|m| SegmentMeta { sampled: true, ..m }),
+    );
+    for (service, (seen, kept)) in &decided.by_service {
+        let counts = pass.by_service.entry(service.clone()).or_default();
+        counts.0 += seen;
+        counts.1 += kept;
+    }
     let seen = decided.decisions.len() as u64;
     let kept_traces = decided.decisions.values().filter(|d| d.keep).count() as u64;
     report.hours += 1;
@@ -182,7 +244,6 @@ fn sample_hour(
     report.spans_before += spans_before as u64;
     report.spans_after += merged.num_rows() as u64;
     report.bytes_before += inputs.iter().map(|s| s.size_bytes).sum::<i64>() as u64;
-    report.bytes_after += bytes_after as u64;
     info!(
         hour = %chrono::DateTime::from_timestamp_nanos(start_ns).format("%Y-%m-%d %H:00"),
         traces = seen,
