@@ -464,7 +464,15 @@ mod tests {
             "[redaction] shows the defaults"
         );
         assert!(!file.redaction.patterns.is_empty(), "shown as an example");
-        for section in ["storage", "retention", "limits", "redaction", "query"] {
+        assert_eq!(
+            sightline_storage::SamplingConfig {
+                keep: Vec::new(),
+                ..file.sampling.clone()
+            },
+            sightline_storage::SamplingConfig::default(),
+            "[sampling] shows the defaults"
+        );
+        for section in ["storage", "retention", "limits", "redaction", "sampling", "query"] {
             let keys = defaults[section].as_table().expect("a section");
             let written = shown
                 .get(section)
