@@ -40,6 +40,49 @@ pub struct AlertEvent {
     pub threshold: Option<f64>,
 }
 
+/// Every stretch of `[start_ns, end_ns)` during which an alert with a `service` label was
+/// firing, as `(service, from_ns, to_ns)`: from its `firing` event to the next event of another
+/// state (an alert still firing runs on, to `i64::MAX`).
+pub fn firing_windows(
+    events: &[AlertEvent],
+    start_ns: i64,
+    end_ns: i64,
+) -> Vec<(String, i64, i64)> {
+    let mut by_alert: std::collections::BTreeMap<&str, Vec<&AlertEvent>> =
+        std::collections::BTreeMap::new();
+    for event in events {
+        by_alert
+            .entry(event.alert_id.as_str())
+            .or_default()
+            .push(event);
+    }
+    let mut out = Vec::new();
+    for events in by_alert.values_mut() {
+        events.sort_by_key(|e| e.time_ns);
+        let mut since: Option<(i64, String)> = None;
+        for event in events.iter() {
+            match (event.state.as_str(), &since) {
+                ("firing", None) => {
+                    if let Some(service) = event.labels.get("service") {
+                        since = Some((event.time_ns, service.clone()));
+                    }
+                }
+                ("firing", Some(_)) => {}
+                (_, Some((from, service))) => {
+                    out.push((service.clone(), *from, event.time_ns));
+                    since = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some((from, service)) = since {
+            out.push((service, from, i64::MAX));
+        }
+    }
+    out.retain(|(_, from, to)| *from < end_ns && *to > start_ns);
+    out
+}
+
 /// The schema of `alert_events`.
 pub fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -159,5 +202,53 @@ impl crate::kept::Rows for EventLog {
         RecordBatch::try_new(schema(), columns).map_err(|e| Error::Internal {
             message: e.to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn firing_windows_run_from_firing_to_the_next_state_per_alert() {
+        let event = |t: i64, id: &str, service: Option<&str>, state: &str| AlertEvent {
+            time_ns: t,
+            alert_id: id.into(),
+            name: "x".into(),
+            source: "rule".into(),
+            labels: service
+                .map(|s| {
+                    [("service".to_string(), s.to_string())]
+                        .into_iter()
+                        .collect()
+                })
+                .unwrap_or_default(),
+            state: state.into(),
+            value: None,
+            threshold: None,
+        };
+        let events = vec![
+            event(10, "a", Some("pay"), "pending"),
+            event(20, "a", Some("pay"), "firing"),
+            event(25, "b", Some("shop"), "firing"),
+            event(40, "a", Some("pay"), "resolved"),
+            event(50, "c", None, "firing"),
+            event(60, "a", Some("pay"), "firing"),
+        ];
+        let mut windows = firing_windows(&events, 0, 100);
+        windows.sort();
+        assert_eq!(
+            windows,
+            vec![
+                ("pay".to_string(), 20, 40),
+                ("pay".to_string(), 60, i64::MAX),
+                ("shop".to_string(), 25, i64::MAX),
+            ]
+        );
+        assert_eq!(
+            firing_windows(&events, 41, 59).len(),
+            1,
+            "only shop's, still firing"
+        );
     }
 }

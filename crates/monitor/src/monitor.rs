@@ -715,40 +715,7 @@ impl Monitor {
     /// `(service, from_ns, to_ns)`, from `alert_events` (an alert still firing runs to `end_ns`).
     /// Tail sampling keeps those services' traces whole.
     pub fn firing_windows(&self, start_ns: i64, end_ns: i64) -> Vec<(String, i64, i64)> {
-        let mut by_alert: std::collections::BTreeMap<String, Vec<AlertEvent>> =
-            std::collections::BTreeMap::new();
-        for event in self.inner.events.all() {
-            by_alert
-                .entry(event.alert_id.clone())
-                .or_default()
-                .push(event);
-        }
-        let mut out = Vec::new();
-        for events in by_alert.values_mut() {
-            events.sort_by_key(|e| e.time_ns);
-            let mut since: Option<(i64, String)> = None;
-            for event in events.iter() {
-                let service = event.labels.get("service").cloned();
-                match (event.state.as_str(), &since) {
-                    ("firing", None) => {
-                        if let Some(service) = service {
-                            since = Some((event.time_ns, service));
-                        }
-                    }
-                    ("firing", Some(_)) => {}
-                    (_, Some((from, service))) => {
-                        out.push((service.clone(), *from, event.time_ns));
-                        since = None;
-                    }
-                    _ => {}
-                }
-            }
-            if let Some((from, service)) = since {
-                out.push((service, from, i64::MAX));
-            }
-        }
-        out.retain(|(_, from, to)| *from < end_ns && *to > start_ns);
-        out
+        crate::events::firing_windows(&self.inner.events.all(), start_ns, end_ns)
     }
 
     /// The services with a firing alert.

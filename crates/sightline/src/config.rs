@@ -472,7 +472,14 @@ mod tests {
             sightline_storage::SamplingConfig::default(),
             "[sampling] shows the defaults"
         );
-        for section in ["storage", "retention", "limits", "redaction", "sampling", "query"] {
+        for section in [
+            "storage",
+            "retention",
+            "limits",
+            "redaction",
+            "sampling",
+            "query",
+        ] {
             let keys = defaults[section].as_table().expect("a section");
             let written = shown
                 .get(section)

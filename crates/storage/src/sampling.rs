@@ -518,6 +518,62 @@ mod tests {
         );
     }
 
+    fn requests(service: &str, start_ns: i64, n: usize) -> RecordBatch {
+        use sightline_model::schema::{SpanRow, spans_to_batch};
+        let rows: Vec<SpanRow> = (0..n)
+            .map(|i| {
+                let start = start_ns + i as i64 * 1_000_000_000;
+                SpanRow {
+                    kind: sightline_model::SpanKind::Server,
+                    http_route: Some("/r".into()),
+                    ..SpanRow::new(
+                        format!(
+                            "{:016x}{:016x}",
+                            (i as u64 + 1 + 1000 * service.len() as u64)
+                                .wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                            i
+                        ),
+                        format!("{i:016x}"),
+                        "GET /r",
+                        service,
+                        start,
+                        start + 1_000_000,
+                    )
+                }
+            })
+            .collect();
+        spans_to_batch(&rows).expect("rows")
+    }
+
+    #[test]
+    fn while_a_services_alert_fired_its_traces_are_kept_whole() {
+        let config = SamplingConfig {
+            enabled: true,
+            keep_share: 0.0,
+            rare_route_below: 0,
+            ..SamplingConfig::default()
+        };
+        // 200 requests of each service a second apart; an alert of "pay" fired from the 50th
+        // second to the 120th.
+        let hour = vec![requests("pay", 0, 200), requests("shop", 0, 200)];
+        let firing = vec![("pay".to_string(), 50_000_000_000, 120_000_000_000)];
+        let decided = decide(&config, &hour, &[], &HashMap::new(), &firing);
+        assert_eq!(
+            decided.reasons.get(&Reason::Alert),
+            Some(&70),
+            "{:?}",
+            decided.reasons
+        );
+        assert_eq!(decided.by_service["pay"], (200, 70));
+        assert_eq!(
+            decided.by_service["shop"],
+            (200, 0),
+            "another service's traces are not kept"
+        );
+        let without = decide(&config, &hour, &[], &HashMap::new(), &[]);
+        assert!(without.decisions.values().all(|d| !d.keep));
+    }
+
     #[test]
     fn the_position_of_a_trace_is_its_ids_head_and_spreads_evenly() {
         assert_eq!(trace_position("00000000000000000000000000000001"), 0.0);
