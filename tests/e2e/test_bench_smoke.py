@@ -139,3 +139,22 @@ def test_bench_changes_times_explain_compare_and_patterns_against_their_referenc
             and re.fullmatch(r"\d+\.\d\d", cells[3]), row
     everything = next(r for r in rows if "every log line" in r)
     assert "20,000 lines in" in everything, everything
+
+
+def test_bench_sampling_reports_bytes_per_day_and_the_pass_with_and_without(tmp_path):
+    """bench/sampling.py over a small dataset of three days: both runs finish, the sampled days'
+    bytes fell, the last day's did not, and the rollups did not move."""
+    data = tmp_path / "data"
+    dataset = subprocess.run(
+        [sightline_bin(), "bench", "dataset", "--data-dir", str(data), "--spans", "60k", "--logs", "5k",
+         "--days", "3"], capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert dataset.returncode == 0, dataset.stderr
+    out = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "sampling.py"), "--sightline", sightline_bin(), "--data-dir", str(data),
+         "--work", str(tmp_path / "work"), "--rare-route-below", "5"], capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "60,000 spans over" in out.stdout, out.stdout
+    ratio = lambda label: float(next(l for l in out.stdout.splitlines() if l.startswith(f"| {label}")).rstrip(" |").split("|")[-1])  # noqa: E731
+    assert ratio("span bytes per day, days older") < 0.7, out.stdout
+    assert 0.9 < ratio("span bytes, the last day") < 1.1, out.stdout
+    assert "rollups unchanged: True" in out.stdout, out.stdout
