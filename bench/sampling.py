@@ -138,7 +138,11 @@ def main() -> int:
           f"{mib(per_day(sam, [0])):.1f} MiB | {per_day(sam, [0]) / max(per_day(ref, [0]), 1):.2f} |")
     print(f"| spans stored | {ref['spans_after']:,} | {sam['spans_after']:,} | "
           f"{sam['spans_after'] / ref['spans_after']:.2f} |")
-    print(f"| maintenance pass | {ref['ms'] / 1000:.1f} s | {sam['ms'] / 1000:.1f} s | {sam['ms'] / ref['ms']:.2f} |")
+    pass_ratio = f"{sam['ms'] / ref['ms']:.2f}" if ref["ms"] >= 100 else "— (nothing to compact)"
+    print(f"| maintenance pass | {ref['ms'] / 1000:.1f} s | {sam['ms'] / 1000:.1f} s | {pass_ratio} |")
+    if report["hours"]:
+        print(f"\nsampling: {sam['ms'] / report['hours']:.0f} ms per hour of spans "
+              f"({report['spans_before'] / report['hours']:,.0f} spans read, {report['spans_after'] / report['hours']:,.0f} written)")
     print(f"\nsampled {report['hours']} hours: {report['traces_kept']:,} of {report['traces_seen']:,} traces kept "
           f"({json.dumps(report['kept_by_reason'])}); sum(1/sample_rate) = {sam['estimate']:,.0f} "
           f"for {sam['spans_before']:,} spans; rollups unchanged: {sam['rollups_same'] and ref['rollups_same']}")
