@@ -455,6 +455,22 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_routes_need_the_admin_scope_for_reads_too() {
+        use axum::http::Method;
+        assert_eq!(
+            scope_for(&Method::POST, "/api/v1/admin/maintenance"),
+            Scope::Admin
+        );
+        assert_eq!(
+            scope_for(&Method::GET, "/api/v1/admin/redaction/scan"),
+            Scope::Admin
+        );
+        assert_eq!(scope_for(&Method::POST, "/api/v1/silences"), Scope::Admin);
+        assert_eq!(scope_for(&Method::POST, "/api/v1/deploys"), Scope::Ingest);
+        assert_eq!(scope_for(&Method::GET, "/api/v1/services"), Scope::Read);
+    }
+
+    #[test]
     fn scopes_decide_and_admin_may_do_everything() {
         let auth = auth(&tokens(), false).expect("valid tokens");
         let ingest = auth
