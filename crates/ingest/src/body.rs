@@ -12,6 +12,9 @@ pub enum BodyEncoding {
     Protobuf,
     /// OTLP/JSON (`application/json`).
     Json,
+    /// JSON log lines, one object per line (`application/x-ndjson`, `application/jsonl`); logs
+    /// only.
+    JsonLines,
 }
 
 impl BodyEncoding {
@@ -27,6 +30,10 @@ impl BodyEncoding {
         match media.as_str() {
             "application/x-protobuf" | "application/protobuf" => Ok(Self::Protobuf),
             "application/json" => Ok(Self::Json),
+            "application/x-ndjson"
+            | "application/jsonl"
+            | "application/x-jsonlines"
+            | "application/json-lines" => Ok(Self::JsonLines),
             _ => Err(Error::UnsupportedContentType {
                 content_type: raw.to_string(),
             }),
@@ -37,7 +44,7 @@ impl BodyEncoding {
     pub fn content_type(self) -> &'static str {
         match self {
             Self::Protobuf => "application/x-protobuf",
-            Self::Json => "application/json",
+            Self::Json | Self::JsonLines => "application/json",
         }
     }
 }

@@ -6,8 +6,13 @@ use sightline_model::ErrorCode;
 /// Why a whole request body was refused. None is transient: the same body fails again.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// JSON log lines sent to a receiver of traces or metrics.
     #[error(
-        "unsupported content type {content_type:?}: expected application/x-protobuf or application/json; sending it again unchanged will fail again"
+        "JSON lines (application/x-ndjson) are log records: POST them to /v1/logs; traces and metrics take OTLP protobuf or JSON"
+    )]
+    JsonLinesNotLogs,
+    #[error(
+        "unsupported content type {content_type:?}: expected application/x-protobuf or application/json (logs also take JSON lines, application/x-ndjson); sending it again unchanged will fail again"
     )]
     /// The `Content-Type` names neither protobuf nor JSON (or is missing).
     UnsupportedContentType {
@@ -72,7 +77,9 @@ impl Error {
     /// for size, [`ErrorCode::BadRequest`] for the rest.
     pub fn code(&self) -> ErrorCode {
         match self {
-            Self::UnsupportedContentType { .. } => ErrorCode::UnsupportedMediaType,
+            Self::UnsupportedContentType { .. } | Self::JsonLinesNotLogs => {
+                ErrorCode::UnsupportedMediaType
+            }
             Self::TooLarge { .. } | Self::InflatesTooLarge { .. } => ErrorCode::PayloadTooLarge,
             Self::UnsupportedContentEncoding { .. }
             | Self::Gzip { .. }

@@ -15,6 +15,7 @@ pub mod attributes;
 pub mod body;
 pub mod error;
 pub mod fuzzing;
+pub mod json_lines;
 pub mod limits;
 pub mod logs;
 pub mod metrics;
@@ -168,6 +169,7 @@ fn ingest<R: Message + Default>(
             Rejections::default(),
         ),
         BodyEncoding::Json => (codec.parse_json)(bytes)?,
+        BodyEncoding::JsonLines => return Err(Error::JsonLinesNotLogs),
     };
     let mut normalized = prepare(codec, request, received_ns, intake);
     rejections.merge(std::mem::take(&mut normalized.rejections));
@@ -272,6 +274,21 @@ pub fn ingest_logs(
     intake: &Intake,
 ) -> Result<Normalized, Error> {
     ingest(&LOGS, bytes, encoding, received_ns, intake)
+}
+
+/// Reads a body of JSON log lines (already decompressed; see [`json_lines`]), redacts, limits
+/// and normalizes it; lines that name no service get `default_service` (`?service=`).
+pub fn ingest_json_lines(
+    bytes: &[u8],
+    default_service: Option<&str>,
+    received_ns: i64,
+    intake: &Intake,
+) -> Normalized {
+    let (request, mut rejections) = json_lines::parse(bytes, default_service);
+    let mut normalized = prepare(&LOGS, request, received_ns, intake);
+    rejections.merge(std::mem::take(&mut normalized.rejections));
+    normalized.rejections = rejections;
+    normalized
 }
 
 /// Decodes an OTLP metrics export body (already decompressed), redacts and normalizes it.

@@ -1,13 +1,15 @@
 //! OTLP/HTTP receiver: `POST /v1/traces`, `/v1/logs`, `/v1/metrics` with protobuf or JSON
-//! bodies, optionally gzip-compressed. Answers follow the OTLP specification: 200 with partial
+//! bodies, and `/v1/logs` also with JSON log lines (`application/x-ndjson`), optionally
+//! gzip-compressed. Answers follow the OTLP specification: 200 with partial
 //! success when some records were rejected, 400 for a malformed body, 413 above the size limit,
 //! 415 for another content type, 429/503 with `Retry-After` when saturated.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -52,13 +54,30 @@ async fn traces(State(state): State<OtlpHttpState>, headers: HeaderMap, body: Bo
     .await
 }
 
-async fn logs(State(state): State<OtlpHttpState>, headers: HeaderMap, body: Body) -> Response {
+/// OTLP logs, or JSON log lines (`application/x-ndjson`; `?service=` names the lines' service
+/// when they do not).
+async fn logs(
+    State(state): State<OtlpHttpState>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let service = params.get("service").filter(|s| !s.is_empty()).cloned();
     export(
         state,
         Signal::Logs,
         headers,
         body,
-        sightline_ingest::ingest_logs,
+        move |bytes: &[u8], encoding, received_ns, intake: &sightline_ingest::Intake| match encoding
+        {
+            BodyEncoding::JsonLines => Ok(sightline_ingest::ingest_json_lines(
+                bytes,
+                service.as_deref(),
+                received_ns,
+                intake,
+            )),
+            _ => sightline_ingest::ingest_logs(bytes, encoding, received_ns, intake),
+        },
     )
     .await
 }
@@ -145,20 +164,23 @@ async fn read_body(body: Body, headers: &HeaderMap, limit_bytes: u64) -> Result<
         })
 }
 
-type Ingest = fn(
-    &[u8],
-    BodyEncoding,
-    i64,
-    &sightline_ingest::Intake,
-) -> Result<Normalized, sightline_ingest::Error>;
-
-async fn export(
+async fn export<F>(
     state: OtlpHttpState,
     signal: Signal,
     headers: HeaderMap,
     body: Body,
-    ingest: Ingest,
-) -> Response {
+    ingest: F,
+) -> Response
+where
+    F: Fn(
+            &[u8],
+            BodyEncoding,
+            i64,
+            &sightline_ingest::Intake,
+        ) -> Result<Normalized, sightline_ingest::Error>
+        + Send
+        + 'static,
+{
     let metrics = state.pipeline.metrics();
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -219,7 +241,7 @@ async fn export(
 fn success(signal: Signal, encoding: BodyEncoding, accepted: &Accepted) -> Response {
     let partial = PartialSuccess::of(&accepted.rejections);
     match encoding {
-        BodyEncoding::Json => (
+        BodyEncoding::Json | BodyEncoding::JsonLines => (
             StatusCode::OK,
             axum::Json(PartialSuccess::json_body(partial.as_ref(), signal)),
         )
