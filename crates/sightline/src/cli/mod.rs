@@ -8,6 +8,7 @@ mod logs;
 mod monitor;
 mod query;
 mod redact;
+mod ship;
 mod trace;
 
 use std::path::PathBuf;
@@ -56,6 +57,8 @@ pub enum Command {
     /// Compare a candidate release with its baseline, route by route (exit 0: no significant
     /// regression; 1: a significant regression, named; 2: cannot answer).
     Compare(changes::CompareArgs),
+    /// Send JSON log files (or standard input) to a server, following them with --follow.
+    Ship(ship::ShipArgs),
     /// Redaction: `scan` reports what stored data still matches the rules.
     #[command(subcommand)]
     Redact(redact::RedactCommand),
@@ -392,6 +395,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Silence(args) => runtime().and_then(|rt| rt.block_on(monitor::silence(args))),
         Command::Deploy(args) => runtime().and_then(|rt| rt.block_on(monitor::deploy(args))),
         Command::Explain(args) => runtime().and_then(|rt| rt.block_on(changes::explain(args))),
+        Command::Ship(args) => runtime().and_then(|rt| rt.block_on(ship::run(args))),
         Command::Redact(command) => {
             return match runtime().and_then(|rt| rt.block_on(redact::run(command))) {
                 Ok(code) => code,
