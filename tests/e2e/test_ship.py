@@ -89,3 +89,44 @@ def test_standard_input(srv, tmp_path):
     out = ship(srv, tmp_path, "-", "--service", "ship-stdin", stdin=lines(3, "piped").encode())
     assert out.returncode == 0, out.stderr
     srv.wait_rows("SELECT body FROM logs WHERE service_name = 'ship-stdin'", lambda r: len(r) == 3)
+
+
+def test_a_structlog_apps_lines_piped_through_ship_appear_in_their_traces(srv, tmp_path):
+    from conftest import APPS_DIR, VENV_BIN, free_port, wait_for
+    import requests
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update({
+        "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}", "PYTHONUNBUFFERED": "1",
+        "OTEL_SERVICE_NAME": "shop-structlog", "OTEL_TRACES_EXPORTER": "otlp", "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": srv.otlp_http_url,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS": "healthz",
+    })
+    app = subprocess.Popen([str(VENV_BIN / "opentelemetry-instrument"), str(VENV_BIN / "uvicorn"), "structlog_app:app",
+                            "--app-dir", str(APPS_DIR), "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
+                           env=env, stdout=subprocess.PIPE, stderr=open(tmp_path / "app.err", "wb"),
+                           stdin=subprocess.DEVNULL)
+    shipper = subprocess.Popen([sightline_bin(), "ship", "-", "--service", "shop-structlog", "--url", srv.otlp_http_url],
+                               stdin=app.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    app.stdout.close()  # the shipper holds the pipe now
+    try:
+        wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200,
+                 timeout=30, what="the structlog app")
+        for cart in ("c1", "c2"):
+            assert requests.get(f"http://127.0.0.1:{port}/checkout/{cart}", timeout=10).status_code == 200
+        rows = srv.wait_rows("SELECT trace_id, span_id FROM spans WHERE service_name = 'shop-structlog' "
+                             "AND kind = 'server'", lambda r: len(r) == 2, timeout=20)
+        srv.wait_rows("SELECT body FROM logs WHERE service_name = 'shop-structlog'", lambda r: len(r) == 4, timeout=20)
+    finally:
+        app.send_signal(signal.SIGTERM)
+        app.wait(timeout=30)
+        shipper.wait(timeout=30)
+    assert shipper.returncode == 0, shipper.stderr.read()
+    for row in rows:
+        trace = srv.get(f"/api/v1/traces/{row['trace_id']}").json()
+        logs = trace["logs"]
+        assert sorted(l["body"] for l in logs) == ["checkout started", "inventory low"], trace
+        assert {l["severity"] for l in logs} == {"info", "warn"}
+        assert all(l["span_id"] for l in logs), logs

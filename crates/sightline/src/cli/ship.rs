@@ -98,6 +98,8 @@ struct Source {
     offset: u64,
     partial: Vec<u8>,
     done: bool,
+    /// A pipe: what a read brings is sent at once, not held for a full batch.
+    streaming: bool,
 }
 
 impl Source {
@@ -124,6 +126,7 @@ impl Source {
             offset,
             partial: Vec::new(),
             done: false,
+            streaming: false,
         })
     }
 
@@ -136,6 +139,7 @@ impl Source {
             offset: 0,
             partial: Vec::new(),
             done: false,
+            streaming: true,
         }
     }
 
@@ -159,6 +163,9 @@ impl Source {
                 }
             }
             self.partial.extend_from_slice(&buf[start..n]);
+            if self.streaming && !out.is_empty() {
+                break;
+            }
         }
         Ok(read)
     }
