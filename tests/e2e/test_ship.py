@@ -130,3 +130,44 @@ def test_a_structlog_apps_lines_piped_through_ship_appear_in_their_traces(srv, t
         assert sorted(l["body"] for l in logs) == ["checkout started", "inventory low"], trace
         assert {l["severity"] for l in logs} == {"info", "warn"}
         assert all(l["span_id"] for l in logs), logs
+
+
+def test_429_and_503_are_retried_with_backoff_until_the_batch_is_taken(tmp_path):
+    """A receiver that answers 503 (Retry-After: 1), then 429, then 200: ship waits, sends the same
+    batch again, and the checkpoint moves only after the 200."""
+    import gzip
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    answers = [(503, {"Retry-After": "1"}), (429, {}), (200, {})]
+    bodies_seen: list[bytes] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the http.server name
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            bodies_seen.append(gzip.decompress(body))
+            status, headers = answers[min(len(bodies_seen), len(answers)) - 1]
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    try:
+        log = tmp_path / "r.log"
+        log.write_text(lines(3, "retried"))
+        out = subprocess.run([sightline_bin(), "ship", str(log), "--url", f"http://127.0.0.1:{receiver.server_port}",
+                              "--checkpoint", str(tmp_path / "cp.json")], capture_output=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert len(bodies_seen) == 3 and len(set(bodies_seen)) == 1, bodies_seen
+        assert bodies_seen[-1].count(b"\n") == 3
+        checkpoint = json.loads((tmp_path / "cp.json").read_text())
+        assert list(checkpoint["files"].values())[0]["offset"] == log.stat().st_size
+    finally:
+        receiver.shutdown()
