@@ -342,15 +342,7 @@ impl Monitor {
                 .iter()
                 .find(|i| i.id == found.id)
                 .cloned()
-                .unwrap_or_else(|| {
-                    Instance::new(
-                        found.id.clone(),
-                        found.name.clone(),
-                        found.source,
-                        found.labels.clone(),
-                        now_ns,
-                    )
-                });
+                .unwrap_or_else(|| new_instance(found, now_ns));
             let fires = copy
                 .step(found.verdict.clone(), found.timing.clone(), now_ns)
                 .is_some_and(|change| change.to == Phase::Firing);
@@ -364,15 +356,10 @@ impl Monitor {
             let mut seen = BTreeSet::new();
             for found in evaluation.found {
                 seen.insert(found.id.clone());
-                let instance = live.instances.entry(found.id.clone()).or_insert_with(|| {
-                    Instance::new(
-                        found.id.clone(),
-                        found.name.clone(),
-                        found.source,
-                        found.labels.clone(),
-                        now_ns,
-                    )
-                });
+                let instance = live
+                    .instances
+                    .entry(found.id.clone())
+                    .or_insert_with(|| new_instance(&found, now_ns));
                 // A rule's first look at a service with no data says nothing yet.
                 let brand_new = instance.phase == Phase::Inactive && instance.value.is_none();
                 if let Some(change) = instance.step(found.verdict, found.timing, now_ns) {
@@ -919,4 +906,15 @@ async fn explain(engine: &QueryEngine, ask: &Ask, now_ns: i64) -> Option<Explain
         causes,
         summary: answer.summary,
     })
+}
+
+/// The instance of an alert seen for the first time.
+fn new_instance(found: &crate::eval::Found, now_ns: i64) -> Instance {
+    Instance::new(
+        found.id.clone(),
+        found.name.clone(),
+        found.source,
+        found.labels.clone(),
+        now_ns,
+    )
 }
