@@ -83,17 +83,25 @@ pub(super) fn sample_blocking(inner: &Inner, now_ns: i64) -> Result<SamplingRepo
     let mut pass = Pass::default();
     let mut written = Vec::new();
     let result = (|| {
+        // The next hour's spans, read as evidence for one hour, are that hour's own inputs
+        // when it comes next in the pass: read once.
+        let mut read_ahead: Option<(i64, Vec<SegmentMeta>, Vec<RecordBatch>)> = None;
         for (hour, inputs) in &hours {
             let ripe_next = (hour + 2) * NS_PER_HOUR <= cutoff;
-            sample_hour(
+            let batches = match read_ahead.take() {
+                Some((h, metas, batches)) if h == *hour && same_segments(&metas, inputs) => batches,
+                _ => read_all(inner, inputs)?,
+            };
+            read_ahead = Some(sample_hour(
                 inner,
                 *hour,
                 inputs,
+                batches,
                 ripe_next,
                 &mut pass,
                 &mut written,
                 &mut report,
-            )?;
+            )?);
         }
         Ok(())
     })();
@@ -169,18 +177,26 @@ fn trace_ids(batches: &[RecordBatch]) -> HashSet<String> {
     out
 }
 
+fn same_segments(a: &[SegmentMeta], b: &[SegmentMeta]) -> bool {
+    let ids = |s: &[SegmentMeta]| s.iter().map(|m| m.id).collect::<HashSet<i64>>();
+    ids(a) == ids(b)
+}
+
+/// Samples one hour (its spans in `batches`); returns the next hour's segments and spans, read
+/// as evidence.
+#[allow(clippy::too_many_arguments)]
 fn sample_hour(
     inner: &Inner,
     hour: i64,
     inputs: &[SegmentMeta],
+    batches: Vec<RecordBatch>,
     ripe_next: bool,
     pass: &mut Pass,
     written: &mut Vec<std::path::PathBuf>,
     report: &mut SamplingReport,
-) -> Result<()> {
+) -> Result<(i64, Vec<SegmentMeta>, Vec<RecordBatch>)> {
     let config = &inner.options.sampling;
     let start_ns = hour * NS_PER_HOUR;
-    let batches = read_all(inner, inputs)?;
     let next: Vec<SegmentMeta> = read_state(&inner.state)
         .segments
         .iter()
@@ -252,7 +268,7 @@ fn sample_hour(
         spans_after = merged.num_rows(),
         "spans sampled"
     );
-    Ok(())
+    Ok((hour + 1, next, next_batches))
 }
 
 /// The per-service counts of every sampling pass so far: traces seen and kept.
