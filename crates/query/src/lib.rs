@@ -11,6 +11,8 @@
 //! sets a window's failing or slow requests apart, grouping id-like values by the message
 //! patterns of [`mask`]; [`patterns`] groups log lines by those patterns; [`compare`] sets two releases (or any two
 //! cohorts) of a service side by side, route by route, with verdicts a CI job can gate on.
+//! [`jaeger`] answers Jaeger's query API (services, operations, trace search, dependencies) in
+//! Jaeger's span model.
 
 #![deny(missing_docs)]
 
@@ -21,6 +23,7 @@ pub mod cooperative;
 pub mod engine;
 pub mod error;
 pub mod explain;
+pub mod jaeger;
 pub mod json;
 pub mod mask;
 pub mod overview;
