@@ -7,7 +7,9 @@
 //! see it) -> redact ([`redact`], on the decoded request, so nothing after it sees a secret) ->
 //! limits ([`limits`]) -> normalize ([`traces`], [`logs`], [`metrics`]), which promotes
 //! semantic-convention attributes into columns and understands Logfire's conventions. What a
-//! request goes through is an [`Intake`]: the limits and the redaction rules.
+//! request goes through is an [`Intake`]: the limits and the redaction rules. Other roads in
+//! end as OTLP requests: JSON log lines ([`json_lines`]) and scraped Prometheus exposition text
+//! ([`prometheus`]).
 
 #![deny(missing_docs)]
 
@@ -20,6 +22,7 @@ pub mod limits;
 pub mod logs;
 pub mod metrics;
 pub mod otlp_json;
+pub mod prometheus;
 pub mod redact;
 pub mod resource;
 pub mod traces;

@@ -563,3 +563,112 @@ mod tests {
         );
     }
 }
+
+/// A point on a latency chart that opens a trace: an exemplar of the service's latency
+/// histogram, or (where it sends none) the slowest request of a bucket.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Exemplar {
+    /// When it was recorded, in seconds since the epoch (the chart's x).
+    pub t: f64,
+    /// Its latency in milliseconds (the chart's y).
+    pub ms: f64,
+    /// The trace it opens.
+    pub trace_id: String,
+    /// `metric` (an exemplar the service sent on a histogram) or `span` (the slowest request
+    /// of its bucket).
+    pub source: &'static str,
+}
+
+/// Exemplars kept per bucket, so a busy chart stays readable.
+const EXEMPLARS_PER_BUCKET: usize = 2;
+
+/// The latency chart's exemplars over `buckets`: those the service's latency histograms carry
+/// (with a trace id, in seconds or milliseconds), the slowest in each bucket; where it sends
+/// none, the slowest request of each bucket.
+pub async fn exemplars(
+    engine: &QueryEngine,
+    service: &str,
+    buckets: Buckets,
+) -> Result<Vec<Exemplar>, Error> {
+    let mut conditions = time_conditions("time", buckets.range());
+    conditions.push(format!("service_name = {}", quote(service)));
+    conditions.push("type IN ('histogram', 'exponential_histogram')".into());
+    conditions.push("exemplars IS NOT NULL".into());
+    conditions.push("unit IN ('s', 'ms')".into());
+    let sql = format!(
+        "SELECT unit, exemplars FROM metrics {} LIMIT 20000",
+        where_clause(&conditions)
+    );
+    let mut per_bucket: Vec<Vec<Exemplar>> = vec![Vec::new(); buckets.count];
+    for row in objects(engine, &sql, 20_000).await? {
+        let scale_ms = if str_of(&row, "unit") == "s" { 1e3 } else { 1.0 };
+        let Ok(Value::Array(items)) = serde_json::from_str::<Value>(&str_of(&row, "exemplars"))
+        else {
+            continue;
+        };
+        for item in items {
+            let trace_id = item.get("trace_id").and_then(Value::as_str).unwrap_or("");
+            let (Some(time_ns), Some(value)) = (
+                item.get("time_ns").and_then(Value::as_i64),
+                item.get("value").and_then(Value::as_f64),
+            ) else {
+                continue;
+            };
+            if trace_id.len() != 32 || trace_id.bytes().all(|b| b == b'0') {
+                continue;
+            }
+            let Some(i) = buckets.index(time_ns) else {
+                continue;
+            };
+            per_bucket[i].push(Exemplar {
+                t: time_ns as f64 / NS as f64,
+                ms: value * scale_ms,
+                trace_id: trace_id.to_string(),
+                source: "metric",
+            });
+        }
+    }
+    if per_bucket.iter().all(Vec::is_empty) {
+        return slowest_per_bucket(engine, service, buckets).await;
+    }
+    Ok(per_bucket
+        .into_iter()
+        .flat_map(|mut bucket| {
+            bucket.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+            bucket.dedup_by(|a, b| a.trace_id == b.trace_id);
+            bucket.truncate(EXEMPLARS_PER_BUCKET);
+            bucket
+        })
+        .collect())
+}
+
+/// The slowest request of each bucket, as exemplars from spans.
+async fn slowest_per_bucket(
+    engine: &QueryEngine,
+    service: &str,
+    buckets: Buckets,
+) -> Result<Vec<Exemplar>, Error> {
+    let mut conditions = time_conditions("start_time", buckets.range());
+    conditions.push(format!("service_name = {}", quote(service)));
+    conditions.push(is_request_sql().to_string());
+    let sql = format!(
+        "SELECT bucket, trace_id, start_ns, duration_ns FROM (\
+           SELECT {bucket} AS bucket, trace_id, CAST(start_time AS BIGINT) AS start_ns, duration_ns, \
+           row_number() OVER (PARTITION BY {bucket} ORDER BY duration_ns DESC, trace_id) AS rank \
+           FROM spans {filter}) WHERE rank = 1 ORDER BY bucket",
+        bucket = buckets.sql("start_time"),
+        filter = where_clause(&conditions),
+    );
+    Ok(objects(engine, &sql, buckets.count + 1)
+        .await?
+        .iter()
+        .filter_map(|row| {
+            Some(Exemplar {
+                t: row.get("start_ns")?.as_i64()? as f64 / NS as f64,
+                ms: row.get("duration_ns")?.as_i64()? as f64 / 1e6,
+                trace_id: str_of(row, "trace_id"),
+                source: "span",
+            })
+        })
+        .collect())
+}

@@ -1,4 +1,5 @@
-// Sightline's pages: theme switch, time picker, uPlot charts from `data-chart`, the selected
+// Sightline's pages: theme switch, time picker, uPlot charts from `data-chart` (with deploy
+// markers, and exemplars that open their trace when clicked), the selected
 // span after htmx swaps, Ctrl+Enter in the SQL editor, and the logs page's live tail.
 (function () {
   'use strict';
@@ -93,6 +94,59 @@
     };
   }
 
+  // Exemplars: points at their time and value that open their trace. Their pixel positions are
+  // kept on the chart element (for the click, and data-exemplars says how many are drawn).
+  function exemplarHook(el, spec) {
+    var points = spec.exemplars || [];
+    return function (u) {
+      var drawn = [];
+      if (!points.length || spec.spark) { el._exemplars = drawn; return; }
+      var ctx = u.ctx, dpr = uPlot.pxRatio || 1;
+      ctx.save();
+      ctx.fillStyle = cssVar('--text') || '#111827';
+      ctx.strokeStyle = cssVar('--bg') || '#ffffff';
+      ctx.lineWidth = 1;
+      var xs = u.data[0], step = xs.length > 1 ? xs[1] - xs[0] : 0;
+      points.forEach(function (p) {
+        if (p.t < u.scales.x.min || p.t > u.scales.x.max + step) return;
+        if (p.y < u.scales.y.min || p.y > u.scales.y.max) return;
+        var x = u.valToPos(Math.min(p.t, u.scales.x.max), 'x', true);
+        var y = u.valToPos(p.y, 'y', true);
+        var r = 4 * dpr;
+        ctx.beginPath();
+        ctx.moveTo(x, y - r); ctx.lineTo(x + r, y); ctx.lineTo(x, y + r); ctx.lineTo(x - r, y);
+        ctx.closePath();
+        ctx.fill();
+        ctx.stroke();
+        drawn.push({ x: x / dpr, y: y / dpr, trace_id: p.trace_id });
+      });
+      ctx.restore();
+      el._exemplars = drawn;
+      el.dataset.exemplars = String(drawn.length);
+      if (drawn.length) {
+        // Where the first one is, relative to the chart element (browser tests click there).
+        var over = u.over.getBoundingClientRect(), box = el.getBoundingClientRect();
+        el.dataset.exemplarX = String(Math.round(drawn[0].x - u.bbox.left / dpr + over.left - box.left));
+        el.dataset.exemplarY = String(Math.round(drawn[0].y - u.bbox.top / dpr + over.top - box.top));
+      }
+    };
+  }
+
+  // The exemplar within a few pixels of a click on a chart, if any.
+  function exemplarAt(el, event) {
+    var u = charts.get(el);
+    if (!u || !el._exemplars || !el._exemplars.length) return null;
+    var over = u.over.getBoundingClientRect();
+    var dpr = uPlot.pxRatio || 1;
+    var best = null, bestD = 64;
+    el._exemplars.forEach(function (p) {
+      var px = p.x - u.bbox.left / dpr + over.left, py = p.y - u.bbox.top / dpr + over.top;
+      var d = (px - event.clientX) * (px - event.clientX) + (py - event.clientY) * (py - event.clientY);
+      if (d <= bestD) { best = p; bestD = d; }
+    });
+    return best;
+  }
+
   function isolated(values) {
     for (var i = 0; i < values.length; i++) {
       if (values[i] != null && (i === 0 || values[i - 1] == null) &&
@@ -139,7 +193,7 @@
         };
       }))
     };
-    opts.hooks = { draw: [markerHook(el, spec.spark)] };
+    opts.hooks = { draw: [markerHook(el, spec.spark), exemplarHook(el, spec)] };
     var data = [spec.x].concat(spec.series.map(function (s) { return s.values; }));
     charts.set(el, new uPlot(opts, data, el));
   }
@@ -229,6 +283,12 @@
     var live = event.target.closest('#live-tail');
     if (live) {
       if (tail) stopTail(); else startTail(live);
+      return;
+    }
+    var chart = event.target.closest('[data-chart]');
+    if (chart) {
+      var exemplar = exemplarAt(chart, event);
+      if (exemplar) window.location.href = '/traces/' + exemplar.trace_id;
     }
   });
 

@@ -65,6 +65,10 @@ pub struct App {
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     ready: Arc<AtomicBool>,
     stop: watch::Sender<bool>,
+    /// `[[scrape]]` targets and their last results.
+    scrapes: crate::scrape::Scrapes,
+    /// What scraped metrics are stored through.
+    pipeline: Pipeline,
 }
 
 impl App {
@@ -140,6 +144,7 @@ impl App {
         let pipeline = Pipeline::new(store.clone(), clock.clone(), metrics.clone(), tail.clone());
         let ready = Arc::new(AtomicBool::new(false));
         let (stop, stop_rx) = watch::channel(false);
+        let scrapes = crate::scrape::Scrapes::new(&config.scrape);
 
         // One budget of decode permits for both receivers: bodies decoded at once, whatever the
         // protocol, bound the memory decoding takes.
@@ -155,7 +160,7 @@ impl App {
             crate::auth::require_ingest_grpc,
         ));
         let otlp_http = otlp_http::router(otlp_http::OtlpHttpState {
-            pipeline,
+            pipeline: pipeline.clone(),
             max_body_bytes: config.max_body_bytes,
             intake: sightline_ingest::Intake::new(config.limits, config.redactor.clone()),
             decoding,
@@ -174,6 +179,7 @@ impl App {
             memory_budget: crate::health::MemoryBudget::of(&config),
             monitor: monitor.clone(),
             redactor: config.redactor.clone(),
+            scrapes: scrapes.clone(),
         };
         let api = ui::router(ui::UiState {
             // The pages ask as the UI: their queries take turns with the API's.
@@ -188,6 +194,7 @@ impl App {
         .merge(crate::server::monitor_api::router(monitor.clone()))
         .merge(crate::server::changes_api::router(api_state.clone()))
         .merge(crate::server::admin_api::router(api_state.clone()))
+        .merge(crate::server::jaeger_api::router(api_state.clone()))
         .merge(api::router(api_state))
         .layer(axum::middleware::from_fn_with_state(
             auth,
@@ -205,6 +212,8 @@ impl App {
             acceptor,
             ready,
             stop,
+            scrapes,
+            pipeline,
         })
     }
 
@@ -302,6 +311,13 @@ impl App {
             self.stopped(),
         ));
         let monitor = tokio::spawn(sightline_monitor::run(self.monitor.clone(), self.stopped()));
+        let scraper = tokio::spawn(crate::scrape::run(
+            self.scrapes.clone(),
+            self.pipeline.clone(),
+            sightline_ingest::Intake::new(self.config.limits, self.config.redactor.clone()),
+            self.clock.clone(),
+            self.stopped(),
+        ));
         self.ready.store(true, Ordering::SeqCst);
         if let Some(path) = &self.config.ready_file {
             write_ready_file(path, addrs.0, addrs.1, addrs.2, self.config.tls.is_some())?;
@@ -320,6 +336,7 @@ impl App {
             }
         }
         let _ = schedule.await;
+        let _ = scraper.await;
         // Notifications in flight are delivered (or kept for the next start) and the state written.
         let _ = monitor.await;
         let flushed = self.store.close().await.context(

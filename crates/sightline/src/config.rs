@@ -93,6 +93,9 @@ pub struct FileConfig {
     /// `[[notify]]`.
     #[serde(default)]
     pub notify: Vec<NotifyConfig>,
+    /// `[[scrape]]`: Prometheus targets.
+    #[serde(default)]
+    pub scrape: Vec<crate::scrape::ScrapeConfig>,
 }
 
 /// `[tls]`: a PEM certificate chain and its private key; every listener then speaks TLS.
@@ -163,6 +166,8 @@ pub struct ServeConfig {
     pub auth: AuthConfig,
     /// `[monitor]`, `[[slo]]`, `[[alert]]` and `[[notify]]`.
     pub monitor: MonitorConfig,
+    /// `[[scrape]]`: Prometheus targets scraped into `metrics`.
+    pub scrape: Vec<crate::scrape::ScrapeConfig>,
     /// Certificate chain and private key (PEM) when the listeners speak TLS.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Where the file configuration came from, if any.
@@ -265,6 +270,7 @@ impl ServeConfig {
         file.limits.validate()?;
         let redactor = file.redaction.compile(o.redaction_key.as_deref())?;
         file.auth.validate()?;
+        crate::scrape::validate(&file.scrape)?;
         let tls = match (o.tls_cert.or(file.tls.cert), o.tls_key.or(file.tls.key)) {
             (Some(cert), Some(key)) => Some((cert, key)),
             (None, None) => None,
@@ -295,6 +301,7 @@ impl ServeConfig {
             redactor,
             auth: file.auth,
             monitor,
+            scrape: file.scrape,
             tls,
             config_file,
         };

@@ -316,6 +316,46 @@ pub fn monitor_check(monitor: &sightline_monitor::Monitor) -> Option<Check> {
     ))
 }
 
+/// The `[[scrape]]` targets: a warning for each target whose last scrape failed, naming its URL
+/// and why; one line in all when every target is up.
+pub fn scrape_checks(scrapes: &crate::scrape::Scrapes) -> Vec<Check> {
+    use crate::scrape::Health;
+    let statuses = scrapes.statuses();
+    if statuses.is_empty() {
+        return Vec::new();
+    }
+    let down: Vec<Check> = statuses
+        .iter()
+        .filter(|t| t.health == Health::Down)
+        .map(|t| {
+            Check::new(
+                "scrape",
+                Level::Warn,
+                format!(
+                    "scrape target {} (service {}) is down since {}: {}",
+                    t.url,
+                    t.service,
+                    t.down_since.as_deref().unwrap_or("its last scrape"),
+                    t.last_error.as_deref().unwrap_or("the scrape failed")
+                ),
+            )
+        })
+        .collect();
+    if !down.is_empty() {
+        return down;
+    }
+    let up = statuses.iter().filter(|t| t.health == Health::Up).count();
+    vec![Check::new(
+        "scrape",
+        Level::Ok,
+        format!(
+            "{up} of {} scrape targets up ({} not scraped yet)",
+            statuses.len(),
+            statuses.len() - up
+        ),
+    )]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

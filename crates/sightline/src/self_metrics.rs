@@ -31,6 +31,8 @@ pub struct SelfMetrics {
     bad_requests: Mutex<std::collections::BTreeMap<&'static str, u64>>,
     /// Values redacted by (service, signal index, rule) since the server started.
     redactions: Mutex<std::collections::BTreeMap<(String, usize, std::sync::Arc<str>), u64>>,
+    /// Scrapes of `[[scrape]]` targets by (service, succeeded).
+    scrapes: Mutex<std::collections::BTreeMap<(String, bool), u64>>,
 }
 
 /// What redaction replaced for one service since the server started: per rule, per signal.
@@ -132,6 +134,13 @@ impl SelfMetrics {
         out
     }
 
+    /// Counts one scrape of a `[[scrape]]` target.
+    pub fn record_scrape(&self, service: &str, ok: bool) {
+        let mut map = self.scrapes.lock().unwrap_or_else(|e| e.into_inner());
+        *map.entry((service.to_string(), ok)).or_default() += 1;
+    }
+
+    /// Counts one query and how long it took.
     pub fn record_query(&self, elapsed_ns: u64, ok: bool) {
         if ok {
             self.queries_ok.fetch_add(1, Ordering::Relaxed);
@@ -240,6 +249,26 @@ impl SelfMetrics {
             "counter",
             "Values replaced by redaction before storage, by service, signal and rule (the records are kept).",
             redacted.join("\n"),
+        );
+        let scrapes: Vec<String> = self
+            .scrapes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|((service, ok), n)| {
+                format!(
+                    "sightline_scrapes_total{{service=\"{}\",outcome=\"{}\"}} {n}",
+                    label(service),
+                    if *ok { "ok" } else { "failed" }
+                )
+            })
+            .collect();
+        section(
+            &mut out,
+            "sightline_scrapes_total",
+            "counter",
+            "Scrapes of [[scrape]] targets by service and outcome.",
+            scrapes.join("\n"),
         );
         section(
             &mut out,

@@ -39,6 +39,8 @@ pub struct ApiState {
     pub monitor: sightline_monitor::Monitor,
     /// The redaction rules ingest applies (for scanning stored data with the same rules).
     pub redactor: sightline_ingest::Redactor,
+    /// `[[scrape]]` targets and their last results.
+    pub scrapes: crate::scrape::Scrapes,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -47,6 +49,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/traces/{trace_id}", get(trace))
         .route("/api/v1/logs", get(logs))
         .route("/api/v1/services", get(services))
+        .route("/api/v1/targets", get(targets))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -208,6 +211,12 @@ fn counts_from_rollups(state: &ApiState, range: TimeRange) -> bool {
 
 /// Readiness and what is wrong, if anything: `status` is `ok`, `degraded` (a check warns) or
 /// `failing` (a check fails); `checks` say why in words.
+/// `GET /api/v1/targets`: every `[[scrape]]` target and its last scrape, as Prometheus's
+/// targets page shows them.
+async fn targets(State(state): State<ApiState>) -> Response {
+    axum::Json(json!({"targets": state.scrapes.statuses()})).into_response()
+}
+
 async fn healthz(State(state): State<ApiState>) -> Response {
     let ready = state.ready.load(Ordering::SeqCst);
     let stats = state.store.stats();
@@ -217,6 +226,7 @@ async fn healthz(State(state): State<ApiState>) -> Response {
         &state.memory_budget,
     );
     checks.extend(crate::health::monitor_check(&state.monitor));
+    checks.extend(crate::health::scrape_checks(&state.scrapes));
     let worst = checks
         .iter()
         .map(|c| c.level)

@@ -137,6 +137,31 @@ pub fn chart(
     unit: &str,
     spark: bool,
 ) -> Markup {
+    chart_with_exemplars(id, title, x_s, lines, unit, spark, &[])
+}
+
+/// A point drawn over a chart's lines that opens a trace when clicked (an exemplar).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracePoint {
+    /// When, in seconds since the epoch.
+    pub t: f64,
+    /// Its value, in the chart's unit.
+    pub y: f64,
+    /// The trace it opens.
+    pub trace_id: String,
+}
+
+/// [`chart`] with exemplars: points at their time and value that open their trace
+/// (`app.js` draws them and follows a click to `/traces/{id}`).
+pub fn chart_with_exemplars(
+    id: &str,
+    title: &str,
+    x_s: &[f64],
+    lines: &[Line],
+    unit: &str,
+    spark: bool,
+    points: &[TracePoint],
+) -> Markup {
     let spec = json!({
         "title": title,
         "unit": unit,
@@ -147,6 +172,7 @@ pub fn chart(
             "values": l.values,
             "color": l.color,
         })).collect::<Vec<_>>(),
+        "exemplars": points.iter().map(|p| json!({"t": p.t, "y": p.y, "trace_id": p.trace_id})).collect::<Vec<_>>(),
     });
     html! {
         div.chart.spark[spark] id=[(!id.is_empty()).then_some(id)] data-chart=(spec.to_string())

@@ -195,10 +195,15 @@ fn time_chart(result: &QueryResult) -> Option<Markup> {
     if numeric.is_empty() {
         return None;
     }
+    // Trace and span ids are not groups: rows with a trace id become points that open it.
+    let is_id = |name: &str| matches!(name, "trace_id" | "span_id" | "parent_span_id" | "exemplars");
     let group_col = result
         .columns
         .iter()
-        .position(|c| c.data_type == "text" || c.data_type.contains("utf8"));
+        .position(|c| (c.data_type == "text" || c.data_type.contains("utf8")) && !is_id(&c.name));
+    let trace_col = result.columns.iter().position(|c| c.name == "trace_id");
+    let exemplars_col = result.columns.iter().position(|c| c.name == "exemplars");
+    let mut points: Vec<layout::TracePoint> = Vec::new();
     // (x seconds) per row, then lines keyed by (group, column).
     let mut xs: Vec<f64> = Vec::new();
     let mut keyed: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
@@ -212,6 +217,9 @@ fn time_chart(result: &QueryResult) -> Option<Markup> {
             continue;
         };
         xs.push(x);
+        if points.len() < MAX_TRACE_POINTS {
+            points.extend(trace_points(row, x, trace_col, exemplars_col, numeric.first().copied()));
+        }
         let group = group_col
             .and_then(|g| row.get(g))
             .and_then(Value::as_str)
@@ -254,12 +262,57 @@ fn time_chart(result: &QueryResult) -> Option<Markup> {
             }
         })
         .collect();
-    Some(layout::chart(
+    Some(layout::chart_with_exemplars(
         "query-time-chart",
         "Query result over time",
         &xs,
         &lines,
         "",
         false,
+        &points,
     ))
+}
+
+/// Points a query's chart draws that open traces, at most.
+const MAX_TRACE_POINTS: usize = 2_000;
+
+/// A row's points that open traces: the row itself when it has a `trace_id` (at its first
+/// numeric value), and each exemplar of an `exemplars` column (the metrics table's JSON).
+fn trace_points(
+    row: &Value,
+    x: f64,
+    trace_col: Option<usize>,
+    exemplars_col: Option<usize>,
+    value_col: Option<usize>,
+) -> Vec<layout::TracePoint> {
+    let mut out = Vec::new();
+    if let (Some(t), Some(v)) = (trace_col, value_col)
+        && let (Some(trace_id), Some(y)) = (
+            row.get(t).and_then(Value::as_str),
+            row.get(v).and_then(Value::as_f64),
+        )
+        && sightline_query::views::is_trace_id(trace_id)
+    {
+        out.push(layout::TracePoint { t: x, y, trace_id: trace_id.to_string() });
+    }
+    if let Some(e) = exemplars_col
+        && let Some(text) = row.get(e).and_then(Value::as_str)
+        && let Ok(Value::Array(items)) = serde_json::from_str::<Value>(text)
+    {
+        for item in items {
+            let trace_id = item.get("trace_id").and_then(Value::as_str).unwrap_or("");
+            if !sightline_query::views::is_trace_id(trace_id) || trace_id.bytes().all(|b| b == b'0') {
+                continue;
+            }
+            let Some(y) = item.get("value").and_then(Value::as_f64) else {
+                continue;
+            };
+            let t = item
+                .get("time_ns")
+                .and_then(Value::as_i64)
+                .map_or(x, |ns| ns as f64 / 1e9);
+            out.push(layout::TracePoint { t, y, trace_id: trace_id.to_string() });
+        }
+    }
+    out
 }

@@ -1,6 +1,6 @@
 //! `/services/{name}`: one service's rate, errors and latency over time, its routes by impact,
-//! its slowest and failing requests, recent error logs, what redaction replaced in its telemetry
-//! and the runtime metrics it sends.
+//! its slowest and failing requests, recent error logs, what redaction replaced in its telemetry,
+//! its Prometheus scrape targets and the runtime metrics it sends.
 
 use std::collections::HashMap;
 
@@ -34,7 +34,7 @@ pub async fn page(
         limit: LIST_ROWS,
         ..Default::default()
     };
-    let (summary, series, slowest, failing, logs, runtime) = tokio::try_join!(
+    let (summary, series, slowest, failing, logs, runtime, exemplars) = tokio::try_join!(
         views::services(engine, range, window.seconds(), Some(&name)),
         overview::red_series(engine, buckets, Some(&name), true),
         overview::requests(engine, &name, None, range, RequestOrder::Slowest, LIST_ROWS),
@@ -48,9 +48,15 @@ pub async fn page(
         ),
         views::logs(engine, &error_logs),
         overview::runtime_metrics(engine, &name, buckets),
+        overview::exemplars(engine, &name, buckets),
     )?;
+    let exemplars: Vec<layout::TracePoint> = exemplars
+        .into_iter()
+        .map(|e| layout::TracePoint { t: e.t, y: e.ms, trace_id: e.trace_id })
+        .collect();
     let summary = summary.into_iter().next();
     let redacted = state.api.metrics.service_redactions(&name);
+    let targets = state.api.scrapes.of_service(&name);
     let x = buckets.times_s();
     let wq = window.query();
     let series = series.into_values().next();
@@ -91,11 +97,11 @@ pub async fn page(
                         Line { label: "errors/s", values: series.error_rate.iter().map(|v| Some(*v)).collect(), color: Some(layout::RED) },
                     ], "/s", false)) }
                 figure { figcaption { "Latency" }
-                    (layout::chart("chart-latency", "Latency percentiles", &x, &[
+                    (layout::chart_with_exemplars("chart-latency", "Latency percentiles", &x, &[
                         Line { label: "p50", values: series.p50_ms.clone(), color: Some("#10b981") },
                         Line { label: "p95", values: series.p95_ms.clone(), color: Some("#f59e0b") },
                         Line { label: "p99", values: series.p99_ms.clone(), color: Some(layout::RED) },
-                    ], "ms", false)) }
+                    ], "ms", false, &exemplars)) }
             }
         }
         section #routes-section {
@@ -154,6 +160,31 @@ pub async fn page(
                     }
                 }
                 p.hint { "By signal: " @for (i, (signal, n)) in redacted.by_signal.iter().enumerate() { @if i > 0 { ", " } (signal) " " (n) } }
+            }
+        }
+        @if !targets.is_empty() {
+            section #scrape-targets {
+                h2 { "Scrape targets" }
+                p.hint { "Prometheus endpoints scraped into this service's metrics ([[scrape]] in sightline.toml)." }
+                table #targets {
+                    thead { tr {
+                        th scope="col" { "URL" } th scope="col" { "Health" } th scope="col" { "Last scrape" }
+                        th.num scope="col" { "Samples" } th.num scope="col" { "Took" } th scope="col" { "Error" }
+                    } }
+                    tbody {
+                        @for t in &targets {
+                            @let health = serde_json::to_value(t.health).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+                            tr.target data-url=(t.url) data-health=(health) {
+                                td { code { (t.url) } }
+                                td.bad[t.health == crate::scrape::Health::Down] { (health) @if let Some(since) = &t.down_since { " since " (since) } }
+                                td { (t.last_scrape.as_deref().unwrap_or("not yet")) }
+                                td.num { (t.samples) }
+                                td.num { @if let Some(ms) = t.last_duration_ms { (format!("{ms:.1} ms")) } }
+                                td.bad { (t.last_error.as_deref().unwrap_or("")) }
+                            }
+                        }
+                    }
+                }
             }
         }
         section #runtime-metrics data-service=(name) {
