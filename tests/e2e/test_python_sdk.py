@@ -9,6 +9,7 @@ Sightline. gateway calls orders with httpx, so the trace context propagates.
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import os
@@ -415,6 +416,34 @@ def test_instrumentation_metrics(sightline, run):
     for key in [("gateway", "http.server.duration"), ("orders", "http.server.request.duration")]:
         assert by[key]["type"] == "histogram"
         assert by[key]["n"] >= len(CARTS)
+
+
+def test_latency_exemplars_keep_their_trace_and_the_chart_opens_it(sightline, run):
+    # The SDK attaches the current span's trace to a histogram point recorded inside it (the
+    # trace-based exemplar filter): the server-duration histograms carry the requests' traces.
+    rows = sightline.wait_rows(
+        "SELECT service_name, name, unit, exemplars FROM metrics WHERE exemplars IS NOT NULL "
+        "AND name IN ('http.server.duration', 'http.server.request.duration')",
+        lambda r: {x["service_name"] for x in r} >= {"gateway", "orders"}, timeout=10)
+    sent = set(run.traces.values())
+    for service in ("gateway", "orders"):
+        kept = {e["trace_id"] for r in rows if r["service_name"] == service for e in json.loads(r["exemplars"])}
+        assert kept & sent, f"{service}'s exemplars name none of the traces sent: {kept}"
+        example = json.loads(next(r for r in rows if r["service_name"] == service)["exemplars"])[0]
+        assert {"time_ns", "value", "trace_id", "span_id"} <= set(example), example
+    # The service page's latency chart carries them (in ms, whatever unit the histogram used).
+    page = requests.get(f"{sightline.api_url}/services/orders?range=1h", timeout=30).text
+    match = re.search(r'id="chart-latency" data-chart="([^"]*)"', page)
+    assert match, "the orders page has no latency chart"
+    spec = json.loads(html.unescape(match.group(1)))
+    points = spec["exemplars"]
+    assert {p["trace_id"] for p in points} & sent, points
+    durations = {r["trace_id"]: r["ms"] for r in sightline.rows(
+        "SELECT trace_id, duration_ns / 1e6 AS ms FROM spans WHERE service_name = 'orders' AND kind = 'server'")}
+    for p in points:
+        if p["trace_id"] in durations:
+            # The exemplar is the request's own duration, measured by the instrumentation.
+            assert abs(p["y"] - durations[p["trace_id"]]) < max(5.0, durations[p["trace_id"]] * 0.5), (p, durations)
 
 
 # ------------------------------------------------------------------- CLI

@@ -14,6 +14,7 @@ tests/artifacts/screenshots/<page>.png (services, services-dark, service, trace,
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -410,6 +411,39 @@ def test_service_page_shows_charts_routes_traces_logs_and_runtime(page, demo_ser
     expect(runtime.locator(".uplot canvas").nth(3), "fewer than four runtime charts").to_be_visible()
 
     save_screenshot(page, "service")
+
+
+def click_first_exemplar(page: Page, chart: Locator) -> set[str]:
+    """Clicks the first exemplar app.js drew on a chart; returns the trace ids the chart holds."""
+    expect(chart, "no exemplar drawn on the chart").to_have_attribute("data-exemplars", re.compile(r"^[1-9]"))
+    ids = {e["trace_id"] for e in json.loads(chart.get_attribute("data-chart"))["exemplars"]}
+    x, y = int(chart.get_attribute("data-exemplar-x")), int(chart.get_attribute("data-exemplar-y"))
+    chart.click(position={"x": x, "y": y})
+    page.wait_for_url(re.compile(r"/traces/[0-9a-f]{32}"))
+    return ids
+
+
+def test_latency_chart_exemplars_open_their_trace(page, demo_server):
+    # The demo's services send no latency exemplars, so each bucket's slowest request stands in.
+    goto(page, ui(demo_server, "/services/orders", range=RANGE))
+    chart = page.locator("#chart-latency")
+    ids = click_first_exemplar(page, chart)
+    opened = urlsplit(page.url).path.rsplit("/", 1)[-1]
+    assert opened in ids, f"clicked an exemplar, opened {opened}, not one of the chart's {len(ids)}"
+    trace = demo_server.get(f"/api/v1/traces/{opened}").json()
+    assert any(s["service_name"] == "orders" and s["kind"] in ("server", "consumer") for s in trace["spans"])
+    expect(page.locator("main h1")).to_contain_text(opened[:8])
+
+
+def test_query_chart_rows_with_a_trace_id_open_it(page, demo_server):
+    sql = ("SELECT start_time, duration_ns / 1e6 AS ms, trace_id FROM spans "
+           "WHERE service_name = 'orders' AND kind = 'server' ORDER BY duration_ns DESC LIMIT 20")
+    goto(page, ui(demo_server, "/query", sql=sql))
+    expect_drawn_charts(page.locator("#query-chart"), 1, "query chart")
+    expected = {row[2] for row in demo_server.query(sql)["rows"]}
+    ids = click_first_exemplar(page, page.locator("#query-time-chart"))
+    assert ids == expected, "the chart's points are not the result's traces"
+    assert urlsplit(page.url).path.rsplit("/", 1)[-1] in expected
 
 
 def test_worker_page_shows_its_queue_depth(page, demo_server):
