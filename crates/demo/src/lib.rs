@@ -1025,12 +1025,22 @@ pub fn metrics_at(
                 "{thread}",
                 vec![point((8 + dice.next() % 4) as f64, vec![])],
             ),
+            // As the OpenTelemetry system-metrics instrumentation names them.
             counter(
-                "process.runtime.cpython.gc_count",
+                "process.cpu.time",
+                "s",
+                vec![
+                    point(requests_total as f64 * 0.004, vec![kv("type", "user")]),
+                    point(requests_total as f64 * 0.001, vec![kv("type", "system")]),
+                ],
+            ),
+            counter(
+                "cpython.gc.collections",
                 "{collection}",
                 vec![
-                    point((requests_total / 40) as f64, vec![kv("count", "0")]),
-                    point((requests_total / 400) as f64, vec![kv("count", "1")]),
+                    point((requests_total / 40) as f64, vec![kv("generation", "0")]),
+                    point((requests_total / 400) as f64, vec![kv("generation", "1")]),
+                    point((requests_total / 4000) as f64, vec![kv("generation", "2")]),
                 ],
             ),
         ];

@@ -59,8 +59,9 @@ impl Format {
 }
 
 /// The `Accept` header a scrape sends: OpenMetrics first (it carries exemplars and units), the
-/// text format after, as Prometheus asks.
-pub const ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+/// text format after, as Prometheus asks; names outside the classic character set are asked
+/// for with underscores (`escaping=underscores`), which this reader understands.
+pub const ACCEPT: &str = "application/openmetrics-text;version=1.0.0;escaping=underscores,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
 
 /// Why an exposition could not be read: the line (from 1) and what was wrong there.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -249,10 +249,29 @@ fn tag_condition(key: &str, value: &str) -> String {
             quote(&key["resource.".len()..])
         ),
         _ => {
+            // Span events' and links' attributes count too: their JSON text holds the pair as
+            // `"key":"value"` (or `"key":value` for numbers and booleans).
+            let pair = |v: Value| {
+                quote(&format!("{}:{}", Value::String(key.to_string()), v))
+            };
+            let mut pairs = vec![pair(Value::String(value.to_string()))];
+            if let Ok(scalar @ (Value::Number(_) | Value::Bool(_))) = serde_json::from_str::<Value>(value) {
+                pairs.push(pair(scalar));
+            }
+            let in_text = pairs
+                .iter()
+                .flat_map(|p| {
+                    [
+                        format!("strpos(events, {p}) > 0"),
+                        format!("strpos(links, {p}) > 0"),
+                    ]
+                })
+                .collect::<Vec<_>>()
+                .join(" OR ");
             let key = quote(key);
             format!(
                 "(json_as_text(attributes, {key}) = {quoted} \
-                 OR json_as_text(resource_attributes, {key}) = {quoted})"
+                 OR json_as_text(resource_attributes, {key}) = {quoted} OR {in_text})"
             )
         }
     }

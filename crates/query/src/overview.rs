@@ -350,10 +350,15 @@ pub async fn requests(
 /// A runtime metric over time: one line per attribute set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricChart {
-    /// The metric name.
+    /// The metric name, as stored.
     pub name: String,
-    /// The unit the metric reports, when it names one.
-    pub unit: Option<String>,
+    /// What the chart shows, in words (`CPU`, `Resident memory`); the name for metrics outside
+    /// the catalogue.
+    pub title: String,
+    /// The unit in words for the caption (`cores`, `bytes`, `count`, `per second`).
+    pub caption_unit: String,
+    /// The unit the chart's axis formats its values with (`cores`, `By`, `{thread}`, `/s`).
+    pub chart_unit: String,
     /// True when the values are a counter's increase per second rather than the reported value.
     pub per_second: bool,
     /// (attributes as text, value per bucket)
@@ -363,13 +368,48 @@ pub struct MetricChart {
 /// Lines per chart, so a metric with many attribute sets stays readable.
 const MAX_LINES: usize = 6;
 
-/// Names of runtime metrics the service page charts: process and runtime (CPU, memory, GC,
-/// threads) and queue depths.
-const RUNTIME_METRICS: &str = "(name LIKE 'process.%' OR name LIKE '%runtime%' OR name LIKE '%.gc%' \
-     OR name LIKE '%thread%' OR name LIKE '%queue%' OR name LIKE '%cpu%' OR name LIKE '%memory%')";
+/// How one runtime quantity is charted, whichever instrumentation reports it.
+struct RuntimeKind {
+    /// Names that report it, preferred first: the OpenTelemetry system-metrics
+    /// instrumentation's current name, prometheus_client's, then the deprecated
+    /// `process.runtime.cpython.*` one (charted only when no other is sent).
+    names: &'static [&'static str],
+    title: &'static str,
+    caption_unit: &'static str,
+    chart_unit: &'static str,
+    /// A counter, charted as its increase per second.
+    rate: bool,
+    /// Values are multiplied by this (a share as a percentage).
+    scale: f64,
+    /// Only the points whose attribute, where they have it, has this value (`type=rss` of the
+    /// deprecated memory metric that also reports `vms`).
+    only: Option<(&'static str, &'static str)>,
+}
 
-/// The runtime metrics (gauges and sums) a service sends, averaged per bucket; counters are
-/// shown as their increase per second.
+/// The runtime metrics the service page recognises by name, in the order it charts them:
+/// `opentelemetry-instrumentation-system-metrics` (process.*, cpython.gc.*) and
+/// `prometheus_client`'s process and GC collectors.
+const RUNTIME: &[RuntimeKind] = &[
+    RuntimeKind { names: &["process.cpu.time", "process_cpu_seconds_total", "process.runtime.cpython.cpu_time"], title: "CPU", caption_unit: "cores", chart_unit: "cores", rate: true, scale: 1.0, only: None },
+    RuntimeKind { names: &["process.memory.usage", "process_resident_memory_bytes", "process.runtime.cpython.memory"], title: "Resident memory", caption_unit: "bytes", chart_unit: "By", rate: false, scale: 1.0, only: Some(("type", "rss")) },
+    RuntimeKind { names: &["process.thread.count", "process.runtime.cpython.thread_count"], title: "Threads", caption_unit: "count", chart_unit: "{thread}", rate: false, scale: 1.0, only: None },
+    RuntimeKind { names: &["process.context_switches", "process.runtime.cpython.context_switches"], title: "Context switches", caption_unit: "per second", chart_unit: "/s", rate: true, scale: 1.0, only: None },
+    RuntimeKind { names: &["cpython.gc.collections", "python_gc_collections_total"], title: "GC collections", caption_unit: "per second", chart_unit: "/s", rate: true, scale: 1.0, only: None },
+    RuntimeKind { names: &["process.open_file_descriptor.count", "process_open_fds"], title: "Open file descriptors", caption_unit: "count", chart_unit: "{file_descriptor}", rate: false, scale: 1.0, only: None },
+    RuntimeKind { names: &["process.cpu.utilization"], title: "CPU utilization", caption_unit: "% of all cores", chart_unit: "%", rate: false, scale: 100.0, only: None },
+    RuntimeKind { names: &["process.memory.virtual", "process_virtual_memory_bytes"], title: "Virtual memory", caption_unit: "bytes", chart_unit: "By", rate: false, scale: 1.0, only: None },
+    RuntimeKind { names: &["process.disk.io"], title: "Disk I/O", caption_unit: "bytes per second", chart_unit: "By/s", rate: true, scale: 1.0, only: None },
+    RuntimeKind { names: &["cpython.gc.collected_objects", "python_gc_objects_collected_total"], title: "GC collected objects", caption_unit: "per second", chart_unit: "/s", rate: true, scale: 1.0, only: None },
+    RuntimeKind { names: &["cpython.gc.uncollectable_objects", "python_gc_objects_uncollectable_total"], title: "GC uncollectable objects", caption_unit: "per second", chart_unit: "/s", rate: true, scale: 1.0, only: None },
+];
+
+/// Other metrics the page charts under their own names: queue depths (a worker falling behind).
+const QUEUE_METRICS: &str = "name LIKE '%queue%'";
+
+/// The runtime metrics a service sends, one chart per quantity of [`RUNTIME`] (the first of
+/// its names the service sends) and one per queue metric: gauges and up-down sums as their mean
+/// per bucket, counters as their increase per second (from one bucket's last value to the next,
+/// a counter reset counting from zero).
 pub async fn runtime_metrics(
     engine: &QueryEngine,
     service: &str,
@@ -378,54 +418,167 @@ pub async fn runtime_metrics(
     let mut conditions = time_conditions("time", buckets.range());
     conditions.push(format!("service_name = {}", quote(service)));
     conditions.push("type IN ('gauge', 'sum')".into());
-    conditions.push(RUNTIME_METRICS.into());
+    let known: Vec<String> = RUNTIME
+        .iter()
+        .flat_map(|k| k.names.iter())
+        .map(|n| quote(n))
+        .collect();
+    conditions.push(format!("(name IN ({}) OR {QUEUE_METRICS})", known.join(", ")));
     let sql = format!(
         "SELECT name, max(unit) AS unit, attributes, {bucket} AS bucket, \
          bool_or(coalesce(monotonic, false)) AS counter, \
-         avg(value) AS mean, max(value) - min(value) AS increase \
-         FROM metrics WHERE {filter} GROUP BY name, attributes, bucket ORDER BY name, attributes",
+         avg(value) AS mean, min(value) AS first, max(value) AS last \
+         FROM metrics WHERE {filter} GROUP BY name, attributes, bucket ORDER BY name, attributes, bucket",
         bucket = buckets.sql("time"),
         filter = conditions.join(" AND "),
     );
-    let mut charts: Vec<MetricChart> = Vec::new();
+    // name -> (unit, counter, attributes -> per-bucket (mean, first, last))
+    type Points = Vec<Option<(f64, f64, f64)>>;
+    let mut by_name: BTreeMap<String, (Option<String>, bool, Vec<(String, Points)>)> =
+        BTreeMap::new();
     for row in objects(engine, &sql, 1_000_000).await? {
         let Some(i) = buckets.row_index(&row) else {
             continue;
         };
-        let name = str_of(&row, "name");
-        let counter = row.get("counter").and_then(Value::as_bool).unwrap_or(false);
-        if charts.last().is_none_or(|c| c.name != name) {
-            charts.push(MetricChart {
-                name: name.clone(),
-                unit: row
-                    .get("unit")
+        let (Some(mean), Some(first), Some(last)) = (
+            f64_of(&row, "mean"),
+            f64_of(&row, "first"),
+            f64_of(&row, "last"),
+        ) else {
+            continue;
+        };
+        let entry = by_name.entry(str_of(&row, "name")).or_insert_with(|| {
+            (
+                row.get("unit")
                     .and_then(Value::as_str)
                     .filter(|u| !u.is_empty())
                     .map(str::to_string),
-                per_second: counter,
-                lines: Vec::new(),
-            });
-        }
-        let Some(chart) = charts.last_mut() else {
+                false,
+                Vec::new(),
+            )
+        });
+        entry.1 |= row.get("counter").and_then(Value::as_bool).unwrap_or(false);
+        let attributes = str_of(&row, "attributes");
+        let at = match entry.2.iter().position(|(a, _)| *a == attributes) {
+            Some(at) => at,
+            None => {
+                entry.2.push((attributes, vec![None; buckets.count]));
+                entry.2.len() - 1
+            }
+        };
+        entry.2[at].1[i] = Some((mean, first, last));
+    }
+    let mut charts = Vec::new();
+    for kind in RUNTIME {
+        let Some(name) = kind.names.iter().find(|n| by_name.contains_key(**n)) else {
             continue;
         };
-        let label = attributes_label(&str_of(&row, "attributes"));
-        let line = match chart.lines.iter().position(|(l, _)| *l == label) {
-            Some(at) => at,
-            None if chart.lines.len() < MAX_LINES => {
-                chart.lines.push((label, vec![None; buckets.count]));
-                chart.lines.len() - 1
-            }
-            None => continue,
+        let Some((_, counter, series)) = by_name.get(*name) else {
+            continue;
         };
-        let value = if counter {
-            f64_of(&row, "increase").map(|v| v / buckets.seconds(i))
-        } else {
-            f64_of(&row, "mean")
-        };
-        chart.lines[line].1[i] = value;
+        let rate = kind.rate && *counter;
+        let lines = series
+            .iter()
+            .filter(|(attributes, _)| match kind.only {
+                Some((key, value)) => {
+                    !has_attribute(attributes, key) || attribute_is(attributes, key, value)
+                }
+                None => true,
+            })
+            .take(MAX_LINES)
+            .map(|(attributes, points)| {
+                let values = if rate {
+                    per_second(points, &buckets)
+                } else {
+                    points.iter().map(|p| p.map(|(mean, _, _)| mean * kind.scale)).collect()
+                };
+                (runtime_label(attributes, kind.only), values)
+            })
+            .collect();
+        charts.push(MetricChart {
+            name: name.to_string(),
+            title: kind.title.to_string(),
+            caption_unit: kind.caption_unit.to_string(),
+            chart_unit: kind.chart_unit.to_string(),
+            per_second: rate,
+            lines,
+        });
+    }
+    for (name, (unit, counter, series)) in &by_name {
+        if RUNTIME.iter().any(|k| k.names.contains(&name.as_str())) {
+            continue;
+        }
+        let unit = unit.clone().unwrap_or_default();
+        charts.push(MetricChart {
+            name: name.clone(),
+            title: name.clone(),
+            caption_unit: if *counter { "per second".into() } else { unit.clone() },
+            chart_unit: if *counter { "/s".into() } else { unit },
+            per_second: *counter,
+            lines: series
+                .iter()
+                .take(MAX_LINES)
+                .map(|(attributes, points)| {
+                    let values = if *counter {
+                        per_second(points, &buckets)
+                    } else {
+                        points.iter().map(|p| p.map(|(mean, _, _)| mean)).collect()
+                    };
+                    (attributes_label(attributes), values)
+                })
+                .collect(),
+        });
     }
     Ok(charts)
+}
+
+/// A cumulative counter's increase per second in each bucket: from the previous bucket's last
+/// value to this one's (the first value of the first bucket seen), a drop being a reset that
+/// counts from zero.
+fn per_second(points: &[Option<(f64, f64, f64)>], buckets: &Buckets) -> Vec<Option<f64>> {
+    let mut previous_last: Option<f64> = None;
+    points
+        .iter()
+        .enumerate()
+        .map(|(i, point)| {
+            let (_, first, last) = (*point)?;
+            let increase = match previous_last {
+                Some(before) if last >= before => last - before,
+                Some(_) => last,
+                None => last - first,
+            };
+            previous_last = Some(last);
+            Some(increase / buckets.seconds(i))
+        })
+        .collect()
+}
+
+/// Whether JSON attributes have `key`.
+fn has_attribute(json: &str, key: &str) -> bool {
+    serde_json::from_str::<Map<String, Value>>(json).is_ok_and(|m| m.contains_key(key))
+}
+
+/// Whether JSON attributes hold `key` = `value`.
+fn attribute_is(json: &str, key: &str, value: &str) -> bool {
+    serde_json::from_str::<Map<String, Value>>(json)
+        .ok()
+        .and_then(|m| m.get(key).and_then(Value::as_str).map(|v| v == value))
+        .unwrap_or(false)
+}
+
+/// A runtime line's label: its attributes, without the one a filter fixed, and GC's generation
+/// once (the instrumentation sends it as `cpython.gc.generation` and as `generation`).
+fn runtime_label(json: &str, only: Option<(&str, &str)>) -> String {
+    let Ok(mut map) = serde_json::from_str::<Map<String, Value>>(json) else {
+        return json.to_string();
+    };
+    if let Some((key, _)) = only {
+        map.remove(key);
+    }
+    if map.contains_key("generation") {
+        map.remove("cpython.gc.generation");
+    }
+    attributes_label(&Value::Object(map).to_string())
 }
 
 /// `{"queue":"emails"}` as `queue=emails`; `{}` as `all`.
@@ -532,6 +685,27 @@ pub async fn incoming_links(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_counter_rate_counts_across_buckets_and_through_a_reset() {
+        let b = Buckets::over(0, 3600 * NS);
+        assert_eq!(b.step_ns, 60 * NS);
+        // One point a bucket (10, 70, then a restart to 5): 60 in the second minute, 5 in the third.
+        let points = vec![Some((10.0, 10.0, 10.0)), Some((70.0, 70.0, 70.0)), Some((5.0, 5.0, 5.0)), None];
+        let rates = per_second(&points, &b);
+        assert_eq!(rates[0], Some(0.0));
+        assert_eq!(rates[1], Some(1.0));
+        assert_eq!(rates[2], Some(5.0 / 60.0));
+        assert_eq!(rates[3], None);
+    }
+
+    #[test]
+    fn runtime_lines_are_labelled_without_what_a_filter_fixed_or_twice_named_generations() {
+        assert_eq!(runtime_label(r#"{"cpython.gc.generation":0,"generation":"0"}"#, None), "generation=0");
+        assert_eq!(runtime_label(r#"{"type":"rss"}"#, Some(("type", "rss"))), "all");
+        assert!(attribute_is(r#"{"type":"rss"}"#, "type", "rss"));
+        assert!(!attribute_is(r#"{"type":"vms"}"#, "type", "rss"));
+    }
 
     #[test]
     fn buckets_pick_a_nice_step_and_cover_the_window() {

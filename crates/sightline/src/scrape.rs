@@ -39,9 +39,12 @@ fn default_interval() -> HumanDuration {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScrapeConfig {
-    /// The exposition's URL (`http://127.0.0.1:8000/metrics`).
+    /// The exposition's URL (`http://127.0.0.1:8000/metrics`); required (checked by
+    /// [`validate`], so a missing one is named by its key).
+    #[serde(default)]
     pub url: String,
-    /// The service the metrics belong to (`service_name`).
+    /// The service the metrics belong to (`service_name`); required.
+    #[serde(default)]
     pub service: String,
     /// How often to scrape (default 15s).
     #[serde(default = "default_interval")]
@@ -80,6 +83,12 @@ impl ScrapeConfig {
 pub fn validate(targets: &[ScrapeConfig]) -> Result<(), ConfigError> {
     for (i, target) in targets.iter().enumerate() {
         let key = |name: &str| format!("scrape[{i}].{name}");
+        if target.url.trim().is_empty() {
+            return Err(ConfigError::new(
+                key("url"),
+                "is required: the exposition to scrape, e.g. \"http://127.0.0.1:8000/metrics\"",
+            ));
+        }
         match reqwest::Url::parse(&target.url) {
             Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {}
             Ok(url) => {
@@ -105,7 +114,7 @@ pub fn validate(targets: &[ScrapeConfig]) -> Result<(), ConfigError> {
         if target.service.trim().is_empty() {
             return Err(ConfigError::new(
                 key("service"),
-                "must name the service the metrics belong to, e.g. \"orders\"",
+                "is required: the service the metrics belong to, e.g. \"orders\"",
             ));
         }
         if target.interval.as_nanos() < 1_000_000_000 {

@@ -190,19 +190,18 @@ pub async fn page(
         section #runtime-metrics data-service=(name) {
             h2 { "Runtime" }
             @if runtime.is_empty() {
-                (layout::empty("This service sends no runtime metrics (process.*, GC, threads, queue depth). The OpenTelemetry system-metrics instrumentation adds them."))
+                (layout::empty("This service sends no runtime metrics (CPU, memory, threads, GC, open files, queue depth). The OpenTelemetry system-metrics instrumentation adds them, and so does scraping prometheus_client's /metrics ([[scrape]])."))
             } @else {
                 div.charts {
                     @for chart in &runtime {
-                        figure {
+                        figure data-metric=(chart.name) {
                             figcaption {
-                                (chart.name)
-                                @if chart.per_second { " (per second)" }
-                                @if let Some(unit) = &chart.unit { " · " (unit) }
+                                (chart.title) " · " (chart.caption_unit) " "
+                                code.metric-name { (chart.name) }
                             }
-                            (layout::chart("", &chart.name, &x, &chart.lines.iter().map(|(label, values)| Line {
+                            (layout::chart("", &chart.title, &x, &chart.lines.iter().map(|(label, values)| Line {
                                 label, values: values.clone(), color: None,
-                            }).collect::<Vec<_>>(), if chart.per_second { "/s" } else { chart.unit.as_deref().unwrap_or("") }, false))
+                            }).collect::<Vec<_>>(), &chart.chart_unit, false))
                         }
                     }
                 }
