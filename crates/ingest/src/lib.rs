@@ -36,7 +36,7 @@ use sightline_model::schema::{LogRow, MetricRow, SpanRow};
 
 pub use body::{BodyEncoding, decode_body};
 pub use error::Error;
-pub use limits::{Limited, Limits};
+pub use limits::{Limited, Limits, Timing};
 
 /// Rows produced from one export request, and what was left out.
 #[derive(Debug, Default)]
@@ -53,6 +53,9 @@ pub struct Normalized {
     pub limited: Limited,
     /// Values redaction replaced, per service and rule (kept records, changed).
     pub redactions: Redactions,
+    /// Per service: records kept and refused for their time, and stamped ahead of their
+    /// arrival or far behind it.
+    pub timing: std::collections::BTreeMap<String, limits::Timing>,
 }
 
 impl Normalized {

@@ -8,6 +8,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value as Any};
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use sightline_model::{ConfigError, HumanDuration, Lifetime};
 
 /// `[limits]` of `sightline.toml`: what one record may carry. Every key is optional.
@@ -78,9 +79,31 @@ impl Limits {
     }
 }
 
+/// A record stamped further than this after it arrived was stamped by a clock running ahead.
+const SKEW_AHEAD_NS: i64 = 60_000_000_000;
+/// A record that arrives this long after its time came from a clock behind, or a backlog.
+const LATE_NS: i64 = 3_600_000_000_000;
+
+/// How one service's records stood against the server's clock in one export.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Timing {
+    /// Records kept.
+    pub records: u64,
+    /// Records refused for their time.
+    pub refused: u64,
+    /// Why the first was refused.
+    pub first_refusal: Option<String>,
+    /// Records kept although stamped more than a minute after they arrived.
+    pub ahead: u64,
+    /// Records kept that arrived more than an hour after their time.
+    pub late: u64,
+}
+
 /// Rejects records whose time is too far from the server's clock (a sender with a broken clock
 /// or a unit mix-up, e.g. seconds sent as nanoseconds): they would land in the wrong hour, be
 /// dropped by retention at once, or sort ahead of everything for days.
+/// Per service, it also notes what it kept and refused and how records stood against their
+/// arrival ([`Timing`]).
 pub fn enforce_time_bounds(normalized: &mut crate::Normalized, received_ns: i64, limits: Limits) {
     let earliest = received_ns.saturating_sub(limits.max_age_ns());
     let latest = received_ns.saturating_add(limits.max_timestamp_ahead.as_nanos());
@@ -112,26 +135,45 @@ pub fn enforce_time_bounds(normalized: &mut crate::Normalized, received_ns: i64,
         )
     };
     let rejections = &mut normalized.rejections;
-    let mut keep = |what: &str, t: i64, end: Option<i64>| {
-        if !(earliest..=latest).contains(&t) {
-            rejections.reject(|| reason(what, t));
+    let timing = &mut normalized.timing;
+    // Kept or refused, and how the record's time stood against its arrival, per service.
+    let mut keep = |service: &str, what: &str, t: i64, end: Option<i64>| {
+        let refusal = if !(earliest..=latest).contains(&t) {
+            Some(reason(what, t))
+        } else {
+            end.filter(|e| *e > latest).map(end_reason)
+        };
+        let notes = match timing.get_mut(service) {
+            Some(notes) => notes,
+            None => timing.entry(service.to_string()).or_default(),
+        };
+        if let Some(refusal) = refusal {
+            notes.refused += 1;
+            if notes.first_refusal.is_none() {
+                notes.first_refusal = Some(refusal.clone());
+            }
+            rejections.reject(|| refusal);
             return false;
         }
-        if let Some(end) = end.filter(|e| *e > latest) {
-            rejections.reject(|| end_reason(end));
-            return false;
+        notes.records += 1;
+        // A record is stamped when it ends (a span) or happens; it cannot arrive before that.
+        let stamped = end.unwrap_or(t);
+        if stamped > received_ns + SKEW_AHEAD_NS {
+            notes.ahead += 1;
+        } else if stamped < received_ns - LATE_NS {
+            notes.late += 1;
         }
         true
     };
-    normalized
-        .spans
-        .retain(|row| keep("span", row.start_time_ns, Some(row.end_time_ns)));
+    normalized.spans.retain(|row| {
+        keep(&row.service_name, "span", row.start_time_ns, Some(row.end_time_ns))
+    });
     normalized
         .logs
-        .retain(|row| keep("log record", row.time_ns, None));
+        .retain(|row| keep(&row.service_name, "log record", row.time_ns, None));
     normalized
         .metrics
-        .retain(|row| keep("data point", row.time_ns, None));
+        .retain(|row| keep(&row.service_name, "data point", row.time_ns, None));
 }
 
 fn humanize(ns: i64) -> String {
@@ -145,7 +187,7 @@ fn humanize(ns: i64) -> String {
 }
 
 /// What the limits changed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Limited {
     /// Attributes dropped beyond `max_attributes_per_record`.
     pub attributes_dropped: u64,
@@ -153,6 +195,8 @@ pub struct Limited {
     pub values_truncated: u64,
     /// Arrays and maps nested deeper than the limit, replaced by a marker.
     pub values_too_deep: u64,
+    /// Per service (the resource's `service.name`): (values cut or replaced, attributes dropped).
+    pub by_service: BTreeMap<String, (u64, u64)>,
 }
 
 struct Enforcer {
@@ -161,6 +205,31 @@ struct Enforcer {
 }
 
 impl Enforcer {
+    fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            limited: Limited::default(),
+        }
+    }
+
+    fn counts(&self) -> (u64, u64) {
+        (
+            self.limited.values_truncated + self.limited.values_too_deep,
+            self.limited.attributes_dropped,
+        )
+    }
+
+    /// Attributes what changed since `before` to `service`.
+    fn attribute(&mut self, service: String, before: (u64, u64)) {
+        let (values, dropped) = self.counts();
+        let (values, dropped) = (values - before.0, dropped - before.1);
+        if values + dropped > 0 {
+            let entry = self.limited.by_service.entry(service).or_default();
+            entry.0 += values;
+            entry.1 += dropped;
+        }
+    }
+
     fn text(&mut self, text: &mut String) {
         if text.len() <= self.limits.max_attribute_value_bytes {
             return;
@@ -227,11 +296,10 @@ impl Enforcer {
 
 /// Applies the limits to a traces request.
 pub fn enforce_traces(request: &mut ExportTraceServiceRequest, limits: Limits) -> Limited {
-    let mut e = Enforcer {
-        limits,
-        limited: Limited::default(),
-    };
+    let mut e = Enforcer::new(limits);
     for resource_spans in &mut request.resource_spans {
+        let before = e.counts();
+        let owner = crate::resource::service_name(resource_spans.resource.as_ref());
         if let Some(resource) = &mut resource_spans.resource {
             e.attributes(&mut resource.attributes);
         }
@@ -251,17 +319,17 @@ pub fn enforce_traces(request: &mut ExportTraceServiceRequest, limits: Limits) -
                 }
             }
         }
+        e.attribute(owner, before);
     }
     e.limited
 }
 
 /// Applies the limits to a logs request.
 pub fn enforce_logs(request: &mut ExportLogsServiceRequest, limits: Limits) -> Limited {
-    let mut e = Enforcer {
-        limits,
-        limited: Limited::default(),
-    };
+    let mut e = Enforcer::new(limits);
     for resource_logs in &mut request.resource_logs {
+        let before = e.counts();
+        let owner = crate::resource::service_name(resource_logs.resource.as_ref());
         if let Some(resource) = &mut resource_logs.resource {
             e.attributes(&mut resource.attributes);
         }
@@ -273,17 +341,17 @@ pub fn enforce_logs(request: &mut ExportLogsServiceRequest, limits: Limits) -> L
                 e.attributes(&mut record.attributes);
             }
         }
+        e.attribute(owner, before);
     }
     e.limited
 }
 
 /// Applies the limits to a metrics request.
 pub fn enforce_metrics(request: &mut ExportMetricsServiceRequest, limits: Limits) -> Limited {
-    let mut e = Enforcer {
-        limits,
-        limited: Limited::default(),
-    };
+    let mut e = Enforcer::new(limits);
     for resource_metrics in &mut request.resource_metrics {
+        let before = e.counts();
+        let owner = crate::resource::service_name(resource_metrics.resource.as_ref());
         if let Some(resource) = &mut resource_metrics.resource {
             e.attributes(&mut resource.attributes);
         }
@@ -314,6 +382,7 @@ pub fn enforce_metrics(request: &mut ExportMetricsServiceRequest, limits: Limits
                 }
             }
         }
+        e.attribute(owner, before);
     }
     e.limited
 }
@@ -367,6 +436,8 @@ mod tests {
                 attributes_dropped: 6,
                 values_truncated: 2,
                 values_too_deep: 0,
+                // A resource without service.name: the SDKs' own default name.
+                by_service: BTreeMap::from([("unknown_service".to_string(), (2, 6))]),
             }
         );
         let record = &request.resource_logs[0].scope_logs[0].log_records[0];

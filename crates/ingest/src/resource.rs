@@ -7,6 +7,14 @@ use crate::attributes::{self, ENVIRONMENT, SERVICE_NAME, SERVICE_VERSION};
 /// The service name used when a resource carries none (the SDKs' own default).
 pub const UNKNOWN_SERVICE: &str = "unknown_service";
 
+/// The `service.name` of a resource, or [`UNKNOWN_SERVICE`].
+pub fn service_name(resource: Option<&Resource>) -> String {
+    let attrs = resource
+        .map(|r| r.attributes.as_slice())
+        .unwrap_or_default();
+    attributes::find_text(attrs, SERVICE_NAME).unwrap_or_else(|| UNKNOWN_SERVICE.to_string())
+}
+
 /// Resource fields shared by every record of one `Resource*` block.
 #[derive(Debug, Clone)]
 pub struct ResourceInfo {

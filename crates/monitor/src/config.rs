@@ -226,6 +226,8 @@ pub struct MonitorConfig {
     pub alerts: Vec<AlertConfig>,
     /// `[[notify]]`.
     pub notify: Vec<NotifyConfig>,
+    /// `[[check]]`: data checks on what services emit.
+    pub checks: Vec<crate::check::CheckConfig>,
 }
 
 /// Whether `name` is lower-case letters, digits, `_`, `.` and `-`, and not empty.
@@ -253,7 +255,7 @@ impl MonitorConfig {
 
     /// Whether anything is configured to be watched.
     pub fn is_empty(&self) -> bool {
-        self.slos.is_empty() && self.alerts.is_empty()
+        self.slos.is_empty() && self.alerts.is_empty() && self.checks.is_empty()
     }
 
     /// Refuses what cannot work, naming the key (`slo[2].objective`) and what was expected.
@@ -294,6 +296,10 @@ impl MonitorConfig {
         names(
             "notify",
             self.notify.iter().map(|n| n.name.as_str()).collect(),
+        )?;
+        names(
+            "check",
+            self.checks.iter().map(|c| c.name.as_str()).collect(),
         )?;
         let known = |key: String, notify: &Option<Vec<String>>| -> Result<(), ConfigError> {
             for target in notify.iter().flatten() {
@@ -356,6 +362,10 @@ impl MonitorConfig {
                 _ => {}
             }
             known(key("notify"), &slo.notify)?;
+        }
+        for (i, check) in self.checks.iter().enumerate() {
+            check.validate(i)?;
+            known(format!("check[{i}].notify"), &check.notify)?;
         }
         for (i, rule) in self.alerts.iter().enumerate() {
             let key = |field: &str| format!("alert[{i}].{field}");
@@ -445,6 +455,8 @@ mod tests {
         alert: Vec<AlertConfig>,
         #[serde(default)]
         notify: Vec<NotifyConfig>,
+        #[serde(default)]
+        check: Vec<crate::check::CheckConfig>,
     }
 
     fn parse(text: &str) -> MonitorConfig {
@@ -454,6 +466,7 @@ mod tests {
             slos: file.slo,
             alerts: file.alert,
             notify: file.notify,
+            checks: file.check,
         }
     }
 

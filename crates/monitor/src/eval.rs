@@ -363,6 +363,8 @@ pub async fn evaluate(
         .into_iter()
         .map(|(sql, answer)| (sql, answer.map(|(schema, batches, _)| (schema, batches))))
         .collect();
+    out.found
+        .extend(crate::check::evaluate(engine, &config.checks, now_ns).await);
     for rule in &config.alerts {
         match rule.measure {
             Measure::Sql => match evaluate_sql(rule, &answers, known) {

@@ -14,6 +14,7 @@
 
 pub mod alert;
 pub mod budget;
+pub mod check;
 pub mod config;
 pub mod deploys;
 pub mod error;
@@ -23,6 +24,7 @@ pub mod kept;
 pub mod measure;
 pub mod monitor;
 pub mod notify;
+pub mod quality;
 pub mod silence;
 pub mod state;
 pub mod store;

@@ -122,6 +122,33 @@ pub struct Sample {
     pub threshold: Option<f64>,
 }
 
+/// A data check as the quality report lists it: its latest result and its history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckView {
+    /// Its name.
+    pub name: String,
+    /// `freshness`, `volume`, `nulls`, `distribution` or `schema`.
+    pub kind: &'static str,
+    /// The table it reads.
+    pub table: &'static str,
+    /// `ok` (passing), `pending`, `firing`, `resolved`, `no_data`, or `not_evaluated` yet.
+    pub state: String,
+    /// Its alert's id (its page is `/alerts/{id}`), once evaluated.
+    pub alert_id: Option<String>,
+    /// The latest value.
+    pub value: Option<f64>,
+    /// What it is compared with.
+    pub threshold: Option<f64>,
+    /// The latest result in words.
+    pub summary: String,
+    /// When it was last evaluated (RFC 3339).
+    pub last_evaluated: Option<String>,
+    /// Its changes of state, oldest first.
+    pub history: Vec<TimelineEntry>,
+    /// Its values at recent evaluations (since the server started), oldest first.
+    pub values: Vec<Sample>,
+}
+
 /// What one evaluation did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CycleReport {
@@ -180,6 +207,12 @@ struct Inner {
     file: StateFile,
     events: Arc<EventLog>,
     deploys: Arc<DeployLog>,
+    /// Hour summaries of the telemetry-quality report.
+    quality: crate::quality::QualityHours,
+    /// Whether a background refresh of them is running.
+    quality_refreshing: std::sync::atomic::AtomicBool,
+    /// Services with an error finding over the last day, as of the last background refresh.
+    quality_errors: Mutex<BTreeSet<String>>,
     live: Mutex<Live>,
     notifier: tokio::sync::Mutex<Notifier>,
     notify_stats: Mutex<NotifyStats>,
@@ -206,6 +239,68 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Monitor {
+    /// The telemetry-quality findings of `window` (its end is now): the hour summaries are
+    /// brought up to date first (only hours whose data changed are summarized again), then
+    /// judged with ingest's `notes` per service.
+    pub async fn quality_report(
+        &self,
+        window: &sightline_query::quality::ReportWindow,
+        notes: &BTreeMap<String, sightline_query::quality::IngestNotes>,
+    ) -> Result<Vec<sightline_query::quality::Finding>, Error> {
+        use sightline_query::quality::{HISTORY_NS, HOUR_NS, findings};
+        self.inner
+            .quality
+            .refresh(&self.inner.engine, self.inner.clock.now_ns())
+            .await?;
+        let hours = self
+            .inner
+            .quality
+            .summaries(window.end_ns - HISTORY_NS - HOUR_NS, window.end_ns + 1);
+        Ok(findings(&hours, notes, window))
+    }
+
+    /// The services with an error finding in the quality report over the last day, as of the
+    /// last background refresh (the services page marks them).
+    pub fn quality_error_services(&self) -> BTreeSet<String> {
+        lock(&self.inner.quality_errors).clone()
+    }
+
+    /// Starts bringing the quality report's hour summaries up to date in the background,
+    /// unless that is already under way, so a report finds them made.
+    pub fn refresh_quality_in_background(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.inner.quality_refreshing.swap(true, SeqCst) {
+            return;
+        }
+        let monitor = self.clone();
+        tokio::spawn(async move {
+            use sightline_query::quality::{HISTORY_NS, HOUR_NS, ReportWindow, Severity, findings};
+            let now = monitor.inner.clock.now_ns();
+            match monitor.inner.quality.refresh(&monitor.inner.engine, now).await {
+                Ok(_) => {
+                    // Which services the services page marks: error findings of the last day
+                    // (ingest's notes only ever warn, so they are not needed here).
+                    let window = ReportWindow {
+                        start_ns: now - 24 * HOUR_NS,
+                        end_ns: now,
+                        service: None,
+                    };
+                    let hours = monitor.inner.quality.summaries(now - HISTORY_NS - HOUR_NS, now + 1);
+                    let errors = findings(&hours, &BTreeMap::new(), &window)
+                        .into_iter()
+                        .filter(|f| f.severity == Severity::Error)
+                        .map(|f| f.service)
+                        .collect();
+                    *lock(&monitor.inner.quality_errors) = errors;
+                }
+                Err(e) => {
+                    warn!(error = %e, "the quality report's hour summaries could not be refreshed; the next evaluation tries again");
+                }
+            }
+            monitor.inner.quality_refreshing.store(false, SeqCst);
+        });
+    }
+
     /// Opens the monitor's state under `data_dir/monitor` and adds `alert_events` to `engine`'s
     /// tables. Its queries run as [`QueryClass::Monitor`].
     pub fn open(
@@ -229,6 +324,7 @@ impl Monitor {
             Arc::new(RowsTable::new(events.clone(), crate::events::schema())),
         )?;
         let deploys = Arc::new(DeployLog::open(&dir)?);
+        let quality = crate::quality::QualityHours::open(&dir)?;
         engine.register_table(
             crate::deploys::TABLE,
             Arc::new(RowsTable::new(deploys.clone(), crate::deploys::schema())),
@@ -259,6 +355,9 @@ impl Monitor {
                 file,
                 events,
                 deploys,
+                quality,
+                quality_refreshing: std::sync::atomic::AtomicBool::new(false),
+                quality_errors: Mutex::new(BTreeSet::new()),
                 live: Mutex::new(live),
                 notifier: tokio::sync::Mutex::new(notifier),
                 notify_stats: Mutex::new(NotifyStats::default()),
@@ -698,6 +797,61 @@ impl Monitor {
         })
     }
 
+    /// Every data check with its latest result and history; those of `service` only (by a
+    /// `service` label) when given.
+    pub fn checks(&self, service: Option<&str>) -> Vec<CheckView> {
+        let live = lock(&self.inner.live);
+        self.inner
+            .config
+            .checks
+            .iter()
+            .filter(|c| service.is_none_or(|s| c.labels.get("service").is_none_or(|l| l == s)))
+            .map(|check| {
+                let instance = live
+                    .instances
+                    .values()
+                    .find(|i| i.source == Source::Check && i.name == check.name);
+                let state = match instance {
+                    None => "not_evaluated".to_string(),
+                    Some(i) if i.phase == Phase::Inactive => "ok".to_string(),
+                    Some(i) => i.phase.as_str().to_string(),
+                };
+                let history = instance
+                    .map(|i| {
+                        self.inner
+                            .events
+                            .of_alert(&i.id)
+                            .into_iter()
+                            .map(|e| TimelineEntry {
+                                time: format_time_ns(e.time_ns),
+                                time_ns: e.time_ns,
+                                state: e.state,
+                                value: e.value,
+                                threshold: e.threshold,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                CheckView {
+                    name: check.name.clone(),
+                    kind: check.kind.as_str(),
+                    table: check.table.as_str(),
+                    state,
+                    alert_id: instance.map(|i| i.id.clone()),
+                    value: instance.and_then(|i| i.value),
+                    threshold: instance.and_then(|i| i.threshold),
+                    summary: instance.map(|i| i.summary.clone()).unwrap_or_default(),
+                    last_evaluated: instance.map(|i| format_time_ns(i.evaluated_ns)),
+                    history,
+                    values: instance
+                        .and_then(|i| live.samples.get(&i.id))
+                        .map(|s| s.iter().copied().collect())
+                        .unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
+
     /// Every stretch of `[start_ns, end_ns)` during which an alert of a service was firing, as
     /// `(service, from_ns, to_ns)`, from `alert_events` (an alert still firing runs to `end_ns`).
     /// Tail sampling keeps those services' traces whole.
@@ -844,6 +998,7 @@ pub async fn run(monitor: Monitor, shutdown: impl Future<Output = ()>) {
         }
         if monitor.due() {
             let _ = monitor.evaluate().await;
+            monitor.refresh_quality_in_background();
         }
     }
     monitor.settle().await;

@@ -193,6 +193,7 @@ impl QueryEngine {
         datafusion_functions_json::register_all(&mut ctx).map_err(internal)?;
         crate::bounded::register(&ctx, pool.clone());
         crate::mask::register(&ctx);
+        crate::quality::register(&ctx);
         for table in Table::ALL {
             ctx.register_table(
                 table.name(),
@@ -252,6 +253,61 @@ impl QueryEngine {
     /// Where the stored spans begin (see [`Store::oldest_span_ns`]).
     pub fn oldest_span_ns(&self) -> Option<i64> {
         self.store.oldest_span_ns()
+    }
+
+    /// A signature of the stored spans, logs and metrics of each hour starting at `hours_ns`:
+    /// the rows and newest id of the segments holding the hour, and the rows of buffered
+    /// batches reaching into it. It changes when rows of the hour arrive, are flushed,
+    /// compacted, sampled or expire, and stays put while other hours change, so a summary of
+    /// an hour is made again only when its data changed.
+    pub fn hour_signatures(&self, hours_ns: &[i64]) -> Vec<String> {
+        const HOUR_NS: i64 = 3_600_000_000_000;
+        let segments = self.store.segments();
+        let mut per_table = Vec::new();
+        for table in [Table::Spans, Table::Logs, Table::Metrics] {
+            // (min, max, rows) of each buffered batch of the table.
+            let snapshot = self.store.snapshot(table, sightline_model::TimeRange::default());
+            let bounds: Vec<(i64, i64, usize)> = snapshot
+                .batches
+                .iter()
+                .filter_map(|batch| {
+                    let column = batch.column_by_name(table.time_column())?;
+                    let ns = arrow::compute::cast(column, &arrow::datatypes::DataType::Int64).ok()?;
+                    let ns = arrow::array::AsArray::as_primitive_opt::<arrow::datatypes::Int64Type>(&ns)?;
+                    Some((
+                        arrow::compute::min(ns)?,
+                        arrow::compute::max(ns)?,
+                        batch.num_rows(),
+                    ))
+                })
+                .collect();
+            per_table.push((table, bounds));
+        }
+        hours_ns
+            .iter()
+            .map(|&hour| {
+                let end = hour + HOUR_NS;
+                per_table
+                    .iter()
+                    .map(|(table, bounds)| {
+                        let (mut rows, mut newest) = (0i64, 0i64);
+                        for s in segments.iter().filter(|s| {
+                            s.table == *table && s.min_time_ns < end && s.max_time_ns >= hour
+                        }) {
+                            rows += s.row_count;
+                            newest = newest.max(s.id);
+                        }
+                        let buffered: usize = bounds
+                            .iter()
+                            .filter(|(min, max, _)| *min < end && *max >= hour)
+                            .map(|(_, _, n)| n)
+                            .sum();
+                        format!("{rows}:{newest}:{buffered}")
+                    })
+                    .collect::<Vec<_>>()
+                    .join("/")
+            })
+            .collect()
     }
 
     /// The bounds queries run under.

@@ -11,6 +11,8 @@
 //! sets a window's failing or slow requests apart, grouping id-like values by the message
 //! patterns of [`mask`]; [`patterns`] groups log lines by those patterns; [`compare`] sets two releases (or any two
 //! cohorts) of a service side by side, route by route, with verdicts a CI job can gate on.
+//! [`quality`] reports on the telemetry itself (silent services, schema and unit changes by
+//! release, correlation, cardinality, completeness) from per-hour summaries.
 //! [`jaeger`] answers Jaeger's query API (services, operations, trace search, dependencies) in
 //! Jaeger's span model.
 
@@ -28,6 +30,7 @@ pub mod json;
 pub mod mask;
 pub mod overview;
 pub mod patterns;
+pub mod quality;
 pub mod red;
 pub mod runtime;
 pub mod sql;

@@ -406,7 +406,7 @@ const RUNTIME: &[RuntimeKind] = &[
 /// Other metrics the page charts under their own names: queue depths (a worker falling behind).
 const QUEUE_METRICS: &str = "name LIKE '%queue%'";
 
-/// The runtime metrics a service sends, one chart per quantity of [`RUNTIME`] (the first of
+/// The runtime metrics a service sends, one chart per quantity it recognises (the first of
 /// its names the service sends) and one per queue metric: gauges and up-down sums as their mean
 /// per bucket, counters as their increase per second (from one bucket's last value to the next,
 /// a counter reset counting from zero).

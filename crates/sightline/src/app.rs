@@ -139,6 +139,9 @@ impl App {
         sightline_monitor::eval::check_sql_rules(&engine, &config.monitor)
             .await
             .context("invalid configuration")?;
+        sightline_monitor::check::plan_checks(&engine, &config.monitor.checks)
+            .await
+            .context("invalid configuration")?;
         let metrics = Arc::new(SelfMetrics::default());
         let tail = LogTail::default();
         let pipeline = Pipeline::new(store.clone(), clock.clone(), metrics.clone(), tail.clone());
@@ -195,6 +198,7 @@ impl App {
         .merge(crate::server::changes_api::router(api_state.clone()))
         .merge(crate::server::admin_api::router(api_state.clone()))
         .merge(crate::server::jaeger_api::router(api_state.clone()))
+        .merge(crate::server::quality_api::router(api_state.clone()))
         .merge(api::router(api_state))
         .layer(axum::middleware::from_fn_with_state(
             auth,

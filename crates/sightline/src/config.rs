@@ -96,6 +96,9 @@ pub struct FileConfig {
     /// `[[scrape]]`: Prometheus targets.
     #[serde(default)]
     pub scrape: Vec<crate::scrape::ScrapeConfig>,
+    /// `[[check]]`: data checks.
+    #[serde(default)]
+    pub check: Vec<sightline_monitor::check::CheckConfig>,
 }
 
 /// `[tls]`: a PEM certificate chain and its private key; every listener then speaks TLS.
@@ -256,6 +259,7 @@ impl ServeConfig {
             slos: file.slo,
             alerts: file.alert,
             notify: file.notify,
+            checks: file.check,
         };
         monitor.validate()?;
         let store = StoreOptions {

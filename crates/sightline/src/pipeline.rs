@@ -123,7 +123,9 @@ impl Pipeline {
             rejections,
             limited,
             redactions,
+            timing,
         } = normalized;
+        self.metrics.record_timing(timing, self.clock.now_ns());
         self.metrics.record_limited(limited);
         self.metrics.record_redactions(signal, &redactions);
         let rows = spans.len() + logs.len() + metrics.len();

@@ -33,6 +33,8 @@ pub struct SelfMetrics {
     redactions: Mutex<std::collections::BTreeMap<(String, usize, std::sync::Arc<str>), u64>>,
     /// Scrapes of `[[scrape]]` targets by (service, succeeded).
     scrapes: Mutex<std::collections::BTreeMap<(String, bool), u64>>,
+    /// What ingest noted per service since the server started, for the quality report.
+    notes: Mutex<std::collections::BTreeMap<String, sightline_query::quality::IngestNotes>>,
 }
 
 /// What redaction replaced for one service since the server started: per rule, per signal.
@@ -103,6 +105,14 @@ impl SelfMetrics {
             .fetch_add(limited.values_truncated, Ordering::Relaxed);
         self.values_too_deep
             .fetch_add(limited.values_too_deep, Ordering::Relaxed);
+        if !limited.by_service.is_empty() {
+            let mut notes = self.notes.lock().unwrap_or_else(|e| e.into_inner());
+            for (service, (values, dropped)) in limited.by_service {
+                let n = notes.entry(service).or_default();
+                n.truncated += values;
+                n.dropped += dropped;
+            }
+        }
     }
 
     /// Counts what redaction replaced in one export, per service and rule.
@@ -132,6 +142,44 @@ impl SelfMetrics {
                 .or_default() += n;
         }
         out
+    }
+
+    /// Adds one export's per-service time notes (kept, refused, stamped ahead or late).
+    pub fn record_timing(
+        &self,
+        timing: std::collections::BTreeMap<String, sightline_ingest::Timing>,
+        now_ns: i64,
+    ) {
+        if timing.is_empty() {
+            return;
+        }
+        let mut notes = self.notes.lock().unwrap_or_else(|e| e.into_inner());
+        for (service, t) in timing {
+            let n = notes.entry(service).or_insert_with(|| sightline_query::quality::IngestNotes {
+                since_ns: now_ns,
+                ..Default::default()
+            });
+            n.records += t.records;
+            n.refused += t.refused;
+            if n.first_refusal.is_none() {
+                n.first_refusal = t.first_refusal;
+            }
+            n.ahead += t.ahead;
+            n.late += t.late;
+        }
+    }
+
+    /// What ingest noted per service since the server started: records kept and refused,
+    /// values cut and attributes dropped by the limits, values redacted, clocks ahead or behind.
+    pub fn ingest_notes(
+        &self,
+    ) -> std::collections::BTreeMap<String, sightline_query::quality::IngestNotes> {
+        let mut notes = self.notes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let redactions = self.redactions.lock().unwrap_or_else(|e| e.into_inner());
+        for ((service, _, _), n) in redactions.iter() {
+            notes.entry(service.clone()).or_default().redacted += n;
+        }
+        notes
     }
 
     /// Counts one scrape of a `[[scrape]]` target.

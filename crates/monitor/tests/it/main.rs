@@ -143,6 +143,7 @@ fn config(slos: Vec<SloConfig>, alerts: Vec<AlertConfig>) -> MonitorConfig {
         slos,
         alerts,
         notify: Vec::new(),
+        checks: Vec::new(),
     };
     config.validate().expect("a valid config");
     config

@@ -114,6 +114,7 @@ fn generated(groups: &[(String, String)], slos: usize, rules: usize) -> MonitorC
         slos: slo_list,
         alerts: rule_list,
         notify: Vec::new(),
+        checks: Vec::new(),
     }
 }
 

@@ -6,6 +6,7 @@ mod client;
 mod doctor;
 mod logs;
 mod monitor;
+mod quality;
 mod query;
 mod redact;
 mod ship;
@@ -57,6 +58,9 @@ pub enum Command {
     /// Compare a candidate release with its baseline, route by route (exit 0: no significant
     /// regression; 1: a significant regression, named; 2: cannot answer).
     Compare(changes::CompareArgs),
+    /// Telemetry-quality findings and data checks (exit 1 on an error finding or a failing
+    /// check, or at --fail-on; 2: cannot answer).
+    Check(quality::CheckArgs),
     /// Send JSON log files (or standard input) to a server, following them with --follow.
     Ship(ship::ShipArgs),
     /// Redaction: `scan` reports what stored data still matches the rules.
@@ -404,6 +408,15 @@ pub fn run(cli: Cli) -> ExitCode {
                     ExitCode::FAILURE
                 }
             };
+        }
+        Command::Check(args) => {
+            match runtime().and_then(|rt| rt.block_on(quality::check(args))) {
+                Ok(code) => return ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::from(2);
+                }
+            }
         }
         Command::Compare(args) => {
             match runtime().and_then(|rt| rt.block_on(changes::compare(args))) {

@@ -70,7 +70,7 @@ fn limit(params: &HashMap<String, String>) -> Result<usize, ApiError> {
 
 /// The question's window: `since` (default `default` up to now) or `start`/`end`, ending after
 /// it starts.
-fn window(
+pub(crate) fn window(
     params: &HashMap<String, String>,
     now_ns: i64,
     default: &str,

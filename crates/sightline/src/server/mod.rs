@@ -11,5 +11,6 @@ pub mod error;
 pub mod monitor_api;
 pub mod otlp_grpc;
 pub mod otlp_http;
+pub mod quality_api;
 
 pub use error::{ApiError, RETRY_AFTER_SECONDS, with_retry_after};

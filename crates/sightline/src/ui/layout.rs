@@ -16,6 +16,7 @@ pub enum Section {
     Alerts,
     Slos,
     Compare,
+    Quality,
 }
 
 /// A small mark for the browser tab, inline so it costs no request.
@@ -66,6 +67,7 @@ pub fn page(
                         (nav_link("/alerts", "Alerts", section == Section::Alerts))
                         (nav_link("/slos", "SLOs", section == Section::Slos))
                         (nav_link("/compare", "Compare", section == Section::Compare))
+                        (nav_link("/quality", "Quality", section == Section::Quality))
                     }
                     @if let Some((window, action, keep)) = picker {
                         (time_picker(window, action, keep))

@@ -10,6 +10,7 @@ mod layout;
 mod login;
 mod logs;
 mod monitor;
+mod quality;
 mod query;
 mod service;
 mod services;
@@ -59,6 +60,7 @@ pub fn router(state: UiState) -> Router {
         .route("/alerts", get(monitor::alerts_page))
         .route("/alerts/{id}", get(incident::alert_page))
         .route("/compare", get(compare::page))
+        .route("/quality", get(quality::page))
         .route("/silences", axum::routing::post(monitor::add_silence))
         .route(
             "/silences/{id}/expire",

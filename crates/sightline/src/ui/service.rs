@@ -57,6 +57,18 @@ pub async fn page(
     let summary = summary.into_iter().next();
     let redacted = state.api.metrics.service_redactions(&name);
     let targets = state.api.scrapes.of_service(&name);
+    let quality = state
+        .api
+        .monitor
+        .quality_report(
+            &sightline_query::quality::ReportWindow {
+                start_ns: window.start_ns,
+                end_ns: window.end_ns,
+                service: Some(name.clone()),
+            },
+            &state.api.metrics.ingest_notes(),
+        )
+        .await?;
     let x = buckets.times_s();
     let wq = window.query();
     let series = series.into_values().next();
@@ -132,6 +144,13 @@ pub async fn page(
             section {
                 h2 { "Failing requests" }
                 (request_table("failing-traces", &failing, "No failed requests in this window."))
+            }
+        }
+        @if !quality.is_empty() {
+            section #quality {
+                h2 { "Telemetry quality" }
+                p.hint { "What is wrong with this service's telemetry itself. " a href=(format!("/quality?service={}", crate::url::encode_component(&name))) { "All of its findings and data checks →" } }
+                (super::quality::finding_table(&quality, false))
             }
         }
         section #error-logs {

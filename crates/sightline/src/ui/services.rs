@@ -33,6 +33,7 @@ pub async fn page(
     let x = buckets.times_s();
     let wq = window.query();
     let firing = state.api.monitor.firing_services();
+    let broken = state.api.monitor.quality_error_services();
     let sampling = state.api.store.sampling_stats().unwrap_or_default();
     let kept = |name: &str| {
         sampling
@@ -64,6 +65,9 @@ pub async fn page(
                                 @if firing.contains(name) {
                                     " " a.badge.error.firing href="/alerts" title="an alert of this service is firing" { "firing" }
                                 }
+                                @if broken.contains(name) {
+                                    " " a.badge.error.quality-error href=(format!("/quality?service={}", crate::url::encode_component(name))) title="the telemetry of this service has an error finding (see Quality)" { "telemetry" }
+                                }
                                 @if let Some(share) = kept(name) {
                                     " " span.badge.kept-share data-kept-share=(format!("{share:.4}")) title="tail sampling kept this share of the service's older traces (errors, slow and rare ones whole); its counts here come from every request" { "traces kept " (layout::percent(share)) }
                                 }
@@ -86,6 +90,9 @@ pub async fn page(
                                 a.service-link href=(layout::service_href(name, &wq)) { (name) }
                                 @if firing.contains(*name) {
                                     " " a.badge.error.firing href="/alerts" title="an alert of this service is firing" { "firing" }
+                                }
+                                @if broken.contains(name.as_str()) {
+                                    " " a.badge.error.quality-error href=(format!("/quality?service={}", crate::url::encode_component(name.as_str()))) title="the telemetry of this service has an error finding (see Quality)" { "telemetry" }
                                 }
                             }
                             td.muted colspan="6" { "no requests in this window (logs or spans of other kinds only)" }

@@ -1,0 +1,138 @@
+//! The hour summaries the telemetry-quality report is built from
+//! ([`sightline_query::quality`]), kept so a report reads one live hour and remembers the
+//! rest: each hour of the last week is summarized once, and again only when its stored data
+//! changed (its signature, [`QueryEngine::hour_signatures`], moved: rows arrived late, a flush,
+//! compaction, sampling or retention). Closed hours are kept in `monitor/quality_hours.jsonl`
+//! (appended and synced; the last line of an hour wins), so a restart does not summarize the
+//! week again. The monitor refreshes them in the background after each evaluation; a report
+//! refreshes what is still missing first.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use sightline_query::QueryEngine;
+use sightline_query::quality::{HISTORY_NS, HOUR_NS, HourSummary, summarize_hour};
+use tracing::{debug, warn};
+
+use crate::error::Error;
+use crate::kept::{append_lines, read_lines, rewrite_lines};
+
+/// The file closed hours are kept in, under the monitor's folder.
+const FILE: &str = "quality_hours.jsonl";
+/// An hour is closed (kept on disk) this long after it ends.
+const SETTLE_NS: i64 = 5 * 60_000_000_000;
+
+/// Hour summaries, shared by clones.
+#[derive(Clone)]
+pub struct QualityHours {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    hours: Mutex<BTreeMap<i64, HourSummary>>,
+    /// Held while summaries are made, so two refreshes never make the same hour twice.
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for QualityHours {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QualityHours")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QualityHours {
+    /// Reads the kept hours from `dir` (the monitor's folder).
+    pub fn open(dir: &Path) -> Result<Self, Error> {
+        let path = dir.join(FILE);
+        let mut hours = BTreeMap::new();
+        let mut lines = 0usize;
+        for summary in read_lines::<HourSummary>(&path)? {
+            lines += 1;
+            hours.insert(summary.hour_ns, summary);
+        }
+        let kept = Self {
+            inner: Arc::new(Inner {
+                path,
+                hours: Mutex::new(hours),
+                refreshing: tokio::sync::Mutex::new(()),
+            }),
+        };
+        // Hours made again leave their older lines behind: write the file anew now and then.
+        if lines > 2 * kept.lock().len() + 24 {
+            kept.rewrite()?;
+        }
+        Ok(kept)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<i64, HourSummary>> {
+        self.inner
+            .hours
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn rewrite(&self) -> Result<(), Error> {
+        let rows: Vec<HourSummary> = self.lock().values().cloned().collect();
+        rewrite_lines(&self.inner.path, &rows)
+    }
+
+    /// Summarizes every hour of the last week up to `now_ns` (the current one included) that
+    /// is missing or whose data changed, and forgets older ones. Returns how many were made.
+    pub async fn refresh(&self, engine: &QueryEngine, now_ns: i64) -> Result<usize, Error> {
+        let _guard = self.inner.refreshing.lock().await;
+        let current = now_ns.div_euclid(HOUR_NS) * HOUR_NS;
+        let first = current - HISTORY_NS - HOUR_NS;
+        let hours: Vec<i64> = (0..)
+            .map(|i| first + i * HOUR_NS)
+            .take_while(|h| *h <= current)
+            .collect();
+        let signatures = engine.hour_signatures(&hours);
+        let mut made = 0;
+        let mut closed = Vec::new();
+        for (hour, signature) in hours.into_iter().zip(signatures) {
+            let known = self
+                .lock()
+                .get(&hour)
+                .is_some_and(|s| s.signature == signature);
+            if known {
+                continue;
+            }
+            let summary = if signature.split('/').all(|t| t == "0:0:0") {
+                // Nothing stored in the hour: nothing to ask.
+                HourSummary {
+                    hour_ns: hour,
+                    signature,
+                    ..Default::default()
+                }
+            } else {
+                made += 1;
+                summarize_hour(engine, hour, signature).await?
+            };
+            if hour + HOUR_NS + SETTLE_NS <= now_ns {
+                closed.push(summary.clone());
+            }
+            self.lock().insert(hour, summary);
+        }
+        self.lock().retain(|h, _| *h >= first);
+        if !closed.is_empty()
+            && let Err(e) = append_lines(&self.inner.path, &closed)
+        {
+            // The summaries are still in memory; they are made again after a restart.
+            warn!(error = %e, "quality hour summaries could not be kept on disk");
+        }
+        debug!(made, "quality hour summaries refreshed");
+        Ok(made)
+    }
+
+    /// The summaries of hours starting in `[from_ns, to_ns)`, oldest first.
+    pub fn summaries(&self, from_ns: i64, to_ns: i64) -> Vec<HourSummary> {
+        self.lock()
+            .range(from_ns..to_ns)
+            .map(|(_, s)| s.clone())
+            .collect()
+    }
+}
