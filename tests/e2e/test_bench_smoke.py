@@ -141,6 +141,31 @@ def test_bench_changes_times_explain_compare_and_patterns_against_their_referenc
     assert "20,000 lines in" in everything, everything
 
 
+def test_bench_quality_times_the_first_and_the_kept_report_against_a_scan(tmp_path):
+    """bench/quality.py over a small dataset of two days: the first report summarizes every
+    hour with data and keeps them on disk, the next reads them; both rows a time, the scan's time
+    and their ratio."""
+    data = tmp_path / "data"
+    dataset = subprocess.run(
+        [sightline_bin(), "bench", "dataset", "--data-dir", str(data), "--spans", "30k", "--logs", "10k",
+         "--days", "2"], capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert dataset.returncode == 0, dataset.stderr
+    out = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "quality.py"), "--sightline", sightline_bin(), "--data-dir", str(data),
+         "--runs", "1"], capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.startswith("30,000 spans"), out.stdout
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| ") and " ms |" in line]
+    assert len(rows) == 2 and rows[0].startswith("| first report") and rows[1].startswith("| report"), out.stdout
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert re.fullmatch(r"[\d,]+ ms", cells[1]) and re.fullmatch(r"[\d,]+ ms", cells[2]) \
+            and re.fullmatch(r"\d+\.\d\d", cells[3]), row
+    # Two days of data: at least 48 hours were summarized and kept.
+    kept = int(re.search(r"summarizes the week: (\d+) hours kept", rows[0]).group(1))
+    assert kept >= 48, rows[0]
+
+
 def test_bench_sampling_reports_bytes_per_day_and_the_pass_with_and_without(tmp_path):
     """bench/sampling.py over a small dataset of three days: both runs finish, the sampled days'
     bytes fell, the last day's did not, and the rollups did not move."""

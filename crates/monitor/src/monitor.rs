@@ -250,13 +250,32 @@ impl Monitor {
         use sightline_query::quality::{HISTORY_NS, HOUR_NS, findings};
         self.inner
             .quality
-            .refresh(&self.inner.engine, self.inner.clock.now_ns())
+            .refresh(&self.inner.engine, self.inner.clock.now_ns(), true)
             .await?;
         let hours = self
             .inner
             .quality
             .summaries(window.end_ns - HISTORY_NS - HOUR_NS, window.end_ns + 1);
+        self.note_quality_errors(self.inner.clock.now_ns());
         Ok(findings(&hours, notes, window))
+    }
+
+    /// Notes which services have an error finding over the last day (the services page marks
+    /// them), from the kept summaries; ingest's notes only ever warn, so they are not needed.
+    fn note_quality_errors(&self, now: i64) {
+        use sightline_query::quality::{HISTORY_NS, HOUR_NS, ReportWindow, Severity, findings};
+        let window = ReportWindow {
+            start_ns: now - 24 * HOUR_NS,
+            end_ns: now,
+            service: None,
+        };
+        let hours = self.inner.quality.summaries(now - HISTORY_NS - HOUR_NS, now + 1);
+        let errors = findings(&hours, &BTreeMap::new(), &window)
+            .into_iter()
+            .filter(|f| f.severity == Severity::Error)
+            .map(|f| f.service)
+            .collect();
+        *lock(&self.inner.quality_errors) = errors;
     }
 
     /// The services with an error finding in the quality report over the last day, as of the
@@ -274,25 +293,9 @@ impl Monitor {
         }
         let monitor = self.clone();
         tokio::spawn(async move {
-            use sightline_query::quality::{HISTORY_NS, HOUR_NS, ReportWindow, Severity, findings};
             let now = monitor.inner.clock.now_ns();
-            match monitor.inner.quality.refresh(&monitor.inner.engine, now).await {
-                Ok(_) => {
-                    // Which services the services page marks: error findings of the last day
-                    // (ingest's notes only ever warn, so they are not needed here).
-                    let window = ReportWindow {
-                        start_ns: now - 24 * HOUR_NS,
-                        end_ns: now,
-                        service: None,
-                    };
-                    let hours = monitor.inner.quality.summaries(now - HISTORY_NS - HOUR_NS, now + 1);
-                    let errors = findings(&hours, &BTreeMap::new(), &window)
-                        .into_iter()
-                        .filter(|f| f.severity == Severity::Error)
-                        .map(|f| f.service)
-                        .collect();
-                    *lock(&monitor.inner.quality_errors) = errors;
-                }
+            match monitor.inner.quality.refresh(&monitor.inner.engine, now, false).await {
+                Ok(_) => monitor.note_quality_errors(now),
                 Err(e) => {
                     warn!(error = %e, "the quality report's hour summaries could not be refreshed; the next evaluation tries again");
                 }

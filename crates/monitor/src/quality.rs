@@ -20,6 +20,8 @@ use crate::kept::{append_lines, read_lines, rewrite_lines};
 
 /// The file closed hours are kept in, under the monitor's folder.
 const FILE: &str = "quality_hours.jsonl";
+/// How often a background refresh makes the current hour's summary again.
+pub const CURRENT_HOUR_EVERY_NS: i64 = 5 * 60_000_000_000;
 /// An hour is closed (kept on disk) this long after it ends.
 const SETTLE_NS: i64 = 5 * 60_000_000_000;
 
@@ -82,7 +84,14 @@ impl QualityHours {
 
     /// Summarizes every hour of the last week up to `now_ns` (the current one included) that
     /// is missing or whose data changed, and forgets older ones. Returns how many were made.
-    pub async fn refresh(&self, engine: &QueryEngine, now_ns: i64) -> Result<usize, Error> {
+    /// The current hour changes with every export: unless `fresh`, its summary is made again
+    /// at most every [`CURRENT_HOUR_EVERY_NS`], so background refreshes stay cheap under load.
+    pub async fn refresh(
+        &self,
+        engine: &QueryEngine,
+        now_ns: i64,
+        fresh: bool,
+    ) -> Result<usize, Error> {
         let _guard = self.inner.refreshing.lock().await;
         let current = now_ns.div_euclid(HOUR_NS) * HOUR_NS;
         let first = current - HISTORY_NS - HOUR_NS;
@@ -94,10 +103,10 @@ impl QualityHours {
         let mut made = 0;
         let mut closed = Vec::new();
         for (hour, signature) in hours.into_iter().zip(signatures) {
-            let known = self
-                .lock()
-                .get(&hour)
-                .is_some_and(|s| s.signature == signature);
+            let known = self.lock().get(&hour).is_some_and(|s| {
+                s.signature == signature
+                    || (!fresh && hour == current && now_ns - s.made_ns < CURRENT_HOUR_EVERY_NS)
+            });
             if known {
                 continue;
             }
@@ -106,11 +115,14 @@ impl QualityHours {
                 HourSummary {
                     hour_ns: hour,
                     signature,
+                    made_ns: now_ns,
                     ..Default::default()
                 }
             } else {
                 made += 1;
-                summarize_hour(engine, hour, signature).await?
+                let mut summary = summarize_hour(engine, hour, signature).await?;
+                summary.made_ns = now_ns;
+                summary
             };
             if hour + HOUR_NS + SETTLE_NS <= now_ns {
                 closed.push(summary.clone());

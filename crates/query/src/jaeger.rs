@@ -15,6 +15,7 @@ use serde_json::{Map, Value, json};
 use sightline_model::TimeRange;
 
 use crate::json::batch_objects;
+use crate::overview::objects;
 use crate::sql::{quote, time_conditions, where_clause};
 use crate::{Error, QueryEngine};
 
@@ -486,14 +487,6 @@ fn text(row: &Map<String, Value>, column: &str) -> String {
         .to_string()
 }
 
-async fn objects(
-    engine: &QueryEngine,
-    sql: &str,
-    max_rows: usize,
-) -> Result<Vec<Map<String, Value>>, Error> {
-    let (_, batches, _) = engine.collect(sql, max_rows).await?;
-    Ok(batches.iter().flat_map(|b| batch_objects(b, &[])).collect())
-}
 
 #[cfg(test)]
 mod tests {

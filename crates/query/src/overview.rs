@@ -140,7 +140,8 @@ fn str_of(row: &Map<String, Value>, key: &str) -> String {
         .to_string()
 }
 
-async fn objects(
+/// The rows of `sql` (at most `max_rows`) as objects keyed by column name.
+pub(crate) async fn objects(
     engine: &QueryEngine,
     sql: &str,
     max_rows: usize,

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sightline_model::request::ROUTE_SQL;
 
-use crate::json::{batch_objects, format_time_ns};
+use crate::json::format_time_ns;
 use crate::sql::time_literal;
 use crate::{Error, QueryEngine};
 
@@ -44,6 +44,9 @@ pub struct HourSummary {
     /// What the stored data looked like when summarized (see [`QueryEngine::hour_signatures`]);
     /// a summary whose hour now has another signature is made again.
     pub signature: String,
+    /// When the summary was made (by the caller's clock; 0 when not said).
+    #[serde(default)]
+    pub made_ns: i64,
     /// Spans by service, version, kind, route, name and whether they are roots.
     pub spans: Vec<SpanGroup>,
     /// Logs by service and version.
@@ -431,8 +434,7 @@ fn float(row: &Map<String, Value>, key: &str) -> f64 {
 }
 
 async fn objects(engine: &QueryEngine, sql: &str) -> Result<Vec<Map<String, Value>>, Error> {
-    let (_, batches, _) = engine.collect(sql, MAX_ROWS).await?;
-    Ok(batches.iter().flat_map(|b| batch_objects(b, &[])).collect())
+    crate::overview::objects(engine, sql, MAX_ROWS).await
 }
 
 // ------------------------------------------------------------------------------ SQL functions
@@ -1544,7 +1546,7 @@ mod tests {
             .collect()
             .await
             .expect("runs");
-        let row = batch_objects(&batches[0], &[]).remove(0);
+        let row = crate::json::batch_objects(&batches[0], &[]).remove(0);
         assert_eq!(row["t"], serde_json::json!(["a\u{1f}number", "b\u{1f}string", "c\u{1f}array"]));
         assert_eq!(row["v"], serde_json::json!(["a=1", "b=x"]));
         assert_eq!(row["n"], Value::Null);
