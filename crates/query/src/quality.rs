@@ -560,7 +560,9 @@ pub const RENAMES: &[(&str, &str)] = &[
     ("net.sock.peer.port", "client.port"),
     ("http.user_agent", "user_agent.original"),
     ("http.client_ip", "client.address"),
+    ("net.peer.ip", "client.address"),
     ("net.peer.ip", "network.peer.address"),
+    ("http.server_name", "server.address"),
     ("net.sock.peer.addr", "network.peer.address"),
     ("net.sock.peer.port", "network.peer.port"),
     ("net.sock.peer.addr", "client.address"),
@@ -930,8 +932,21 @@ fn schema(hours: &[HourSummary], window: &ReportWindow) -> Vec<Finding> {
                         names.insert(span.1.to_string());
                     }
                 }
-                for (from, to) in RENAMES {
-                    if gone.contains(*from) && new_keys.contains(*to) {
+                // The peer of a server span is its client; of a client span, its server: the
+                // candidates that fit the span's kind are tried first, and each old key is
+                // renamed once.
+                let serving = matches!(span.0, "server" | "consumer");
+                let mut candidates: Vec<&(&str, &str)> = RENAMES.iter().collect();
+                candidates.sort_by_key(|(_, to)| u8::from(to.starts_with("client.") != serving));
+                let mut taken: BTreeSet<&str> = BTreeSet::new();
+                for (from, to) in candidates {
+                    if gone.contains(*from)
+                        && new_keys.contains(*to)
+                        && !taken.contains(from)
+                        && !taken.contains(to)
+                    {
+                        taken.insert(from);
+                        taken.insert(to);
                         renamed.insert((from.to_string(), to.to_string()));
                     }
                 }
@@ -1425,8 +1440,8 @@ mod tests {
     #[test]
     fn a_release_that_renames_attributes_is_one_schema_finding_naming_the_renames() {
         let h1 = NOW.div_euclid(HOUR_NS) * HOUR_NS - 3 * HOUR_NS;
-        let old = [("http.status_code", "number"), ("http.method", "string"), ("cart.id", "string")];
-        let new = [("http.response.status_code", "number"), ("http.request.method", "string"), ("cart.id", "number")];
+        let old = [("http.status_code", "number"), ("http.method", "string"), ("cart.id", "string"), ("net.peer.port", "number")];
+        let new = [("http.response.status_code", "number"), ("http.request.method", "string"), ("cart.id", "number"), ("client.port", "number")];
         let hours = vec![
             hour(h1, vec![group("shop", "1.4.0", "GET /cart", 30, &old), group("shop", "1.4.0", "GET /pay", 30, &old)]),
             hour(h1 + HOUR_NS, vec![group("shop", "2.0.0", "GET /cart", 30, &new), group("shop", "2.0.0", "GET /pay", 30, &new)]),
@@ -1440,6 +1455,9 @@ mod tests {
         assert!(f.summary.contains("http.method → http.request.method"), "{}", f.summary);
         assert!(f.summary.contains("cart.id (string → number)"), "{}", f.summary);
         assert!(!f.summary.contains("dropped"), "renames are not drops: {}", f.summary);
+        // A server span's peer is its client.
+        assert!(f.summary.contains("net.peer.port → client.port"), "{}", f.summary);
+        assert!(!f.summary.contains("server.port"), "{}", f.summary);
     }
 
     #[test]
