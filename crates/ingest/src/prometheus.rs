@@ -311,36 +311,67 @@ fn family_of(name: &str, families: &[Family], by_name: &HashMap<String, usize>) 
 
 /// The text format writes a counter's, histogram's or summary's `_created` as a gauge family
 /// of its own (`foo_created`); such samples belong to the family they date.
-fn fold_created_gauges(mut families: Vec<Family>) -> Vec<Family> {
-    let owner = |families: &[Family], base: &str| {
-        families.iter().position(|f| {
-            (f.name == base
-                && matches!(
-                    f.kind,
-                    FamilyType::Counter | FamilyType::Histogram | FamilyType::Summary
-                ))
-                || (f.kind == FamilyType::Counter && f.name == format!("{base}_total"))
-        })
-    };
-    let mut index = 0;
-    while index < families.len() {
-        let family = &families[index];
-        if matches!(family.kind, FamilyType::Gauge | FamilyType::Unknown)
-            && let Some(base) = family.name.strip_suffix("_created")
-            && let Some(at) = owner(&families, base)
-        {
-            let created = families.remove(index);
-            let at = if at > index { at - 1 } else { at };
-            let name = format!("{}_created", families[at].name.trim_end_matches("_total"));
-            families[at].samples.extend(created.samples.into_iter().map(|mut s| {
-                s.name = name.clone();
-                s
-            }));
-            continue;
+fn fold_created_gauges(families: Vec<Family>) -> Vec<Family> {
+    // The families a `_created` gauge may date: counters by their name and their name without
+    // `_total`, histograms and summaries by their name.
+    let mut owners: HashMap<String, usize> = HashMap::new();
+    for (i, f) in families.iter().enumerate() {
+        match f.kind {
+            FamilyType::Counter => {
+                owners.entry(f.name.clone()).or_insert(i);
+                if let Some(base) = f.name.strip_suffix("_total") {
+                    owners.entry(base.to_string()).or_insert(i);
+                }
+            }
+            FamilyType::Histogram | FamilyType::Summary => {
+                owners.entry(f.name.clone()).or_insert(i);
+            }
+            _ => {}
         }
-        index += 1;
     }
-    families
+    let moves: HashMap<usize, usize> = families
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| matches!(f.kind, FamilyType::Gauge | FamilyType::Unknown))
+        .filter_map(|(i, f)| {
+            let base = f.name.strip_suffix("_created")?;
+            owners.get(base).map(|owner| (i, *owner))
+        })
+        .collect();
+    if moves.is_empty() {
+        return families;
+    }
+    let mut created: HashMap<usize, Vec<Sample>> = HashMap::new();
+    let mut kept: Vec<(usize, Family)> = Vec::with_capacity(families.len());
+    for (i, family) in families.into_iter().enumerate() {
+        match moves.get(&i) {
+            Some(owner) => created.entry(*owner).or_default().extend(family.samples),
+            None => kept.push((i, family)),
+        }
+    }
+    kept.into_iter()
+        .map(|(i, mut family)| {
+            if let Some(samples) = created.remove(&i) {
+                let name = created_name(&family);
+                family.samples.extend(samples.into_iter().map(|mut s| {
+                    s.name = name.clone();
+                    s
+                }));
+            }
+            family
+        })
+        .collect()
+}
+
+/// The name of a family's `_created` samples: a counter's without `_total`, the others' whole.
+fn created_name(family: &Family) -> String {
+    match family.kind {
+        FamilyType::Counter => format!(
+            "{}_created",
+            family.name.strip_suffix("_total").unwrap_or(&family.name)
+        ),
+        _ => format!("{}_created", family.name),
+    }
 }
 
 fn is_metric_name(name: &str) -> bool {
@@ -767,7 +798,7 @@ fn family_metrics(
         data: Some(data),
         metadata: Vec::new(),
     };
-    let created_name = format!("{}_created", family.name.trim_end_matches("_total"));
+    let created_name = created_name(family);
     let created: HashMap<Vec<(String, String)>, u64> = family
         .samples
         .iter()
@@ -905,7 +936,7 @@ fn histogram(
             }
         });
         entry.time_ns = entry.time_ns.or(s.time_ns);
-        let suffix = &s.name[family.name.len()..];
+        let suffix = s.name.strip_prefix(&family.name).unwrap_or_default();
         match suffix {
             "_bucket" => {
                 let le = s
@@ -914,9 +945,14 @@ fn histogram(
                     .find(|(n, _)| n == "le")
                     .map(|(_, v)| v.as_str())
                     .ok_or_else(|| error(s.line, format!("{} has no `le` label", s.name)))?;
-                let bound = parse_float(le).filter(|b| !b.is_nan()).ok_or_else(|| {
-                    error(s.line, format!("{}: le={le:?} is not a bucket bound (a number or +Inf)", s.name))
-                })?;
+                let bound = parse_float(le)
+                    .filter(|b| !b.is_nan() && *b != f64::NEG_INFINITY)
+                    .ok_or_else(|| {
+                        error(s.line, format!("{}: le={le:?} is not a bucket bound (a number or +Inf)", s.name))
+                    })?;
+                if entry.buckets.iter().any(|(b, _, _)| *b == bound) {
+                    return Err(error(s.line, format!("{}: the bucket le={le:?} appears twice", s.name)));
+                }
                 entry.buckets.push((bound, s.value, s.line));
                 entry.exemplars.extend(exemplar_of(s, source));
             }
@@ -1008,7 +1044,7 @@ fn summary(
             }
         });
         entry.time_ns = entry.time_ns.or(s.time_ns);
-        match &s.name[family.name.len()..] {
+        match s.name.strip_prefix(&family.name).unwrap_or_default() {
             "" => {
                 let q = s
                     .labels
@@ -1228,6 +1264,29 @@ build_info{version="1.5.0"} 1.0
             assert_eq!(e.line, line, "{text:?}: {e}");
             assert!(e.message.contains(words), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn created_gauges_of_odd_names_date_their_family_without_a_panic() {
+        for text in [
+            "# TYPE h_total_total histogram\nh_total_total_bucket{le=\"+Inf\"} 1\n# HELP h_total_total_created x\nh_total_total_created 1.7e9\n",
+            "# TYPE s_total_total summary\ns_total_total_count 1\ns_total_total_created 1.7e9\n",
+            "# TYPE c_total_total counter\nc_total_total 3\nc_total_created 1.7e9\n",
+        ] {
+            let families = parse(text, Format::Text).expect("valid");
+            assert_eq!(families.len(), 1, "{text}: the _created gauge joins its family");
+            let source = ScrapeSource { service: "s", instance: "i", url: "u", labels: &[], time_ns: 0 };
+            let (request, _) = to_otlp(&families, Format::Text, &source).expect("converts");
+            assert_eq!(request.resource_metrics[0].scope_metrics[0].metrics.len(), 1, "{text}");
+        }
+        let twice = "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"1.0\"} 1\n";
+        let e = parse(twice, Format::Text)
+            .and_then(|f| {
+                let source = ScrapeSource { service: "s", instance: "i", url: "u", labels: &[], time_ns: 0 };
+                to_otlp(&f, Format::Text, &source).map(|_| ())
+            })
+            .expect_err("a bucket twice");
+        assert!(e.message.contains("appears twice"), "{e}");
     }
 
     #[test]

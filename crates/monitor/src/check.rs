@@ -10,7 +10,8 @@
 //! | `distribution` | text values: the population stability index against the baseline window; numbers: the two-sample Kolmogorov–Smirnov statistic D | PSI above `max_psi`; D above its critical value at `max_p_value` |
 //! | `schema` | matching records missing a `required` attribute, carrying a `forbidden` one, or one of the wrong type (`types`) | any |
 //!
-//! A window with fewer than `min_records` matching records (the baseline's too) is no data. The
+//! A window with fewer than `min_records` matching records (the baseline's too) is no data (a
+//! schema check needs one record: every record must keep the schema). The
 //! `where` predicate is planned against the engine at start, so a check that cannot run is a
 //! configuration mistake named by its key.
 
@@ -623,24 +624,40 @@ fn median(values: &[f64]) -> String {
     v.get(v.len() / 2).map_or("-".into(), |m| format!("{m}"))
 }
 
-fn shares(values: &[String]) -> BTreeMap<String, f64> {
+fn counts(values: &[String]) -> BTreeMap<String, f64> {
     let mut counts: BTreeMap<String, f64> = BTreeMap::new();
     for v in values {
         *counts.entry(v.clone()).or_default() += 1.0;
     }
-    if counts.len() > MAX_CATEGORIES {
-        let mut by_count: Vec<(String, f64)> = counts.into_iter().collect();
-        by_count.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let rest: f64 = by_count[MAX_CATEGORIES..].iter().map(|(_, n)| n).sum();
-        counts = by_count.into_iter().take(MAX_CATEGORIES).collect();
-        counts.insert("(other)".into(), rest);
+    counts
+}
+
+/// Each category's share of `values`, the categories outside `kept` pooled as `(other)`.
+fn shares(values: &[String], kept: &std::collections::BTreeSet<String>) -> BTreeMap<String, f64> {
+    let total = values.len().max(1) as f64;
+    let mut out: BTreeMap<String, f64> = BTreeMap::new();
+    for (k, n) in counts(values) {
+        let key = if kept.contains(&k) { k } else { "(other)".to_string() };
+        *out.entry(key).or_default() += n / total;
     }
-    let total = values.len() as f64;
-    counts.into_iter().map(|(k, n)| (k, n / total)).collect()
+    out
+}
+
+/// The categories kept apart: the most common of both sides together, the same for both, so
+/// a value pooled on one side is pooled on the other.
+fn kept_categories(a: &[String], b: &[String]) -> std::collections::BTreeSet<String> {
+    let mut both = counts(a);
+    for (k, n) in counts(b) {
+        *both.entry(k).or_default() += n;
+    }
+    let mut list: Vec<(String, f64)> = both.into_iter().collect();
+    list.sort_by(|x, y| y.1.total_cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
+    list.into_iter().take(MAX_CATEGORIES).map(|(k, _)| k).collect()
 }
 
 fn top_shares(values: &[String]) -> String {
-    let mut list: Vec<(String, f64)> = shares(values).into_iter().collect();
+    let kept = kept_categories(values, &[]);
+    let mut list: Vec<(String, f64)> = shares(values, &kept).into_iter().collect();
     list.sort_by(|a, b| b.1.total_cmp(&a.1));
     list.iter()
         .take(4)
@@ -653,7 +670,8 @@ fn top_shares(values: &[String]) -> String {
 /// categories, a share absent on one side counted as 0.0001.
 pub fn population_stability(now: &[String], before: &[String]) -> f64 {
     const FLOOR: f64 = 0.0001;
-    let (a, b) = (shares(now), shares(before));
+    let kept = kept_categories(now, before);
+    let (a, b) = (shares(now, &kept), shares(before, &kept));
     let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
     keys.into_iter()
         .map(|k| {

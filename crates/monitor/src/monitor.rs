@@ -252,10 +252,9 @@ impl Monitor {
             .quality
             .refresh(&self.inner.engine, self.inner.clock.now_ns(), true)
             .await?;
-        let hours = self
-            .inner
-            .quality
-            .summaries(window.end_ns - HISTORY_NS - HOUR_NS, window.end_ns + 1);
+        // From the start of the hour a week before the window's last whole hour.
+        let first = window.end_ns.div_euclid(HOUR_NS) * HOUR_NS - HISTORY_NS - HOUR_NS;
+        let hours = self.inner.quality.summaries(first, window.end_ns + 1);
         self.note_quality_errors(self.inner.clock.now_ns());
         Ok(findings(&hours, notes, window))
     }
@@ -269,7 +268,8 @@ impl Monitor {
             end_ns: now,
             service: None,
         };
-        let hours = self.inner.quality.summaries(now - HISTORY_NS - HOUR_NS, now + 1);
+        let first = now.div_euclid(HOUR_NS) * HOUR_NS - HISTORY_NS - HOUR_NS;
+        let hours = self.inner.quality.summaries(first, now + 1);
         let errors = findings(&hours, &BTreeMap::new(), &window)
             .into_iter()
             .filter(|f| f.severity == Severity::Error)
@@ -291,8 +291,19 @@ impl Monitor {
         if self.inner.quality_refreshing.swap(true, SeqCst) {
             return;
         }
+        /// Lets the next refresh start however this one ends (a fault inside included).
+        struct Done(Monitor);
+        impl Drop for Done {
+            fn drop(&mut self) {
+                self.0
+                    .inner
+                    .quality_refreshing
+                    .store(false, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
         let monitor = self.clone();
         tokio::spawn(async move {
+            let done = Done(monitor.clone());
             let now = monitor.inner.clock.now_ns();
             match monitor.inner.quality.refresh(&monitor.inner.engine, now, false).await {
                 Ok(_) => monitor.note_quality_errors(now),
@@ -300,7 +311,7 @@ impl Monitor {
                     warn!(error = %e, "the quality report's hour summaries could not be refreshed; the next evaluation tries again");
                 }
             }
-            monitor.inner.quality_refreshing.store(false, SeqCst);
+            drop(done);
         });
     }
 
@@ -800,15 +811,15 @@ impl Monitor {
         })
     }
 
-    /// Every data check with its latest result and history; those of `service` only (by a
-    /// `service` label) when given.
+    /// Every data check with its latest result and history; when `service` is given, only the
+    /// checks labelled with it (`labels = { service = "…" }`).
     pub fn checks(&self, service: Option<&str>) -> Vec<CheckView> {
         let live = lock(&self.inner.live);
         self.inner
             .config
             .checks
             .iter()
-            .filter(|c| service.is_none_or(|s| c.labels.get("service").is_none_or(|l| l == s)))
+            .filter(|c| service.is_none_or(|s| c.labels.get("service").is_some_and(|l| l == s)))
             .map(|check| {
                 let instance = live
                     .instances

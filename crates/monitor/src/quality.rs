@@ -34,6 +34,8 @@ pub struct QualityHours {
 struct Inner {
     path: PathBuf,
     hours: Mutex<BTreeMap<i64, HourSummary>>,
+    /// The signature each hour was last written to the file with.
+    written: Mutex<BTreeMap<i64, String>>,
     /// Held while summaries are made, so two refreshes never make the same hour twice.
     refreshing: tokio::sync::Mutex<()>,
 }
@@ -51,15 +53,18 @@ impl QualityHours {
     pub fn open(dir: &Path) -> Result<Self, Error> {
         let path = dir.join(FILE);
         let mut hours = BTreeMap::new();
+        let mut written = BTreeMap::new();
         let mut lines = 0usize;
         for summary in read_lines::<HourSummary>(&path)? {
             lines += 1;
+            written.insert(summary.hour_ns, summary.signature.clone());
             hours.insert(summary.hour_ns, summary);
         }
         let kept = Self {
             inner: Arc::new(Inner {
                 path,
                 hours: Mutex::new(hours),
+                written: Mutex::new(written),
                 refreshing: tokio::sync::Mutex::new(()),
             }),
         };
@@ -101,7 +106,6 @@ impl QualityHours {
             .collect();
         let signatures = engine.hour_signatures(&hours);
         let mut made = 0;
-        let mut closed = Vec::new();
         for (hour, signature) in hours.into_iter().zip(signatures) {
             let known = self.lock().get(&hour).is_some_and(|s| {
                 s.signature == signature
@@ -121,20 +125,48 @@ impl QualityHours {
             } else {
                 made += 1;
                 let mut summary = summarize_hour(engine, hour, signature).await?;
+                if summary.incomplete {
+                    warn!(
+                        hour,
+                        "an hour's quality summary was cut at its row limit (very many span names); its span shapes and units are not judged"
+                    );
+                }
                 summary.made_ns = now_ns;
                 summary
             };
-            if hour + HOUR_NS + SETTLE_NS <= now_ns {
-                closed.push(summary.clone());
-            }
             self.lock().insert(hour, summary);
         }
         self.lock().retain(|h, _| *h >= first);
-        if !closed.is_empty()
-            && let Err(e) = append_lines(&self.inner.path, &closed)
-        {
-            // The summaries are still in memory; they are made again after a restart.
-            warn!(error = %e, "quality hour summaries could not be kept on disk");
+        // Closed hours not yet on disk as they are now (however they came to be made).
+        let closed: Vec<HourSummary> = {
+            let written = self
+                .inner
+                .written
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.lock()
+                .values()
+                .filter(|s| s.hour_ns + HOUR_NS + SETTLE_NS <= now_ns)
+                .filter(|s| written.get(&s.hour_ns) != Some(&s.signature))
+                .cloned()
+                .collect()
+        };
+        if !closed.is_empty() {
+            match append_lines(&self.inner.path, &closed) {
+                Ok(()) => {
+                    let mut written = self
+                        .inner
+                        .written
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    written.retain(|h, _| *h >= first);
+                    for s in &closed {
+                        written.insert(s.hour_ns, s.signature.clone());
+                    }
+                }
+                // The summaries are still in memory; the next refresh tries to keep them again.
+                Err(e) => warn!(error = %e, "quality hour summaries could not be kept on disk"),
+            }
         }
         debug!(made, "quality hour summaries refreshed");
         Ok(made)

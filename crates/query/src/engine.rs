@@ -256,8 +256,8 @@ impl QueryEngine {
     }
 
     /// A signature of the stored spans, logs and metrics of each hour starting at `hours_ns`:
-    /// the rows and newest id of the segments holding the hour, and the rows of buffered
-    /// batches reaching into it. It changes when rows of the hour arrive, are flushed,
+    /// the rows and newest id of the segments holding the hour, and the buffered rows of the
+    /// hour. It changes when rows of the hour arrive, are flushed,
     /// compacted, sampled or expire, and stays put while other hours change, so a summary of
     /// an hour is made again only when its data changed.
     pub fn hour_signatures(&self, hours_ns: &[i64]) -> Vec<String> {
@@ -265,23 +265,25 @@ impl QueryEngine {
         let segments = self.store.segments();
         let mut per_table = Vec::new();
         for table in [Table::Spans, Table::Logs, Table::Metrics] {
-            // (min, max, rows) of each buffered batch of the table.
+            // Buffered rows per hour: a batch may hold rows of many hours (a late record beside
+            // today's), and only the hours it holds rows of should change.
             let snapshot = self.store.snapshot(table, sightline_model::TimeRange::default());
-            let bounds: Vec<(i64, i64, usize)> = snapshot
-                .batches
-                .iter()
-                .filter_map(|batch| {
-                    let column = batch.column_by_name(table.time_column())?;
-                    let ns = arrow::compute::cast(column, &arrow::datatypes::DataType::Int64).ok()?;
-                    let ns = arrow::array::AsArray::as_primitive_opt::<arrow::datatypes::Int64Type>(&ns)?;
-                    Some((
-                        arrow::compute::min(ns)?,
-                        arrow::compute::max(ns)?,
-                        batch.num_rows(),
-                    ))
-                })
-                .collect();
-            per_table.push((table, bounds));
+            let mut buffered: std::collections::HashMap<i64, usize> = Default::default();
+            for batch in &snapshot.batches {
+                let Some(column) = batch.column_by_name(table.time_column()) else {
+                    continue;
+                };
+                let Ok(ns) = arrow::compute::cast(column, &arrow::datatypes::DataType::Int64) else {
+                    continue;
+                };
+                let Some(ns) = arrow::array::AsArray::as_primitive_opt::<arrow::datatypes::Int64Type>(&ns) else {
+                    continue;
+                };
+                for t in ns.iter().flatten() {
+                    *buffered.entry(t.div_euclid(HOUR_NS) * HOUR_NS).or_default() += 1;
+                }
+            }
+            per_table.push((table, buffered));
         }
         hours_ns
             .iter()
@@ -297,11 +299,7 @@ impl QueryEngine {
                             rows += s.row_count;
                             newest = newest.max(s.id);
                         }
-                        let buffered: usize = bounds
-                            .iter()
-                            .filter(|(min, max, _)| *min < end && *max >= hour)
-                            .map(|(_, _, n)| n)
-                            .sum();
+                        let buffered = bounds.get(&hour).copied().unwrap_or(0);
                         format!("{rows}:{newest}:{buffered}")
                     })
                     .collect::<Vec<_>>()

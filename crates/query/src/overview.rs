@@ -537,19 +537,24 @@ pub async fn runtime_metrics(
 /// value to this one's (the first value of the first bucket seen), a drop being a reset that
 /// counts from zero.
 fn per_second(points: &[Option<(f64, f64, f64)>], buckets: &Buckets) -> Vec<Option<f64>> {
-    let mut previous_last: Option<f64> = None;
+    // (the bucket, its last value) of the latest bucket with a point: a service that exports
+    // less often than the buckets are wide leaves buckets between without one, and the
+    // increase is spread over all of them.
+    let mut previous: Option<(usize, f64)> = None;
     points
         .iter()
         .enumerate()
         .map(|(i, point)| {
             let (_, first, last) = (*point)?;
-            let increase = match previous_last {
-                Some(before) if last >= before => last - before,
-                Some(_) => last,
-                None => last - first,
+            let (increase, seconds) = match previous {
+                Some((at, before)) => (
+                    if last >= before { last - before } else { last },
+                    (at + 1..=i).map(|j| buckets.seconds(j)).sum::<f64>(),
+                ),
+                None => (last - first, buckets.seconds(i)),
             };
-            previous_last = Some(last);
-            Some(increase / buckets.seconds(i))
+            previous = Some((i, last));
+            Some(increase / seconds)
         })
         .collect()
 }
@@ -698,6 +703,9 @@ mod tests {
         assert_eq!(rates[1], Some(1.0));
         assert_eq!(rates[2], Some(5.0 / 60.0));
         assert_eq!(rates[3], None);
+        // Points every other bucket: each increase spreads over the two minutes since the last.
+        let sparse = vec![Some((0.0, 0.0, 0.0)), None, Some((120.0, 120.0, 120.0))];
+        assert_eq!(per_second(&sparse, &b)[2], Some(1.0));
     }
 
     #[test]

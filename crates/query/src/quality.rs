@@ -47,6 +47,10 @@ pub struct HourSummary {
     /// When the summary was made (by the caller's clock; 0 when not said).
     #[serde(default)]
     pub made_ns: i64,
+    /// Whether a query's answer was cut at its row limit (an hour of very many span names):
+    /// the shape of its spans is then not judged.
+    #[serde(default)]
+    pub incomplete: bool,
     /// Spans by service, version, kind, route, name and whether they are roots.
     pub spans: Vec<SpanGroup>,
     /// Logs by service and version.
@@ -288,7 +292,15 @@ pub async fn summarize_hour(
          GROUP BY 1, 2, 3",
         in_hour("time")
     );
-    let (spans, keys, orphans, logs, metrics, names, labels) = tokio::try_join!(
+    let (
+        (spans, cut_spans),
+        (keys, cut_keys),
+        (orphans, _),
+        (logs, cut_logs),
+        (metrics, cut_metrics),
+        (names, _),
+        (labels, _),
+    ) = tokio::try_join!(
         objects(engine, &spans_sql),
         objects(engine, &keys_sql),
         objects(engine, &orphans_sql),
@@ -301,8 +313,10 @@ pub async fn summarize_hour(
     let mut summary = HourSummary {
         hour_ns,
         signature,
+        incomplete: cut_spans || cut_keys || cut_logs || cut_metrics,
         ..Default::default()
     };
+
     let mut groups: BTreeMap<(String, Option<String>, String, String, String, bool), SpanGroup> =
         BTreeMap::new();
     for row in &spans {
@@ -433,8 +447,19 @@ fn float(row: &Map<String, Value>, key: &str) -> f64 {
     row.get(key).and_then(Value::as_f64).unwrap_or(0.0)
 }
 
-async fn objects(engine: &QueryEngine, sql: &str) -> Result<Vec<Map<String, Value>>, Error> {
-    crate::overview::objects(engine, sql, MAX_ROWS).await
+/// The rows of `sql`, and whether they were cut at [`MAX_ROWS`].
+async fn objects(
+    engine: &QueryEngine,
+    sql: &str,
+) -> Result<(Vec<Map<String, Value>>, bool), Error> {
+    let (_, batches, cut) = engine.collect(sql, MAX_ROWS).await?;
+    Ok((
+        batches
+            .iter()
+            .flat_map(|b| crate::json::batch_objects(b, &[]))
+            .collect(),
+        cut,
+    ))
 }
 
 // ------------------------------------------------------------------------------ SQL functions
@@ -717,7 +742,14 @@ fn freshness(hours: &[HourSummary], window: &ReportWindow) -> Vec<Finding> {
             services.entry(&g.service).or_default().add(h.hour_ns, g.minutes, g.last_ns);
         }
     }
-    let now = window.end_ns;
+    // Judged as of when the newest summary was made (a kept summary of the current hour may be
+    // a few minutes old: what arrived since is not in it), never after the window's end.
+    let now = hours
+        .iter()
+        .map(|h| h.made_ns)
+        .filter(|m| *m > 0)
+        .max()
+        .map_or(window.end_ns, |made| made.min(window.end_ns));
     let mut out = Vec::new();
     let mut silent_services = BTreeSet::new();
     for (service, activity) in &services {
@@ -849,7 +881,7 @@ fn schema(hours: &[HourSummary], window: &ReportWindow) -> Vec<Finding> {
     let mut shapes: BTreeMap<&str, BTreeMap<&str, BTreeMap<(&str, &str), Shape>>> = BTreeMap::new();
     let mut first_seen: BTreeMap<(&str, &str), i64> = BTreeMap::new();
     let mut last_seen: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-    for h in hours {
+    for h in hours.iter().filter(|h| !h.incomplete) {
         for g in &h.spans {
             let Some(version) = g.version.as_deref() else {
                 continue;
@@ -1025,10 +1057,12 @@ fn units(hours: &[HourSummary], window: &ReportWindow) -> Vec<Finding> {
         count: f64,
         first_ns: i64,
         last_ns: i64,
+        /// Every point was a sum's.
+        sum_only: bool,
     }
     // (service, metric) -> version -> seen
     let mut by: BTreeMap<(&str, &str), BTreeMap<&str, Seen>> = BTreeMap::new();
-    for h in hours {
+    for h in hours.iter().filter(|h| !h.incomplete) {
         for g in &h.metrics {
             let Some(version) = g.version.as_deref() else {
                 continue;
@@ -1040,8 +1074,10 @@ fn units(hours: &[HourSummary], window: &ReportWindow) -> Vec<Finding> {
                 .or_insert_with(|| Seen {
                     first_ns: i64::MAX,
                     last_ns: i64::MIN,
+                    sum_only: true,
                     ..Default::default()
                 });
+            seen.sum_only &= g.kind == "sum";
             *seen.units.entry(g.unit.clone()).or_default() += g.count;
             if g.value_sum.is_finite() {
                 seen.sum += g.value_sum;
@@ -1090,7 +1126,9 @@ fn units(hours: &[HourSummary], window: &ReportWindow) -> Vec<Finding> {
                 ));
                 continue;
             }
-            if before.count > 0.0 && after.count > 0.0 {
+            // A sum's value is a running total (a release restarts it near zero): only gauges'
+            // values and histograms' and summaries' means say what a unit measures.
+            if before.count > 0.0 && after.count > 0.0 && !before.sum_only && !after.sum_only {
                 let (m_old, m_new) = (before.sum / before.count, after.sum / after.count);
                 if m_old.abs() > 0.0 && m_new.abs() > 0.0 {
                     let ratio = m_new / m_old;

@@ -343,6 +343,9 @@ pub async fn run(
         }
     };
     let intake = Arc::new(intake);
+    // Scrapes in flight, finished (their rows stored or refused) before the loop returns, so
+    // none writes after the store is closed.
+    let mut running = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     let mut look = tokio::time::interval(LOOK_EVERY);
     look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -359,9 +362,22 @@ pub async fn run(
                 intake.clone(),
                 clock.clone(),
             );
-            tokio::spawn(async move {
+            running.spawn(async move {
                 let started_ns = clock.now_ns();
-                let outcome = scrape(&client, &config, &pipeline, &intake, started_ns).await;
+                // A fault inside one scrape is that target's failure, not the end of its
+                // scrapes: the target is recorded as down and scraped again when due.
+                let attempt = {
+                    let (client, config, pipeline, intake) =
+                        (client.clone(), config.clone(), pipeline.clone(), intake.clone());
+                    tokio::spawn(async move {
+                        scrape(&client, &config, &pipeline, &intake, started_ns).await
+                    })
+                };
+                let outcome = attempt.await.unwrap_or_else(|e| Outcome {
+                    samples: 0,
+                    duration_s: 0.0,
+                    error: Some(format!("the scrape stopped inside Sightline ({e}); it is tried again when due")),
+                });
                 match &outcome.error {
                     None => debug!(url = %config.url, samples = outcome.samples, "scraped"),
                     Some(e) => info!(url = %config.url, service = %config.service, error = %e, "a scrape failed"),
@@ -370,7 +386,10 @@ pub async fn run(
                 scrapes.record(index, started_ns, &outcome);
             });
         }
+        // Forget the finished ones.
+        while running.try_join_next().is_some() {}
     }
+    while running.join_next().await.is_some() {}
 }
 
 /// Scrapes one target and stores what it read (or only `up = 0`).
@@ -528,14 +547,18 @@ async fn fetch_and_parse(
             Err(e) => return Err(request_error(&e, config)),
         }
     }
-    let text = std::str::from_utf8(&body).map_err(|e| {
-        format!(
-            "the exposition is not UTF-8 text (invalid byte at offset {})",
-            e.valid_up_to()
-        )
-    })?;
-    let families = prometheus::parse(text, format)
-        .map_err(|e| format!("the exposition could not be read: {e}"))?;
+    // Reading a large exposition is CPU work: off the async threads.
+    let families = tokio::task::spawn_blocking(move || {
+        let text = std::str::from_utf8(&body).map_err(|e| {
+            format!(
+                "the exposition is not UTF-8 text (invalid byte at offset {})",
+                e.valid_up_to()
+            )
+        })?;
+        prometheus::parse(text, format).map_err(|e| format!("the exposition could not be read: {e}"))
+    })
+    .await
+    .map_err(|e| format!("reading the exposition stopped inside Sightline: {e}"))??;
     Ok((families, format))
 }
 

@@ -17,6 +17,9 @@ struct SignalCounters {
     requests_bad: AtomicU64,
 }
 
+/// Services whose ingest notes are kept at most (their names come from senders).
+const MAX_NOTED_SERVICES: usize = 10_000;
+
 /// Counters updated on the request path (atomics only) and gauges read from the store.
 #[derive(Debug, Default)]
 pub struct SelfMetrics {
@@ -108,7 +111,10 @@ impl SelfMetrics {
         if !limited.by_service.is_empty() {
             let mut notes = self.notes.lock().unwrap_or_else(|e| e.into_inner());
             for (service, (values, dropped)) in limited.by_service {
-                let n = notes.entry(service).or_default();
+                // Noted by its time notes first (the same export); a service past the cap is not.
+                let Some(n) = notes.get_mut(&service) else {
+                    continue;
+                };
                 n.truncated += values;
                 n.dropped += dropped;
             }
@@ -155,6 +161,10 @@ impl SelfMetrics {
         }
         let mut notes = self.notes.lock().unwrap_or_else(|e| e.into_inner());
         for (service, t) in timing {
+            // Service names come from senders: past the cap, new ones are not noted.
+            if notes.len() >= MAX_NOTED_SERVICES && !notes.contains_key(&service) {
+                continue;
+            }
             let n = notes.entry(service).or_insert_with(|| sightline_query::quality::IngestNotes {
                 since_ns: now_ns,
                 ..Default::default()
@@ -177,7 +187,9 @@ impl SelfMetrics {
         let mut notes = self.notes.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let redactions = self.redactions.lock().unwrap_or_else(|e| e.into_inner());
         for ((service, _, _), n) in redactions.iter() {
-            notes.entry(service.clone()).or_default().redacted += n;
+            if let Some(noted) = notes.get_mut(service) {
+                noted.redacted += n;
+            }
         }
         notes
     }

@@ -167,7 +167,7 @@ pub fn trace_search(params: &[(String, String)], now_ns: i64) -> Result<TraceSea
     let end_ns = micros(params, "end").map_err(failed)?.unwrap_or(now_ns);
     let start_ns = micros(params, "start")
         .map_err(failed)?
-        .unwrap_or(end_ns - DEFAULT_SEARCH_LOOKBACK_NS);
+        .unwrap_or(end_ns.saturating_sub(DEFAULT_SEARCH_LOOKBACK_NS));
     if start_ns > end_ns {
         return Err("parameter 'start' must not be after 'end'".into());
     }
@@ -300,7 +300,7 @@ async fn dependencies(
                 .into(),
         ));
     }
-    let range = TimeRange::new(Some(end_ns - lookback_ns), Some(end_ns.saturating_add(1)));
+    let range = TimeRange::new(Some(end_ns.saturating_sub(lookback_ns)), Some(end_ns.saturating_add(1)));
     let calls = jaeger::dependencies(&state.engine, range, param(&params, "service")).await?;
     Ok(answer(json!(calls)))
 }
