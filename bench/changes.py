@@ -77,8 +77,10 @@ def ts(ns: int) -> str:
     return "TIMESTAMP '" + datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ") + "'"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def dataset_args(description: str, runs_help: str) -> argparse.Namespace:
+    """The arguments of a benchmark over the query benchmark's data folder: the binary, the
+    folder and its size, and the timed runs; the folder is filled when empty."""
+    parser = argparse.ArgumentParser(description=description)
     default_bin = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/sightline-target")) / "release/sightline"
     parser.add_argument("--sightline", default=os.environ.get("SIGHTLINE", str(default_bin)),
                         help="the sightline binary (default: the release build)")
@@ -87,7 +89,7 @@ def main() -> int:
     parser.add_argument("--spans", default="10M")
     parser.add_argument("--logs", default="10M")
     parser.add_argument("--days", default="7")
-    parser.add_argument("--runs", type=int, default=5, help="timed runs per question (after one warm-up)")
+    parser.add_argument("--runs", type=int, default=5, help=runs_help)
     args = parser.parse_args()
     if not os.access(args.sightline, os.X_OK):
         raise SystemExit(f"no sightline binary at {args.sightline}: cargo build --release -p sightline, or pass --sightline")
@@ -95,6 +97,11 @@ def main() -> int:
         print(f"filling {args.data_dir} ({args.spans} spans, {args.logs} logs, {args.days} days)...", file=sys.stderr)
         subprocess.run([args.sightline, "bench", "dataset", "--data-dir", str(args.data_dir),
                         "--spans", args.spans, "--logs", args.logs, "--days", args.days], check=True)
+    return args
+
+
+def main() -> int:
+    args = dataset_args(__doc__.split("\n\n")[0], "timed runs per question (after one warm-up)")
 
     work = Path(tempfile.mkdtemp(prefix="sightline-bench-changes-"))
     server = Server(args.sightline, args.data_dir, work)

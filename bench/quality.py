@@ -22,39 +22,20 @@ one Markdown table for bench/README.md. Not a test.
 
 from __future__ import annotations
 
-import argparse
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from changes import first_row, get, median_ms, sql, ts  # noqa: E402
+from changes import dataset_args, first_row, get, median_ms, sql, ts  # noqa: E402
 from queries import Server  # noqa: E402
 
 HOUR_NS = 3_600_000_000_000
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    default_bin = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/sightline-target")) / "release/sightline"
-    parser.add_argument("--sightline", default=os.environ.get("SIGHTLINE", str(default_bin)),
-                        help="the sightline binary (default: the release build)")
-    parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "sightline-bench-queries",
-                        help="kept between runs (shared with bench/queries.py); filled when empty")
-    parser.add_argument("--spans", default="10M")
-    parser.add_argument("--logs", default="10M")
-    parser.add_argument("--days", default="7")
-    parser.add_argument("--runs", type=int, default=5, help="timed runs of the warm report (after the first)")
-    args = parser.parse_args()
-    if not os.access(args.sightline, os.X_OK):
-        raise SystemExit(f"no sightline binary at {args.sightline}: cargo build --release -p sightline, or pass --sightline")
-    if not (args.data_dir / "catalog.db").exists():
-        print(f"filling {args.data_dir} ({args.spans} spans, {args.logs} logs, {args.days} days)...", file=sys.stderr)
-        subprocess.run([args.sightline, "bench", "dataset", "--data-dir", str(args.data_dir),
-                        "--spans", args.spans, "--logs", args.logs, "--days", args.days], check=True)
+    args = dataset_args(__doc__.split("\n\n")[0], "timed runs of the warm report (after the first)")
     # The hour summaries are the monitor's (kept under monitor/): start without them, so the
     # first report makes them all.
     kept = args.data_dir / "monitor" / "quality_hours.jsonl"

@@ -7,9 +7,10 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value as Any};
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use sightline_model::{ConfigError, HumanDuration, Lifetime};
+use std::collections::BTreeMap;
 
 /// `[limits]` of `sightline.toml`: what one record may carry. Every key is optional.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -166,7 +167,12 @@ pub fn enforce_time_bounds(normalized: &mut crate::Normalized, received_ns: i64,
         true
     };
     normalized.spans.retain(|row| {
-        keep(&row.service_name, "span", row.start_time_ns, Some(row.end_time_ns))
+        keep(
+            &row.service_name,
+            "span",
+            row.start_time_ns,
+            Some(row.end_time_ns),
+        )
     });
     normalized
         .logs
@@ -219,11 +225,13 @@ impl Enforcer {
         )
     }
 
-    /// Attributes what changed since `before` to `service`.
-    fn attribute(&mut self, service: String, before: (u64, u64)) {
+    /// Attributes what changed since `before` to the service of `resource` (read only when
+    /// something changed: most blocks are within the limits).
+    fn attribute(&mut self, resource: Option<&Resource>, before: (u64, u64)) {
         let (values, dropped) = self.counts();
         let (values, dropped) = (values - before.0, dropped - before.1);
         if values + dropped > 0 {
+            let service = crate::resource::service_name(resource);
             let entry = self.limited.by_service.entry(service).or_default();
             entry.0 += values;
             entry.1 += dropped;
@@ -299,7 +307,6 @@ pub fn enforce_traces(request: &mut ExportTraceServiceRequest, limits: Limits) -
     let mut e = Enforcer::new(limits);
     for resource_spans in &mut request.resource_spans {
         let before = e.counts();
-        let owner = crate::resource::service_name(resource_spans.resource.as_ref());
         if let Some(resource) = &mut resource_spans.resource {
             e.attributes(&mut resource.attributes);
         }
@@ -319,7 +326,7 @@ pub fn enforce_traces(request: &mut ExportTraceServiceRequest, limits: Limits) -
                 }
             }
         }
-        e.attribute(owner, before);
+        e.attribute(resource_spans.resource.as_ref(), before);
     }
     e.limited
 }
@@ -329,7 +336,6 @@ pub fn enforce_logs(request: &mut ExportLogsServiceRequest, limits: Limits) -> L
     let mut e = Enforcer::new(limits);
     for resource_logs in &mut request.resource_logs {
         let before = e.counts();
-        let owner = crate::resource::service_name(resource_logs.resource.as_ref());
         if let Some(resource) = &mut resource_logs.resource {
             e.attributes(&mut resource.attributes);
         }
@@ -341,7 +347,7 @@ pub fn enforce_logs(request: &mut ExportLogsServiceRequest, limits: Limits) -> L
                 e.attributes(&mut record.attributes);
             }
         }
-        e.attribute(owner, before);
+        e.attribute(resource_logs.resource.as_ref(), before);
     }
     e.limited
 }
@@ -351,7 +357,6 @@ pub fn enforce_metrics(request: &mut ExportMetricsServiceRequest, limits: Limits
     let mut e = Enforcer::new(limits);
     for resource_metrics in &mut request.resource_metrics {
         let before = e.counts();
-        let owner = crate::resource::service_name(resource_metrics.resource.as_ref());
         if let Some(resource) = &mut resource_metrics.resource {
             e.attributes(&mut resource.attributes);
         }
@@ -382,7 +387,7 @@ pub fn enforce_metrics(request: &mut ExportMetricsServiceRequest, limits: Limits
                 }
             }
         }
-        e.attribute(owner, before);
+        e.attribute(resource_metrics.resource.as_ref(), before);
     }
     e.limited
 }

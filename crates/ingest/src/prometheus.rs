@@ -214,15 +214,14 @@ pub fn parse(text: &str, format: Format) -> Result<Vec<Family>, ExpositionError>
                 // Any other comment is free text.
                 continue;
             }
-            let name = words
-                .next()
-                .filter(|n| is_metric_name(n))
-                .ok_or_else(|| {
-                    error(
-                        number,
-                        format!("`# {keyword}` must be followed by a metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)"),
-                    )
-                })?;
+            let name = words.next().filter(|n| is_metric_name(n)).ok_or_else(|| {
+                error(
+                    number,
+                    format!(
+                        "`# {keyword}` must be followed by a metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)"
+                    ),
+                )
+            })?;
             let rest = words.next().unwrap_or_default().trim();
             let at = match by_name.get(name) {
                 Some(&at) => at,
@@ -479,7 +478,9 @@ impl<'a> Cursor<'a> {
             let mut value = String::new();
             loop {
                 match self.peek() {
-                    None => return Err(self.fail(&format!("the value of label {name} is not closed"))),
+                    None => {
+                        return Err(self.fail(&format!("the value of label {name} is not closed")));
+                    }
                     Some('"') => {
                         self.at += 1;
                         break;
@@ -528,9 +529,7 @@ impl<'a> Cursor<'a> {
         let token = self.take_while(|c| !c.is_whitespace());
         parse_float(token).ok_or_else(|| {
             self.at = start;
-            self.fail(&format!(
-                "expected {what} (a number, NaN, +Inf or -Inf)"
-            ))
+            self.fail(&format!("expected {what} (a number, NaN, +Inf or -Inf)"))
         })
     }
 
@@ -543,7 +542,10 @@ impl<'a> Cursor<'a> {
         let start = self.at;
         let token = self.take_while(|c| !c.is_whitespace());
         let ns = match format {
-            Format::Text => token.parse::<i64>().ok().map(|ms| ms.saturating_mul(1_000_000)),
+            Format::Text => token
+                .parse::<i64>()
+                .ok()
+                .map(|ms| ms.saturating_mul(1_000_000)),
             Format::OpenMetrics => parse_float(token)
                 .filter(|s| s.is_finite())
                 .map(|s| (s * 1e9).round() as i64),
@@ -552,7 +554,9 @@ impl<'a> Cursor<'a> {
             self.at = start;
             self.fail(match format {
                 Format::Text => "expected a timestamp in milliseconds or the end of the line",
-                Format::OpenMetrics => "expected a timestamp in seconds, an exemplar or the end of the line",
+                Format::OpenMetrics => {
+                    "expected a timestamp in seconds, an exemplar or the end of the line"
+                }
             })
         })
     }
@@ -718,7 +722,8 @@ fn unit_of(family: &Family) -> String {
 /// A series' identity: its labels without the one that places a sample in it (`le`,
 /// `quantile`), sorted.
 fn series_key(labels: &[(String, String)], skip: &str) -> Vec<(String, String)> {
-    let mut key: Vec<(String, String)> = labels.iter().filter(|(n, _)| n != skip).cloned().collect();
+    let mut key: Vec<(String, String)> =
+        labels.iter().filter(|(n, _)| n != skip).cloned().collect();
     key.sort();
     key
 }
@@ -806,10 +811,7 @@ fn family_metrics(
         .map(|s| (series_key(&s.labels, ""), created_ns(s.value)))
         .collect();
     let start = |labels: &[(String, String)], skip: &str| {
-        created
-            .get(&series_key(labels, skip))
-            .copied()
-            .unwrap_or(0)
+        created.get(&series_key(labels, skip)).copied().unwrap_or(0)
     };
     Ok(match family.kind {
         FamilyType::Counter => {
@@ -860,7 +862,10 @@ fn family_metrics(
                 }
                 _ => family.name.clone(),
             };
-            vec![metric(name, Data::Gauge(gauge_points(&family.samples, source)))]
+            vec![metric(
+                name,
+                Data::Gauge(gauge_points(&family.samples, source)),
+            )]
         }
         FamilyType::Gauge | FamilyType::StateSet | FamilyType::Unknown => {
             // Untyped families may hold several sample names; each is a gauge of its own.
@@ -879,7 +884,10 @@ fn family_metrics(
                         .filter(|s| s.name == name)
                         .cloned()
                         .collect();
-                    metric(name.to_string(), Data::Gauge(gauge_points(&samples, source)))
+                    metric(
+                        name.to_string(),
+                        Data::Gauge(gauge_points(&samples, source)),
+                    )
                 })
                 .collect()
         }
@@ -931,7 +939,12 @@ fn histogram(
         let entry = series.entry(key.clone()).or_insert_with(|| {
             order.push(key.clone());
             HistogramSeries {
-                labels: s.labels.iter().filter(|(n, _)| n != "le").cloned().collect(),
+                labels: s
+                    .labels
+                    .iter()
+                    .filter(|(n, _)| n != "le")
+                    .cloned()
+                    .collect(),
                 ..Default::default()
             }
         });
@@ -948,10 +961,19 @@ fn histogram(
                 let bound = parse_float(le)
                     .filter(|b| !b.is_nan() && *b != f64::NEG_INFINITY)
                     .ok_or_else(|| {
-                        error(s.line, format!("{}: le={le:?} is not a bucket bound (a number or +Inf)", s.name))
+                        error(
+                            s.line,
+                            format!(
+                                "{}: le={le:?} is not a bucket bound (a number or +Inf)",
+                                s.name
+                            ),
+                        )
                     })?;
                 if entry.buckets.iter().any(|(b, _, _)| *b == bound) {
-                    return Err(error(s.line, format!("{}: the bucket le={le:?} appears twice", s.name)));
+                    return Err(error(
+                        s.line,
+                        format!("{}: the bucket le={le:?} appears twice", s.name),
+                    ));
                 }
                 entry.buckets.push((bound, s.value, s.line));
                 entry.exemplars.extend(exemplar_of(s, source));
@@ -1039,7 +1061,12 @@ fn summary(
         let entry = series.entry(key.clone()).or_insert_with(|| {
             order.push(key.clone());
             Series {
-                labels: s.labels.iter().filter(|(n, _)| n != "quantile").cloned().collect(),
+                labels: s
+                    .labels
+                    .iter()
+                    .filter(|(n, _)| n != "quantile")
+                    .cloned()
+                    .collect(),
                 ..Default::default()
             }
         });
@@ -1052,9 +1079,14 @@ fn summary(
                     .find(|(n, _)| n == "quantile")
                     .map(|(_, v)| v.as_str())
                     .ok_or_else(|| error(s.line, format!("{} has no `quantile` label", s.name)))?;
-                let quantile = parse_float(q).filter(|q| (0.0..=1.0).contains(q)).ok_or_else(|| {
-                    error(s.line, format!("{}: quantile={q:?} is not a number from 0 to 1", s.name))
-                })?;
+                let quantile = parse_float(q)
+                    .filter(|q| (0.0..=1.0).contains(q))
+                    .ok_or_else(|| {
+                        error(
+                            s.line,
+                            format!("{}: quantile={q:?} is not a number from 0 to 1", s.name),
+                        )
+                    })?;
                 entry.quantiles.push(ValueAtQuantile {
                     quantile,
                     value: s.value,
@@ -1107,10 +1139,12 @@ mod tests {
     }
 
     fn by_name<'a>(metrics: &'a [Metric], name: &str) -> &'a Metric {
-        metrics
-            .iter()
-            .find(|m| m.name == name)
-            .unwrap_or_else(|| panic!("no metric {name} in {:?}", metrics.iter().map(|m| &m.name).collect::<Vec<_>>()))
+        metrics.iter().find(|m| m.name == name).unwrap_or_else(|| {
+            panic!(
+                "no metric {name} in {:?}",
+                metrics.iter().map(|m| &m.name).collect::<Vec<_>>()
+            )
+        })
     }
 
     const TEXT: &str = r#"# HELP http_requests_total Requests served.
@@ -1165,12 +1199,28 @@ untyped_thing{a="b"} 4 1765000000123
             panic!("a counter is a sum");
         };
         assert!(sum.is_monotonic);
-        assert_eq!(sum.aggregation_temporality, AggregationTemporality::Cumulative as i32);
+        assert_eq!(
+            sum.aggregation_temporality,
+            AggregationTemporality::Cumulative as i32
+        );
         assert_eq!(sum.data_points.len(), 2);
-        assert_eq!(sum.data_points[0].value, Some(number_data_point::Value::AsDouble(7.0)));
-        assert_eq!(sum.data_points[0].start_time_unix_nano, 1_765_000_000_000_000_000);
-        assert_eq!(sum.data_points[1].start_time_unix_nano, 1_765_000_001_000_000_000);
-        let keys: Vec<&str> = sum.data_points[0].attributes.iter().map(|kv| kv.key.as_str()).collect();
+        assert_eq!(
+            sum.data_points[0].value,
+            Some(number_data_point::Value::AsDouble(7.0))
+        );
+        assert_eq!(
+            sum.data_points[0].start_time_unix_nano,
+            1_765_000_000_000_000_000
+        );
+        assert_eq!(
+            sum.data_points[1].start_time_unix_nano,
+            1_765_000_001_000_000_000
+        );
+        let keys: Vec<&str> = sum.data_points[0]
+            .attributes
+            .iter()
+            .map(|kv| kv.key.as_str())
+            .collect();
         assert_eq!(keys, ["method", "code", "team"]);
 
         let latency = by_name(&metrics, "request_latency_seconds");
@@ -1223,15 +1273,24 @@ build_info{version="1.5.0"} 1.0
     fn openmetrics_counters_get_total_and_exemplars_keep_their_trace() {
         let metrics = convert(OPENMETRICS, Format::OpenMetrics);
         let names: Vec<&str> = metrics.iter().map(|m| m.name.as_str()).collect();
-        assert_eq!(names, ["http_requests_total", "request_latency", "build_info"]);
+        assert_eq!(
+            names,
+            ["http_requests_total", "request_latency", "build_info"]
+        );
         let Some(Data::Sum(sum)) = &metrics[0].data else {
             panic!("a sum");
         };
         let exemplar = &sum.data_points[0].exemplars[0];
-        assert_eq!(hex::encode(&exemplar.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            hex::encode(&exemplar.trace_id),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
         assert_eq!(hex::encode(&exemplar.span_id), "00f067aa0ba902b7");
         assert_eq!(exemplar.time_unix_nano, 1_765_000_000_500_000_000);
-        assert_eq!(sum.data_points[0].start_time_unix_nano, 1_765_000_000_000_000_000);
+        assert_eq!(
+            sum.data_points[0].start_time_unix_nano,
+            1_765_000_000_000_000_000
+        );
         assert_eq!(metrics[1].unit, "s");
         let Some(Data::Histogram(h)) = &metrics[1].data else {
             panic!("a histogram");
@@ -1244,20 +1303,56 @@ build_info{version="1.5.0"} 1.0
     fn bad_lines_are_named_by_number_and_what_was_expected() {
         for (text, format, line, words) in [
             ("a 1\nb{x=\"1\" 2\n", Format::Text, 2, "expected `,` or `}`"),
-            ("a 1\nb banana\n", Format::Text, 2, "expected the value of b"),
-            ("# TYPE a countr\na 1\n", Format::Text, 1, "unknown type \"countr\""),
+            (
+                "a 1\nb banana\n",
+                Format::Text,
+                2,
+                "expected the value of b",
+            ),
+            (
+                "# TYPE a countr\na 1\n",
+                Format::Text,
+                1,
+                "unknown type \"countr\"",
+            ),
             ("a{1x=\"y\"} 1\n", Format::Text, 1, "expected a label name"),
             ("a{x=\"y} 1\n", Format::Text, 1, "is not closed"),
             ("a 1 12.5\n", Format::Text, 1, "timestamp in milliseconds"),
-            ("a 1 # {x=\"y\"} 1\n", Format::Text, 1, "exemplars are OpenMetrics only"),
+            (
+                "a 1 # {x=\"y\"} 1\n",
+                Format::Text,
+                1,
+                "exemplars are OpenMetrics only",
+            ),
             ("a 1\n", Format::OpenMetrics, 0, "does not end with `# EOF`"),
-            ("a 1\n# EOF\nb 2\n", Format::OpenMetrics, 3, "nothing may follow"),
-            ("# TYPE h histogram\nh_bucket{le=\"1\"} 5\nh_bucket{le=\"+Inf\"} 3\n", Format::Text, 3, "buckets are cumulative"),
-            ("# TYPE a gauge\n# TYPE a gauge\n", Format::Text, 2, "a second `# TYPE`"),
+            (
+                "a 1\n# EOF\nb 2\n",
+                Format::OpenMetrics,
+                3,
+                "nothing may follow",
+            ),
+            (
+                "# TYPE h histogram\nh_bucket{le=\"1\"} 5\nh_bucket{le=\"+Inf\"} 3\n",
+                Format::Text,
+                3,
+                "buckets are cumulative",
+            ),
+            (
+                "# TYPE a gauge\n# TYPE a gauge\n",
+                Format::Text,
+                2,
+                "a second `# TYPE`",
+            ),
             ("a{x=\"1\",x=\"2\"} 1\n", Format::Text, 1, "appears twice"),
         ] {
             let result = parse(text, format).and_then(|families| {
-                let source = ScrapeSource { service: "s", instance: "i", url: "u", labels: &[], time_ns: 0 };
+                let source = ScrapeSource {
+                    service: "s",
+                    instance: "i",
+                    url: "u",
+                    labels: &[],
+                    time_ns: 0,
+                };
                 to_otlp(&families, format, &source).map(|_| ())
             });
             let e = result.expect_err(text);
@@ -1274,15 +1369,35 @@ build_info{version="1.5.0"} 1.0
             "# TYPE c_total_total counter\nc_total_total 3\nc_total_created 1.7e9\n",
         ] {
             let families = parse(text, Format::Text).expect("valid");
-            assert_eq!(families.len(), 1, "{text}: the _created gauge joins its family");
-            let source = ScrapeSource { service: "s", instance: "i", url: "u", labels: &[], time_ns: 0 };
+            assert_eq!(
+                families.len(),
+                1,
+                "{text}: the _created gauge joins its family"
+            );
+            let source = ScrapeSource {
+                service: "s",
+                instance: "i",
+                url: "u",
+                labels: &[],
+                time_ns: 0,
+            };
             let (request, _) = to_otlp(&families, Format::Text, &source).expect("converts");
-            assert_eq!(request.resource_metrics[0].scope_metrics[0].metrics.len(), 1, "{text}");
+            assert_eq!(
+                request.resource_metrics[0].scope_metrics[0].metrics.len(),
+                1,
+                "{text}"
+            );
         }
         let twice = "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"1.0\"} 1\n";
         let e = parse(twice, Format::Text)
             .and_then(|f| {
-                let source = ScrapeSource { service: "s", instance: "i", url: "u", labels: &[], time_ns: 0 };
+                let source = ScrapeSource {
+                    service: "s",
+                    instance: "i",
+                    url: "u",
+                    labels: &[],
+                    time_ns: 0,
+                };
                 to_otlp(&f, Format::Text, &source).map(|_| ())
             })
             .expect_err("a bucket twice");
@@ -1291,7 +1406,8 @@ build_info{version="1.5.0"} 1.0
 
     #[test]
     fn escapes_special_values_and_comments_are_read() {
-        let text = "# a comment\n\nm{path=\"C:\\\\dir\",q=\"say \\\"hi\\\"\\n\"} NaN\nn +Inf\no -Inf\n";
+        let text =
+            "# a comment\n\nm{path=\"C:\\\\dir\",q=\"say \\\"hi\\\"\\n\"} NaN\nn +Inf\no -Inf\n";
         let families = parse(text, Format::Text).expect("valid");
         assert_eq!(families[0].samples[0].labels[0].1, "C:\\dir");
         assert_eq!(families[0].samples[0].labels[1].1, "say \"hi\"\n");
@@ -1315,7 +1431,13 @@ build_info{version="1.5.0"} 1.0
                     if let Ok(corrupt) = std::str::from_utf8(&bytes)
                         && let Ok(families) = parse(corrupt, format)
                     {
-                        let source = ScrapeSource { service: "s", instance: "i", url: "u", labels: &[], time_ns: 0 };
+                        let source = ScrapeSource {
+                            service: "s",
+                            instance: "i",
+                            url: "u",
+                            labels: &[],
+                            time_ns: 0,
+                        };
                         let _ = to_otlp(&families, format, &source);
                     }
                 }
@@ -1329,7 +1451,10 @@ build_info{version="1.5.0"} 1.0
             Format::of_content_type("application/openmetrics-text; version=1.0.0; charset=utf-8"),
             Format::OpenMetrics
         );
-        assert_eq!(Format::of_content_type("text/plain; version=0.0.4; charset=utf-8"), Format::Text);
+        assert_eq!(
+            Format::of_content_type("text/plain; version=0.0.4; charset=utf-8"),
+            Format::Text
+        );
         assert_eq!(Format::of_content_type(""), Format::Text);
     }
 }

@@ -21,7 +21,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sightline_model::{ConfigError, HumanDuration, Table};
 use sightline_query::QueryEngine;
-use sightline_query::json::batch_objects;
 use sightline_query::sql::{quote, time_literal};
 
 use crate::alert::{Labels, Source, fingerprint};
@@ -222,13 +221,24 @@ impl CheckConfig {
             return Err(ConfigError::new(key("attribute"), "must name an attribute"));
         }
         match self.kind {
-            CheckKind::Freshness => need("max_age", self.max_age.is_some_and(|a| !a.is_zero()), "\"15m\""),
+            CheckKind::Freshness => need(
+                "max_age",
+                self.max_age.is_some_and(|a| !a.is_zero()),
+                "\"15m\"",
+            ),
             CheckKind::Volume => {
-                need("min_ratio", self.min_ratio.is_some() || self.max_ratio.is_some(), "0.5 (or max_ratio)")?;
+                need(
+                    "min_ratio",
+                    self.min_ratio.is_some() || self.max_ratio.is_some(),
+                    "0.5 (or max_ratio)",
+                )?;
                 if self.baseline < self.window {
                     return Err(ConfigError::new(
                         key("baseline"),
-                        format!("({}) must be at least the window ({})", self.baseline, self.window),
+                        format!(
+                            "({}) must be at least the window ({})",
+                            self.baseline, self.window
+                        ),
                     ));
                 }
                 Ok(())
@@ -242,7 +252,10 @@ impl CheckConfig {
                 if self.baseline < self.window {
                     return Err(ConfigError::new(
                         key("baseline"),
-                        format!("({}) must be at least the window ({})", self.baseline, self.window),
+                        format!(
+                            "({}) must be at least the window ({})",
+                            self.baseline, self.window
+                        ),
                     ));
                 }
                 Ok(())
@@ -250,7 +263,9 @@ impl CheckConfig {
             CheckKind::Schema => {
                 need(
                     "required",
-                    !(self.required.is_empty() && self.forbidden.is_empty() && self.types.is_empty()),
+                    !(self.required.is_empty()
+                        && self.forbidden.is_empty()
+                        && self.types.is_empty()),
                     "[\"order.id\"] (or forbidden, or types)",
                 )?;
                 for (attribute, kind) in &self.types {
@@ -303,16 +318,47 @@ impl CheckConfig {
 
 /// Columns a check's attribute may name directly.
 const COLUMNS: &[&str] = &[
-    "name", "kind", "status", "status_message", "service_name", "service_version", "environment",
-    "http_method", "http_route", "http_status_code", "exception_type", "exception_message",
-    "severity", "body", "logger", "unit", "value", "type",
+    "name",
+    "kind",
+    "status",
+    "status_message",
+    "service_name",
+    "service_version",
+    "environment",
+    "http_method",
+    "http_route",
+    "http_status_code",
+    "exception_type",
+    "exception_message",
+    "severity",
+    "body",
+    "logger",
+    "unit",
+    "value",
+    "type",
 ];
 
 fn attribute_sql(table: CheckTable, attribute: &str) -> String {
     let column_ok = match table {
-        CheckTable::Spans => !matches!(attribute, "severity" | "body" | "logger" | "unit" | "value" | "type"),
-        CheckTable::Logs => matches!(attribute, "service_name" | "service_version" | "environment" | "severity" | "body" | "logger" | "exception_type" | "exception_message"),
-        CheckTable::Metrics => matches!(attribute, "name" | "service_name" | "service_version" | "environment" | "unit" | "value" | "type"),
+        CheckTable::Spans => !matches!(
+            attribute,
+            "severity" | "body" | "logger" | "unit" | "value" | "type"
+        ),
+        CheckTable::Logs => matches!(
+            attribute,
+            "service_name"
+                | "service_version"
+                | "environment"
+                | "severity"
+                | "body"
+                | "logger"
+                | "exception_type"
+                | "exception_message"
+        ),
+        CheckTable::Metrics => matches!(
+            attribute,
+            "name" | "service_name" | "service_version" | "environment" | "unit" | "value" | "type"
+        ),
     };
     if COLUMNS.contains(&attribute) && column_ok {
         format!("CAST({attribute} AS VARCHAR)")
@@ -333,10 +379,7 @@ pub async fn plan_checks(engine: &QueryEngine, checks: &[CheckConfig]) -> Result
         if let Err(e) = engine.plan_columns(&sql).await {
             return Err(ConfigError::new(
                 format!("check[{i}].where"),
-                format!(
-                    "cannot be used over {}: {e}",
-                    check.table.as_str()
-                ),
+                format!("cannot be used over {}: {e}", check.table.as_str()),
             ));
         }
     }
@@ -371,11 +414,6 @@ pub async fn evaluate(engine: &QueryEngine, checks: &[CheckConfig], now_ns: i64)
     out
 }
 
-async fn rows(engine: &QueryEngine, sql: &str, max: usize) -> Result<Vec<Map<String, Value>>, Error> {
-    let (_, batches, _) = engine.collect(sql, max).await?;
-    Ok(batches.iter().flat_map(|b| batch_objects(b, &[])).collect())
-}
-
 fn number(row: &Map<String, Value>, key: &str) -> f64 {
     row.get(key).and_then(Value::as_f64).unwrap_or(0.0)
 }
@@ -400,7 +438,11 @@ async fn judge(engine: &QueryEngine, check: &CheckConfig, now_ns: i64) -> Result
                 "SELECT CAST(max({time}) AS BIGINT) AS newest FROM {table} WHERE {}",
                 check.selection(now_ns - lookback, now_ns + 1)
             );
-            let newest = rows(engine, &sql, 1).await?.first().and_then(|r| r.get("newest").and_then(Value::as_i64));
+            let newest = engine
+                .objects(&sql, 1)
+                .await?
+                .first()
+                .and_then(|r| r.get("newest").and_then(Value::as_i64));
             let threshold = max_age as f64 / 1e9;
             match newest {
                 Some(t) => {
@@ -409,7 +451,11 @@ async fn judge(engine: &QueryEngine, check: &CheckConfig, now_ns: i64) -> Result
                         age > threshold,
                         age,
                         threshold,
-                        format!("{name}: the newest matching record is {} old (at most {} allowed)", seconds(age), seconds(threshold)),
+                        format!(
+                            "{name}: the newest matching record is {} old (at most {} allowed)",
+                            seconds(age),
+                            seconds(threshold)
+                        ),
                     )
                 }
                 None => {
@@ -418,7 +464,11 @@ async fn judge(engine: &QueryEngine, check: &CheckConfig, now_ns: i64) -> Result
                         true,
                         age,
                         threshold,
-                        format!("{name}: no matching record in the last {} (at most {} allowed)", seconds(age), seconds(threshold)),
+                        format!(
+                            "{name}: no matching record in the last {} (at most {} allowed)",
+                            seconds(age),
+                            seconds(threshold)
+                        ),
                     )
                 }
             }
@@ -431,25 +481,44 @@ async fn judge(engine: &QueryEngine, check: &CheckConfig, now_ns: i64) -> Result
                 now_part = check.selection(start, now_ns),
                 base_part = check.selection(start - base, now_ns - base),
             );
-            let row = rows(engine, &sql, 1).await?.into_iter().next().unwrap_or_default();
+            let row = engine
+                .objects(&sql, 1)
+                .await?
+                .into_iter()
+                .next()
+                .unwrap_or_default();
             let (now, before) = (number(&row, "now"), number(&row, "before"));
             if before < min as f64 {
                 Verdict::NoData {
-                    summary: format!("{name}: {before:.0} matching records in the baseline window, fewer than min_records ({min})"),
+                    summary: format!(
+                        "{name}: {before:.0} matching records in the baseline window, fewer than min_records ({min})"
+                    ),
                 }
             } else {
                 let ratio = now / before;
                 let low = check.min_ratio.is_some_and(|m| ratio < m);
                 let high = check.max_ratio.is_some_and(|m| ratio > m);
-                let threshold = if high { check.max_ratio } else { check.min_ratio.or(check.max_ratio) }.unwrap_or(0.0);
+                let threshold = if high {
+                    check.max_ratio
+                } else {
+                    check.min_ratio.or(check.max_ratio)
+                }
+                .unwrap_or(0.0);
                 Verdict::compared(
                     low || high,
                     ratio,
                     threshold,
                     format!(
                         "{name}: {now:.0} matching records in the last {}, {ratio:.2}× the {before:.0} of the same window {} ago{}",
-                        check.window, check.baseline,
-                        if low { " (below min_ratio)" } else if high { " (above max_ratio)" } else { "" }
+                        check.window,
+                        check.baseline,
+                        if low {
+                            " (below min_ratio)"
+                        } else if high {
+                            " (above max_ratio)"
+                        } else {
+                            ""
+                        }
                     ),
                 )
             }
@@ -461,12 +530,20 @@ async fn judge(engine: &QueryEngine, check: &CheckConfig, now_ns: i64) -> Result
                  FROM {table} WHERE {}",
                 check.selection(start, now_ns)
             );
-            let row = rows(engine, &sql, 1).await?.into_iter().next().unwrap_or_default();
+            let row = engine
+                .objects(&sql, 1)
+                .await?
+                .into_iter()
+                .next()
+                .unwrap_or_default();
             let (n, nulls) = (number(&row, "n"), number(&row, "nulls"));
             let attribute = check.attribute.as_deref().unwrap_or_default();
             if n < min as f64 {
                 Verdict::NoData {
-                    summary: format!("{name}: {n:.0} matching records in the last {}, fewer than min_records ({min})", check.window),
+                    summary: format!(
+                        "{name}: {n:.0} matching records in the last {}, fewer than min_records ({min})",
+                        check.window
+                    ),
                 }
             } else {
                 let rate = nulls / n;
@@ -490,7 +567,10 @@ async fn judge(engine: &QueryEngine, check: &CheckConfig, now_ns: i64) -> Result
                 violations.push(format!("{} IS NULL", attribute_sql(check.table, attribute)));
             }
             for attribute in &check.forbidden {
-                violations.push(format!("{} IS NOT NULL", attribute_sql(check.table, attribute)));
+                violations.push(format!(
+                    "{} IS NOT NULL",
+                    attribute_sql(check.table, attribute)
+                ));
             }
             for (attribute, kind) in &check.types {
                 violations.push(format!(
@@ -505,7 +585,12 @@ async fn judge(engine: &QueryEngine, check: &CheckConfig, now_ns: i64) -> Result
                 violations.join(" OR "),
                 check.selection(start, now_ns)
             );
-            let row = rows(engine, &sql, 1).await?.into_iter().next().unwrap_or_default();
+            let row = engine
+                .objects(&sql, 1)
+                .await?
+                .into_iter()
+                .next()
+                .unwrap_or_default();
             let (n, bad) = (number(&row, "n"), number(&row, "bad"));
             if n == 0.0 {
                 Verdict::NoData {
@@ -522,14 +607,22 @@ async fn judge(engine: &QueryEngine, check: &CheckConfig, now_ns: i64) -> Result
                 if !check.types.is_empty() {
                     rules.push(format!(
                         "types {}",
-                        check.types.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", ")
+                        check
+                            .types
+                            .iter()
+                            .map(|(k, v)| format!("{k}: {v}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ));
                 }
                 Verdict::compared(
                     bad > 0.0,
                     bad,
                     0.0,
-                    format!("{name}: {bad:.0} of {n:.0} matching records break the schema ({})", rules.join("; ")),
+                    format!(
+                        "{name}: {bad:.0} of {n:.0} matching records break the schema ({})",
+                        rules.join("; ")
+                    ),
                 )
             }
         }
@@ -546,7 +639,11 @@ fn seconds(s: f64) -> String {
     }
 }
 
-async fn distribution(engine: &QueryEngine, check: &CheckConfig, now_ns: i64) -> Result<Verdict, Error> {
+async fn distribution(
+    engine: &QueryEngine,
+    check: &CheckConfig,
+    now_ns: i64,
+) -> Result<Verdict, Error> {
     let table = check.table.as_str();
     let name = &check.name;
     let window_ns = check.window.as_nanos();
@@ -563,8 +660,8 @@ async fn distribution(engine: &QueryEngine, check: &CheckConfig, now_ns: i64) ->
         values(now_ns - base - window_ns, now_ns - base),
     );
     let (now_rows, base_rows) = tokio::try_join!(
-        rows(engine, &now_sql, MAX_VALUES),
-        rows(engine, &base_sql, MAX_VALUES),
+        engine.objects(&now_sql, MAX_VALUES),
+        engine.objects(&base_sql, MAX_VALUES),
     )?;
     let texts = |rows: &[Map<String, Value>]| -> Vec<String> {
         rows.iter()
@@ -577,12 +674,17 @@ async fn distribution(engine: &QueryEngine, check: &CheckConfig, now_ns: i64) ->
         return Ok(Verdict::NoData {
             summary: format!(
                 "{name}: {} values in the last {} and {} in the baseline window, fewer than min_records ({min})",
-                now.len(), check.window, before.len()
+                now.len(),
+                check.window,
+                before.len()
             ),
         });
     }
     let numbers = |values: &[String]| -> Option<Vec<f64>> {
-        values.iter().map(|v| v.trim().parse::<f64>().ok().filter(|f| f.is_finite())).collect()
+        values
+            .iter()
+            .map(|v| v.trim().parse::<f64>().ok().filter(|f| f.is_finite()))
+            .collect()
     };
     let attribute = check.attribute.as_deref().unwrap_or_default();
     if check.max_psi.is_none()
@@ -637,7 +739,11 @@ fn shares(values: &[String], kept: &std::collections::BTreeSet<String>) -> BTree
     let total = values.len().max(1) as f64;
     let mut out: BTreeMap<String, f64> = BTreeMap::new();
     for (k, n) in counts(values) {
-        let key = if kept.contains(&k) { k } else { "(other)".to_string() };
+        let key = if kept.contains(&k) {
+            k
+        } else {
+            "(other)".to_string()
+        };
         *out.entry(key).or_default() += n / total;
     }
     out
@@ -652,7 +758,10 @@ fn kept_categories(a: &[String], b: &[String]) -> std::collections::BTreeSet<Str
     }
     let mut list: Vec<(String, f64)> = both.into_iter().collect();
     list.sort_by(|x, y| y.1.total_cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
-    list.into_iter().take(MAX_CATEGORIES).map(|(k, _)| k).collect()
+    list.into_iter()
+        .take(MAX_CATEGORIES)
+        .map(|(k, _)| k)
+        .collect()
 }
 
 fn top_shares(values: &[String]) -> String {
@@ -772,7 +881,10 @@ mod tests {
         }
         let mut bad_type = check(CheckKind::Schema);
         bad_type.types.insert("a".into(), "integer".into());
-        assert_eq!(bad_type.validate(0).expect_err("type").key, "check[0].types.a");
+        assert_eq!(
+            bad_type.validate(0).expect_err("type").key,
+            "check[0].types.a"
+        );
         let mut ok = check(CheckKind::Nulls);
         ok.attribute = Some("order.amount".into());
         ok.max_null_rate = Some(0.1);
@@ -797,7 +909,9 @@ mod tests {
     #[test]
     fn ks_tells_a_drop_to_zero_from_noise() {
         let before: Vec<f64> = (0..100).map(|i| 1000.0 + (i % 10) as f64 * 10.0).collect();
-        let same: Vec<f64> = (0..60).map(|i| 1000.0 + ((i * 7) % 10) as f64 * 10.0).collect();
+        let same: Vec<f64> = (0..60)
+            .map(|i| 1000.0 + ((i * 7) % 10) as f64 * 10.0)
+            .collect();
         let zero = vec![0.0; 60];
         let (d, p) = kolmogorov_smirnov(&zero, &before);
         assert_eq!(d, 1.0);

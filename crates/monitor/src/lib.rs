@@ -1,5 +1,5 @@
 //! Watching what Sightline stores: service-level objectives and their error budgets, alert
-//! rules, their evaluation and state, silences and notifications.
+//! rules and data checks, their evaluation and state, silences and notifications.
 //!
 //! [`budget`] holds the arithmetic every SLO answer and alert is made of — the SLI from good and
 //! total request counts, the error budget and how much of it is left, burn rates over the
@@ -8,7 +8,8 @@
 //! checks `[monitor]`, `[[slo]]`, `[[alert]]` and `[[notify]]`. [`alert`] is an alert as
 //! notifications see it; [`silence`] mutes matching alerts; [`notify`] groups alerts and
 //! delivers them as Alertmanager's webhook payload or to Slack; [`deploys`] records deploys, told
-//! or observed.
+//! or observed. [`check`] holds the `[[check]]` data checks, evaluated with the rules;
+//! [`quality`] keeps the hour summaries the telemetry-quality report is judged from.
 
 #![deny(missing_docs)]
 

@@ -305,7 +305,12 @@ impl Monitor {
         tokio::spawn(async move {
             let done = Done(monitor.clone());
             let now = monitor.inner.clock.now_ns();
-            match monitor.inner.quality.refresh(&monitor.inner.engine, now, false).await {
+            match monitor
+                .inner
+                .quality
+                .refresh(&monitor.inner.engine, now, false)
+                .await
+            {
                 Ok(_) => monitor.note_quality_errors(now),
                 Err(e) => {
                     warn!(error = %e, "the quality report's hour summaries could not be refreshed; the next evaluation tries again");
@@ -790,8 +795,18 @@ impl Monitor {
         let Some((alert, samples, explained)) = view else {
             return Err(not_found(id));
         };
-        let timeline = self
-            .inner
+        let timeline = self.timeline(id);
+        Ok(AlertDetail {
+            alert,
+            timeline,
+            samples,
+            explained,
+        })
+    }
+
+    /// An alert's changes of state from `alert_events`, oldest first.
+    fn timeline(&self, id: &str) -> Vec<TimelineEntry> {
+        self.inner
             .events
             .of_alert(id)
             .into_iter()
@@ -802,13 +817,7 @@ impl Monitor {
                 value: e.value,
                 threshold: e.threshold,
             })
-            .collect();
-        Ok(AlertDetail {
-            alert,
-            timeline,
-            samples,
-            explained,
-        })
+            .collect()
     }
 
     /// Every data check with its latest result and history; when `service` is given, only the
@@ -830,22 +839,7 @@ impl Monitor {
                     Some(i) if i.phase == Phase::Inactive => "ok".to_string(),
                     Some(i) => i.phase.as_str().to_string(),
                 };
-                let history = instance
-                    .map(|i| {
-                        self.inner
-                            .events
-                            .of_alert(&i.id)
-                            .into_iter()
-                            .map(|e| TimelineEntry {
-                                time: format_time_ns(e.time_ns),
-                                time_ns: e.time_ns,
-                                state: e.state,
-                                value: e.value,
-                                threshold: e.threshold,
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let history = instance.map(|i| self.timeline(&i.id)).unwrap_or_default();
                 CheckView {
                     name: check.name.clone(),
                     kind: check.kind.as_str(),

@@ -267,16 +267,21 @@ impl QueryEngine {
         for table in [Table::Spans, Table::Logs, Table::Metrics] {
             // Buffered rows per hour: a batch may hold rows of many hours (a late record beside
             // today's), and only the hours it holds rows of should change.
-            let snapshot = self.store.snapshot(table, sightline_model::TimeRange::default());
+            let snapshot = self
+                .store
+                .snapshot(table, sightline_model::TimeRange::default());
             let mut buffered: std::collections::HashMap<i64, usize> = Default::default();
             for batch in &snapshot.batches {
                 let Some(column) = batch.column_by_name(table.time_column()) else {
                     continue;
                 };
-                let Ok(ns) = arrow::compute::cast(column, &arrow::datatypes::DataType::Int64) else {
+                let Ok(ns) = arrow::compute::cast(column, &arrow::datatypes::DataType::Int64)
+                else {
                     continue;
                 };
-                let Some(ns) = arrow::array::AsArray::as_primitive_opt::<arrow::datatypes::Int64Type>(&ns) else {
+                let Some(ns) =
+                    arrow::array::AsArray::as_primitive_opt::<arrow::datatypes::Int64Type>(&ns)
+                else {
                     continue;
                 };
                 for t in ns.iter().flatten() {
@@ -306,6 +311,20 @@ impl QueryEngine {
                     .join("/")
             })
             .collect()
+    }
+
+    /// The rows of `sql` (at most `max_rows`) as objects keyed by column name, for the fixed
+    /// questions that read their answers by name.
+    pub async fn objects(
+        &self,
+        sql: &str,
+        max_rows: usize,
+    ) -> Result<Vec<serde_json::Map<String, Value>>, Error> {
+        let (_, batches, _) = self.collect(sql, max_rows).await?;
+        Ok(batches
+            .iter()
+            .flat_map(|b| json::batch_objects(b, &[]))
+            .collect())
     }
 
     /// The bounds queries run under.

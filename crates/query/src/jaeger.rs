@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use sightline_model::TimeRange;
 
 use crate::json::batch_objects;
-use crate::overview::objects;
+use crate::overview::str_of;
 use crate::sql::{quote, time_conditions, where_clause};
 use crate::{Error, QueryEngine};
 
@@ -83,7 +83,7 @@ pub async fn services(engine: &QueryEngine, range: TimeRange) -> Result<Vec<Stri
     let sql = format!(
         "SELECT DISTINCT service_name FROM spans {filter} ORDER BY service_name LIMIT {MAX_NAMES}"
     );
-    let rows = objects(engine, &sql, MAX_NAMES).await?;
+    let rows = engine.objects(&sql, MAX_NAMES).await?;
     Ok(rows
         .iter()
         .filter_map(|r| r.get("service_name").and_then(Value::as_str))
@@ -108,12 +108,12 @@ pub async fn operations(
         "SELECT name, kind FROM spans {} GROUP BY name, kind ORDER BY name, kind LIMIT {MAX_NAMES}",
         where_clause(&conditions)
     );
-    let rows = objects(engine, &sql, MAX_NAMES).await?;
+    let rows = engine.objects(&sql, MAX_NAMES).await?;
     Ok(rows
         .iter()
         .map(|r| Operation {
-            name: text(r, "name"),
-            span_kind: text(r, "kind"),
+            name: str_of(r, "name"),
+            span_kind: str_of(r, "kind"),
         })
         .collect())
 }
@@ -146,10 +146,11 @@ pub async fn find_traces(engine: &QueryEngine, search: &TraceSearch) -> Result<V
          ORDER BY first DESC, trace_id LIMIT {limit}",
         where_clause(&conditions)
     );
-    let ids: Vec<String> = objects(engine, &sql, limit)
+    let ids: Vec<String> = engine
+        .objects(&sql, limit)
         .await?
         .iter()
-        .map(|r| text(r, "trace_id"))
+        .map(|r| str_of(r, "trace_id"))
         .collect();
     let mut traces = Vec::with_capacity(ids.len());
     for id in ids {
@@ -198,7 +199,10 @@ pub async fn dependencies(
     service: Option<&str>,
 ) -> Result<Vec<Dependency>, Error> {
     let of_service = match service {
-        Some(s) => format!(" AND (p.service_name = {0} OR c.service_name = {0})", quote(s)),
+        Some(s) => format!(
+            " AND (p.service_name = {0} OR c.service_name = {0})",
+            quote(s)
+        ),
         None => String::new(),
     };
     let mut child_conditions = time_conditions("start_time", range);
@@ -214,12 +218,12 @@ pub async fn dependencies(
         where_clause(&child_conditions),
         where_clause(&parent_conditions),
     );
-    let rows = objects(engine, &sql, MAX_NAMES).await?;
+    let rows = engine.objects(&sql, MAX_NAMES).await?;
     Ok(rows
         .iter()
         .map(|r| Dependency {
-            parent: text(r, "parent"),
-            child: text(r, "child"),
+            parent: str_of(r, "parent"),
+            child: str_of(r, "child"),
             call_count: r.get("calls").and_then(Value::as_u64).unwrap_or(0),
         })
         .collect())
@@ -252,11 +256,11 @@ fn tag_condition(key: &str, value: &str) -> String {
         _ => {
             // Span events' and links' attributes count too: their JSON text holds the pair as
             // `"key":"value"` (or `"key":value` for numbers and booleans).
-            let pair = |v: Value| {
-                quote(&format!("{}:{}", Value::String(key.to_string()), v))
-            };
+            let pair = |v: Value| quote(&format!("{}:{}", Value::String(key.to_string()), v));
             let mut pairs = vec![pair(Value::String(value.to_string()))];
-            if let Ok(scalar @ (Value::Number(_) | Value::Bool(_))) = serde_json::from_str::<Value>(value) {
+            if let Ok(scalar @ (Value::Number(_) | Value::Bool(_))) =
+                serde_json::from_str::<Value>(value)
+            {
                 pairs.push(pair(scalar));
             }
             let in_text = pairs
@@ -328,7 +332,7 @@ fn trace_model(trace_id: &str, rows: &[Map<String, Value>], cut: bool) -> Value 
     let mut process_of: HashMap<String, String> = HashMap::new();
     let mut spans = Vec::with_capacity(rows.len());
     for row in rows {
-        let service = text(row, "service_name");
+        let service = str_of(row, "service_name");
         let resource = row
             .get("resource_attributes")
             .and_then(Value::as_object)
@@ -367,12 +371,17 @@ fn trace_model(trace_id: &str, rows: &[Map<String, Value>], cut: bool) -> Value 
 }
 
 fn span_model(row: &Map<String, Value>, process_id: &str) -> Value {
-    let trace_id = text(row, "trace_id");
+    let trace_id = str_of(row, "trace_id");
     let mut references = Vec::new();
     if let Some(parent) = row.get("parent_span_id").and_then(Value::as_str) {
         references.push(json!({"refType": "CHILD_OF", "traceID": trace_id, "spanID": parent}));
     }
-    for link in row.get("links").and_then(Value::as_array).into_iter().flatten() {
+    for link in row
+        .get("links")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let (Some(t), Some(s)) = (
             link.get("trace_id").and_then(Value::as_str),
             link.get("span_id").and_then(Value::as_str),
@@ -383,17 +392,21 @@ fn span_model(row: &Map<String, Value>, process_id: &str) -> Value {
     }
     // Jaeger's order: the scope, the attributes by key, then kind and status.
     let mut tags: Vec<Value> = Vec::new();
-    if let Some(scope) = row.get("scope_name").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+    if let Some(scope) = row
+        .get("scope_name")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    {
         tags.push(tag("otel.scope.name", &json!(scope)));
     }
     if let Some(attributes) = row.get("attributes").and_then(Value::as_object) {
         tags.extend(sorted(attributes).into_iter().map(|(k, v)| tag(k, v)));
     }
-    let kind = text(row, "kind");
+    let kind = str_of(row, "kind");
     if !kind.is_empty() {
         tags.push(tag("span.kind", &json!(kind)));
     }
-    match text(row, "status").as_str() {
+    match str_of(row, "status").as_str() {
         "error" => {
             tags.push(tag("otel.status_code", &json!("ERROR")));
             tags.push(tag("error", &json!(true)));
@@ -439,8 +452,8 @@ fn span_model(row: &Map<String, Value>, process_id: &str) -> Value {
     let duration_ns = row.get("duration_ns").and_then(Value::as_i64).unwrap_or(0);
     json!({
         "traceID": trace_id,
-        "spanID": text(row, "span_id"),
-        "operationName": text(row, "name"),
+        "spanID": str_of(row, "span_id"),
+        "operationName": str_of(row, "name"),
         "references": references,
         "startTime": start_ns / 1_000,
         "duration": duration_ns / 1_000,
@@ -459,7 +472,9 @@ fn tag(key: &str, value: &Value) -> Value {
         Value::Bool(b) => ("bool", Value::Bool(*b)),
         // JavaScript reads numbers past 2^53 - 1 wrong: Jaeger sends those as digits.
         Value::Number(n) if n.is_i64() || n.is_u64() => {
-            let exact = n.as_i64().is_some_and(|i| i.unsigned_abs() <= MAX_SAFE_INTEGER);
+            let exact = n
+                .as_i64()
+                .is_some_and(|i| i.unsigned_abs() <= MAX_SAFE_INTEGER);
             if exact {
                 ("int64", Value::Number(n.clone()))
             } else {
@@ -479,14 +494,6 @@ const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 fn sorted(map: &Map<String, Value>) -> Vec<(&String, &Value)> {
     map.iter().collect::<BTreeMap<_, _>>().into_iter().collect()
 }
-
-fn text(row: &Map<String, Value>, column: &str) -> String {
-    row.get(column)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
-}
-
 
 #[cfg(test)]
 mod tests {
@@ -525,9 +532,15 @@ mod tests {
         assert_eq!(tag("a", &json!("x"))["type"], "string");
         assert_eq!(tag("a", &json!(true))["type"], "bool");
         assert_eq!(tag("a", &json!(42))["type"], "int64");
-        assert_eq!(tag("a", &json!(9_223_372_036_854_775_222i64))["value"], "9223372036854775222");
+        assert_eq!(
+            tag("a", &json!(9_223_372_036_854_775_222i64))["value"],
+            "9223372036854775222"
+        );
         assert_eq!(tag("a", &json!(4.5))["type"], "float64");
-        assert_eq!(tag("a", &json!([1, 2])), json!({"key": "a", "type": "string", "value": "[1,2]"}));
+        assert_eq!(
+            tag("a", &json!([1, 2])),
+            json!({"key": "a", "type": "string", "value": "[1,2]"})
+        );
     }
 
     #[test]
@@ -554,11 +567,23 @@ mod tests {
         assert_eq!(span["references"][1]["refType"], "FOLLOWS_FROM");
         let tags = span["tags"].as_array().expect("tags");
         let find = |k: &str| tags.iter().find(|t| t["key"] == k).cloned();
-        assert_eq!(find("http.status_code"), Some(json!({"key": "http.status_code", "type": "int64", "value": 500})));
-        assert_eq!(find("error"), Some(json!({"key": "error", "type": "bool", "value": true})));
-        assert_eq!(find("span.kind").map(|t| t["value"].clone()), Some(json!("server")));
+        assert_eq!(
+            find("http.status_code"),
+            Some(json!({"key": "http.status_code", "type": "int64", "value": 500}))
+        );
+        assert_eq!(
+            find("error"),
+            Some(json!({"key": "error", "type": "bool", "value": true}))
+        );
+        assert_eq!(
+            find("span.kind").map(|t| t["value"].clone()),
+            Some(json!("server"))
+        );
         assert_eq!(span["logs"][0]["timestamp"], 1_700_000_000_123_456i64);
-        assert_eq!(span["logs"][0]["fields"][0], json!({"key": "event", "type": "string", "value": "exception"}));
+        assert_eq!(
+            span["logs"][0]["fields"][0],
+            json!({"key": "event", "type": "string", "value": "exception"})
+        );
         assert_eq!(
             trace["processes"]["p1"],
             json!({"serviceName": "orders", "tags": [{"key": "host.name", "type": "string", "value": "web-1"}]})

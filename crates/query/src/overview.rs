@@ -8,7 +8,6 @@ use sightline_model::TimeRange;
 
 use crate::engine::QueryEngine;
 use crate::error::Error;
-use crate::json::batch_objects;
 use crate::sql::{quote, time_conditions, where_clause};
 use sightline_model::request::{ROUTE_SQL, is_failure_sql, is_request_sql};
 use sightline_model::rollup::RequestTotals;
@@ -133,21 +132,12 @@ fn f64_of(row: &Map<String, Value>, key: &str) -> Option<f64> {
     row.get(key).and_then(Value::as_f64)
 }
 
-fn str_of(row: &Map<String, Value>, key: &str) -> String {
+/// A row's text cell, or empty.
+pub(crate) fn str_of(row: &Map<String, Value>, key: &str) -> String {
     row.get(key)
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string()
-}
-
-/// The rows of `sql` (at most `max_rows`) as objects keyed by column name.
-pub(crate) async fn objects(
-    engine: &QueryEngine,
-    sql: &str,
-    max_rows: usize,
-) -> Result<Vec<Map<String, Value>>, Error> {
-    let (_, batches, _) = engine.collect(sql, max_rows).await?;
-    Ok(batches.iter().flat_map(|b| batch_objects(b, &[])).collect())
 }
 
 /// Requests, errors and (when `latency`) latency percentiles over time, per service (or for
@@ -182,7 +172,7 @@ pub async fn red_series(
         failed = is_failure_sql(),
     );
     let mut out: BTreeMap<String, RedSeries> = BTreeMap::new();
-    for row in objects(engine, &sql, 1_000_000).await? {
+    for row in engine.objects(&sql, 1_000_000).await? {
         let Some(i) = buckets.row_index(&row) else {
             continue;
         };
@@ -324,7 +314,8 @@ pub async fn requests(
          service_version FROM spans WHERE {} ORDER BY {order_by} LIMIT {limit}",
         conditions.join(" AND ")
     );
-    Ok(objects(engine, &sql, limit)
+    Ok(engine
+        .objects(&sql, limit)
         .await?
         .into_iter()
         .map(|row| RequestSpan {
@@ -391,17 +382,125 @@ struct RuntimeKind {
 /// `opentelemetry-instrumentation-system-metrics` (process.*, cpython.gc.*) and
 /// `prometheus_client`'s process and GC collectors.
 const RUNTIME: &[RuntimeKind] = &[
-    RuntimeKind { names: &["process.cpu.time", "process_cpu_seconds_total", "process.runtime.cpython.cpu_time"], title: "CPU", caption_unit: "cores", chart_unit: "cores", rate: true, scale: 1.0, only: None },
-    RuntimeKind { names: &["process.memory.usage", "process_resident_memory_bytes", "process.runtime.cpython.memory"], title: "Resident memory", caption_unit: "bytes", chart_unit: "By", rate: false, scale: 1.0, only: Some(("type", "rss")) },
-    RuntimeKind { names: &["process.thread.count", "process.runtime.cpython.thread_count"], title: "Threads", caption_unit: "count", chart_unit: "{thread}", rate: false, scale: 1.0, only: None },
-    RuntimeKind { names: &["process.context_switches", "process.runtime.cpython.context_switches"], title: "Context switches", caption_unit: "per second", chart_unit: "/s", rate: true, scale: 1.0, only: None },
-    RuntimeKind { names: &["cpython.gc.collections", "python_gc_collections_total"], title: "GC collections", caption_unit: "per second", chart_unit: "/s", rate: true, scale: 1.0, only: None },
-    RuntimeKind { names: &["process.open_file_descriptor.count", "process_open_fds"], title: "Open file descriptors", caption_unit: "count", chart_unit: "{file_descriptor}", rate: false, scale: 1.0, only: None },
-    RuntimeKind { names: &["process.cpu.utilization"], title: "CPU utilization", caption_unit: "% of all cores", chart_unit: "%", rate: false, scale: 100.0, only: None },
-    RuntimeKind { names: &["process.memory.virtual", "process_virtual_memory_bytes"], title: "Virtual memory", caption_unit: "bytes", chart_unit: "By", rate: false, scale: 1.0, only: None },
-    RuntimeKind { names: &["process.disk.io"], title: "Disk I/O", caption_unit: "bytes per second", chart_unit: "By/s", rate: true, scale: 1.0, only: None },
-    RuntimeKind { names: &["cpython.gc.collected_objects", "python_gc_objects_collected_total"], title: "GC collected objects", caption_unit: "per second", chart_unit: "/s", rate: true, scale: 1.0, only: None },
-    RuntimeKind { names: &["cpython.gc.uncollectable_objects", "python_gc_objects_uncollectable_total"], title: "GC uncollectable objects", caption_unit: "per second", chart_unit: "/s", rate: true, scale: 1.0, only: None },
+    RuntimeKind {
+        names: &[
+            "process.cpu.time",
+            "process_cpu_seconds_total",
+            "process.runtime.cpython.cpu_time",
+        ],
+        title: "CPU",
+        caption_unit: "cores",
+        chart_unit: "cores",
+        rate: true,
+        scale: 1.0,
+        only: None,
+    },
+    RuntimeKind {
+        names: &[
+            "process.memory.usage",
+            "process_resident_memory_bytes",
+            "process.runtime.cpython.memory",
+        ],
+        title: "Resident memory",
+        caption_unit: "bytes",
+        chart_unit: "By",
+        rate: false,
+        scale: 1.0,
+        only: Some(("type", "rss")),
+    },
+    RuntimeKind {
+        names: &[
+            "process.thread.count",
+            "process.runtime.cpython.thread_count",
+        ],
+        title: "Threads",
+        caption_unit: "count",
+        chart_unit: "{thread}",
+        rate: false,
+        scale: 1.0,
+        only: None,
+    },
+    RuntimeKind {
+        names: &[
+            "process.context_switches",
+            "process.runtime.cpython.context_switches",
+        ],
+        title: "Context switches",
+        caption_unit: "per second",
+        chart_unit: "/s",
+        rate: true,
+        scale: 1.0,
+        only: None,
+    },
+    RuntimeKind {
+        names: &["cpython.gc.collections", "python_gc_collections_total"],
+        title: "GC collections",
+        caption_unit: "per second",
+        chart_unit: "/s",
+        rate: true,
+        scale: 1.0,
+        only: None,
+    },
+    RuntimeKind {
+        names: &["process.open_file_descriptor.count", "process_open_fds"],
+        title: "Open file descriptors",
+        caption_unit: "count",
+        chart_unit: "{file_descriptor}",
+        rate: false,
+        scale: 1.0,
+        only: None,
+    },
+    RuntimeKind {
+        names: &["process.cpu.utilization"],
+        title: "CPU utilization",
+        caption_unit: "% of all cores",
+        chart_unit: "%",
+        rate: false,
+        scale: 100.0,
+        only: None,
+    },
+    RuntimeKind {
+        names: &["process.memory.virtual", "process_virtual_memory_bytes"],
+        title: "Virtual memory",
+        caption_unit: "bytes",
+        chart_unit: "By",
+        rate: false,
+        scale: 1.0,
+        only: None,
+    },
+    RuntimeKind {
+        names: &["process.disk.io"],
+        title: "Disk I/O",
+        caption_unit: "bytes per second",
+        chart_unit: "By/s",
+        rate: true,
+        scale: 1.0,
+        only: None,
+    },
+    RuntimeKind {
+        names: &[
+            "cpython.gc.collected_objects",
+            "python_gc_objects_collected_total",
+        ],
+        title: "GC collected objects",
+        caption_unit: "per second",
+        chart_unit: "/s",
+        rate: true,
+        scale: 1.0,
+        only: None,
+    },
+    RuntimeKind {
+        names: &[
+            "cpython.gc.uncollectable_objects",
+            "python_gc_objects_uncollectable_total",
+        ],
+        title: "GC uncollectable objects",
+        caption_unit: "per second",
+        chart_unit: "/s",
+        rate: true,
+        scale: 1.0,
+        only: None,
+    },
 ];
 
 /// Other metrics the page charts under their own names: queue depths (a worker falling behind).
@@ -424,7 +523,10 @@ pub async fn runtime_metrics(
         .flat_map(|k| k.names.iter())
         .map(|n| quote(n))
         .collect();
-    conditions.push(format!("(name IN ({}) OR {QUEUE_METRICS})", known.join(", ")));
+    conditions.push(format!(
+        "(name IN ({}) OR {QUEUE_METRICS})",
+        known.join(", ")
+    ));
     let sql = format!(
         "SELECT name, max(unit) AS unit, attributes, {bucket} AS bucket, \
          bool_or(coalesce(monotonic, false)) AS counter, \
@@ -437,7 +539,7 @@ pub async fn runtime_metrics(
     type Points = Vec<Option<(f64, f64, f64)>>;
     let mut by_name: BTreeMap<String, (Option<String>, bool, Vec<(String, Points)>)> =
         BTreeMap::new();
-    for row in objects(engine, &sql, 1_000_000).await? {
+    for row in engine.objects(&sql, 1_000_000).await? {
         let Some(i) = buckets.row_index(&row) else {
             continue;
         };
@@ -488,12 +590,10 @@ pub async fn runtime_metrics(
             })
             .take(MAX_LINES)
             .map(|(attributes, points)| {
-                let values = if rate {
-                    per_second(points, &buckets)
-                } else {
-                    points.iter().map(|p| p.map(|(mean, _, _)| mean * kind.scale)).collect()
-                };
-                (runtime_label(attributes, kind.only), values)
+                (
+                    runtime_label(attributes, kind.only),
+                    line_values(points, rate, kind.scale, &buckets),
+                )
             })
             .collect();
         charts.push(MetricChart {
@@ -513,19 +613,21 @@ pub async fn runtime_metrics(
         charts.push(MetricChart {
             name: name.clone(),
             title: name.clone(),
-            caption_unit: if *counter { "per second".into() } else { unit.clone() },
+            caption_unit: if *counter {
+                "per second".into()
+            } else {
+                unit.clone()
+            },
             chart_unit: if *counter { "/s".into() } else { unit },
             per_second: *counter,
             lines: series
                 .iter()
                 .take(MAX_LINES)
                 .map(|(attributes, points)| {
-                    let values = if *counter {
-                        per_second(points, &buckets)
-                    } else {
-                        points.iter().map(|p| p.map(|(mean, _, _)| mean)).collect()
-                    };
-                    (attributes_label(attributes), values)
+                    (
+                        attributes_label(attributes),
+                        line_values(points, *counter, 1.0, &buckets),
+                    )
                 })
                 .collect(),
         });
@@ -533,9 +635,26 @@ pub async fn runtime_metrics(
     Ok(charts)
 }
 
-/// A cumulative counter's increase per second in each bucket: from the previous bucket's last
-/// value to this one's (the first value of the first bucket seen), a drop being a reset that
-/// counts from zero.
+/// A line's values per bucket: a counter's increase per second, else the mean times `scale`.
+fn line_values(
+    points: &[Option<(f64, f64, f64)>],
+    rate: bool,
+    scale: f64,
+    buckets: &Buckets,
+) -> Vec<Option<f64>> {
+    if rate {
+        per_second(points, buckets)
+    } else {
+        points
+            .iter()
+            .map(|p| p.map(|(mean, _, _)| mean * scale))
+            .collect()
+    }
+}
+
+/// A cumulative counter's increase per second in each bucket: from the last value of the
+/// previous bucket with a point to this one's (the first value of the first bucket seen), a
+/// drop being a reset that counts from zero.
 fn per_second(points: &[Option<(f64, f64, f64)>], buckets: &Buckets) -> Vec<Option<f64>> {
     // (the bucket, its last value) of the latest bucket with a point: a service that exports
     // less often than the buckets are wide leaves buckets between without one, and the
@@ -626,7 +745,7 @@ async fn names_in(
     for (table, column) in tables {
         let filter = where_clause(&time_conditions(column, range));
         let sql = format!("SELECT DISTINCT service_name FROM {table} {filter}");
-        for row in objects(engine, &sql, 10_000).await? {
+        for row in engine.objects(&sql, 10_000).await? {
             names.insert(str_of(&row, "service_name"));
         }
     }
@@ -665,7 +784,7 @@ pub async fn incoming_links(
         conditions.join(" AND ")
     );
     let mut out = Vec::new();
-    for row in objects(engine, &sql, 1000).await? {
+    for row in engine.objects(&sql, 1000).await? {
         let Ok(Value::Array(links)) = serde_json::from_str::<Value>(&str_of(&row, "links")) else {
             continue;
         };
@@ -697,7 +816,12 @@ mod tests {
         let b = Buckets::over(0, 3600 * NS);
         assert_eq!(b.step_ns, 60 * NS);
         // One point a bucket (10, 70, then a restart to 5): 60 in the second minute, 5 in the third.
-        let points = vec![Some((10.0, 10.0, 10.0)), Some((70.0, 70.0, 70.0)), Some((5.0, 5.0, 5.0)), None];
+        let points = vec![
+            Some((10.0, 10.0, 10.0)),
+            Some((70.0, 70.0, 70.0)),
+            Some((5.0, 5.0, 5.0)),
+            None,
+        ];
         let rates = per_second(&points, &b);
         assert_eq!(rates[0], Some(0.0));
         assert_eq!(rates[1], Some(1.0));
@@ -710,8 +834,14 @@ mod tests {
 
     #[test]
     fn runtime_lines_are_labelled_without_what_a_filter_fixed_or_twice_named_generations() {
-        assert_eq!(runtime_label(r#"{"cpython.gc.generation":0,"generation":"0"}"#, None), "generation=0");
-        assert_eq!(runtime_label(r#"{"type":"rss"}"#, Some(("type", "rss"))), "all");
+        assert_eq!(
+            runtime_label(r#"{"cpython.gc.generation":0,"generation":"0"}"#, None),
+            "generation=0"
+        );
+        assert_eq!(
+            runtime_label(r#"{"type":"rss"}"#, Some(("type", "rss"))),
+            "all"
+        );
         assert!(attribute_is(r#"{"type":"rss"}"#, "type", "rss"));
         assert!(!attribute_is(r#"{"type":"vms"}"#, "type", "rss"));
     }
@@ -783,8 +913,12 @@ pub async fn exemplars(
         where_clause(&conditions)
     );
     let mut per_bucket: Vec<Vec<Exemplar>> = vec![Vec::new(); buckets.count];
-    for row in objects(engine, &sql, 20_000).await? {
-        let scale_ms = if str_of(&row, "unit") == "s" { 1e3 } else { 1.0 };
+    for row in engine.objects(&sql, 20_000).await? {
+        let scale_ms = if str_of(&row, "unit") == "s" {
+            1e3
+        } else {
+            1.0
+        };
         let Ok(Value::Array(items)) = serde_json::from_str::<Value>(&str_of(&row, "exemplars"))
         else {
             continue;
@@ -842,7 +976,8 @@ async fn slowest_per_bucket(
         bucket = buckets.sql("start_time"),
         filter = where_clause(&conditions),
     );
-    Ok(objects(engine, &sql, buckets.count + 1)
+    Ok(engine
+        .objects(&sql, buckets.count + 1)
         .await?
         .iter()
         .filter_map(|row| {

@@ -23,6 +23,7 @@ use serde_json::{Map, Value};
 use sightline_model::request::ROUTE_SQL;
 
 use crate::json::format_time_ns;
+use crate::overview::str_of;
 use crate::sql::time_literal;
 use crate::{Error, QueryEngine};
 
@@ -342,17 +343,22 @@ pub async fn summarize_hour(
     }
     for row in &keys {
         if let Some(group) = groups.get_mut(&span_key(row)) {
-            let key_type = text(row, "key_type");
+            let key_type = str_of(row, "key_type");
             *group.keys.entry(key_type).or_default() += int(row, "n");
         }
     }
     summary.spans = groups.into_values().collect();
     for row in &orphans {
-        summary.orphans.insert(text(row, "service_name"), int(row, "n"));
+        summary
+            .orphans
+            .insert(str_of(row, "service_name"), int(row, "n"));
     }
     let mut log_groups: BTreeMap<(String, Option<String>), LogGroup> = BTreeMap::new();
     for row in &logs {
-        let key = (text(row, "service_name"), opt_text(row, "service_version"));
+        let key = (
+            str_of(row, "service_name"),
+            opt_text(row, "service_version"),
+        );
         let group = log_groups.entry(key.clone()).or_insert_with(|| LogGroup {
             service: key.0.clone(),
             version: key.1.clone(),
@@ -368,11 +374,11 @@ pub async fn summarize_hour(
     summary.metrics = metrics
         .iter()
         .map(|row| MetricGroup {
-            service: text(row, "service_name"),
+            service: str_of(row, "service_name"),
             version: opt_text(row, "service_version"),
-            name: text(row, "name"),
-            unit: text(row, "unit"),
-            kind: text(row, "type"),
+            name: str_of(row, "name"),
+            unit: str_of(row, "unit"),
+            kind: str_of(row, "type"),
             count: int(row, "n"),
             value_sum: float(row, "value_sum"),
             value_count: float(row, "value_count"),
@@ -382,7 +388,7 @@ pub async fn summarize_hour(
         .collect();
     for row in &names {
         summary.distinct.push(DistinctCount {
-            service: text(row, "service_name"),
+            service: str_of(row, "service_name"),
             subject: "span name".into(),
             distinct: int(row, "d"),
             records: int(row, "n"),
@@ -390,8 +396,8 @@ pub async fn summarize_hour(
     }
     for row in &labels {
         summary.distinct.push(DistinctCount {
-            service: text(row, "service_name"),
-            subject: format!("label {} of {}", text(row, "label"), text(row, "name")),
+            service: str_of(row, "service_name"),
+            subject: format!("label {} of {}", str_of(row, "label"), str_of(row, "name")),
             distinct: int(row, "d"),
             records: int(row, "n"),
         });
@@ -403,11 +409,11 @@ type SpanKey = (String, Option<String>, String, String, String, bool);
 
 fn span_key(row: &Map<String, Value>) -> SpanKey {
     (
-        text(row, "service_name"),
+        str_of(row, "service_name"),
         opt_text(row, "service_version"),
-        text(row, "kind"),
-        text(row, "route"),
-        text(row, "name"),
+        str_of(row, "kind"),
+        str_of(row, "route"),
+        str_of(row, "name"),
         row.get("root").and_then(Value::as_bool).unwrap_or(false),
     )
 }
@@ -417,13 +423,6 @@ fn minute_bit(row: &Map<String, Value>) -> u64 {
         Some(m) if (0..60).contains(&m) => 1u64 << m,
         _ => 0,
     }
-}
-
-fn text(row: &Map<String, Value>, key: &str) -> String {
-    row.get(key)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
 }
 
 fn opt_text(row: &Map<String, Value>, key: &str) -> Option<String> {
@@ -534,7 +533,8 @@ pub fn register(ctx: &datafusion::prelude::SessionContext) {
     for (name, each) in [
         (
             KEY_TYPES_FUNCTION,
-            (|k: &str, v: &Value| format!("{k}{KEY_TYPE}{}", json_type(v))) as fn(&str, &Value) -> String,
+            (|k: &str, v: &Value| format!("{k}{KEY_TYPE}{}", json_type(v)))
+                as fn(&str, &Value) -> String,
         ),
         (KEY_VALUES_FUNCTION, |k: &str, v: &Value| match v {
             Value::String(s) => format!("{k}={s}"),
@@ -728,18 +728,30 @@ fn freshness(hours: &[HourSummary], window: &ReportWindow) -> Vec<Finding> {
     let mut series: BTreeMap<(&str, String), Activity> = BTreeMap::new();
     for h in hours {
         for g in &h.spans {
-            services.entry(&g.service).or_default().add(h.hour_ns, g.minutes, g.last_ns);
+            services
+                .entry(&g.service)
+                .or_default()
+                .add(h.hour_ns, g.minutes, g.last_ns);
             let request = g.kind == "server" || g.kind == "consumer";
             if request {
                 let what = format!("route {}", g.route);
-                series.entry((&g.service, what)).or_default().add(h.hour_ns, g.minutes, g.last_ns);
+                series
+                    .entry((&g.service, what))
+                    .or_default()
+                    .add(h.hour_ns, g.minutes, g.last_ns);
             } else if g.root {
                 let what = format!("job {}", g.name);
-                series.entry((&g.service, what)).or_default().add(h.hour_ns, g.minutes, g.last_ns);
+                series
+                    .entry((&g.service, what))
+                    .or_default()
+                    .add(h.hour_ns, g.minutes, g.last_ns);
             }
         }
         for g in &h.logs {
-            services.entry(&g.service).or_default().add(h.hour_ns, g.minutes, g.last_ns);
+            services
+                .entry(&g.service)
+                .or_default()
+                .add(h.hour_ns, g.minutes, g.last_ns);
         }
     }
     // Judged as of when the newest summary was made (a kept summary of the current hour may be
@@ -813,11 +825,21 @@ fn volume(hours: &[HourSummary], window: &ReportWindow) -> Vec<Finding> {
     for h in hours {
         for g in &h.spans {
             if g.kind == "server" || g.kind == "consumer" {
-                counts.entry(&g.service).or_default().entry(h.hour_ns).or_default().0 += g.count;
+                counts
+                    .entry(&g.service)
+                    .or_default()
+                    .entry(h.hour_ns)
+                    .or_default()
+                    .0 += g.count;
             }
         }
         for g in &h.logs {
-            counts.entry(&g.service).or_default().entry(h.hour_ns).or_default().1 += g.count;
+            counts
+                .entry(&g.service)
+                .or_default()
+                .entry(h.hour_ns)
+                .or_default()
+                .1 += g.count;
         }
     }
     let mut out = Vec::new();
@@ -955,7 +977,10 @@ fn schema(hours: &[HourSummary], window: &ReportWindow) -> Vec<Finding> {
                         gone.insert(key.clone());
                     } else if a >= 0.5 && b < 0.05 {
                         new_keys.insert(key.clone());
-                    } else if b >= 0.5 && a >= 0.5 && usual_type(before, key) != usual_type(after, key) {
+                    } else if b >= 0.5
+                        && a >= 0.5
+                        && usual_type(before, key) != usual_type(after, key)
+                    {
                         retyped.insert(format!(
                             "{key} ({} → {})",
                             usual_type(before, key).unwrap_or_default(),
@@ -1025,8 +1050,14 @@ fn schema(hours: &[HourSummary], window: &ReportWindow) -> Vec<Finding> {
             } else {
                 Severity::Warn
             };
-            let first = first_seen.get(&(*service, new)).copied().unwrap_or(window.start_ns);
-            let last = last_seen.get(&(*service, new)).copied().unwrap_or(window.end_ns);
+            let first = first_seen
+                .get(&(*service, new))
+                .copied()
+                .unwrap_or(window.start_ns);
+            let last = last_seen
+                .get(&(*service, new))
+                .copied()
+                .unwrap_or(window.end_ns);
             out.push(finding(
                 "schema",
                 service,
@@ -1104,7 +1135,13 @@ fn units(hours: &[HourSummary], window: &ReportWindow) -> Vec<Finding> {
                     .unwrap_or_default()
             };
             let (u_old, u_new) = (unit(before), unit(after));
-            let shown = |u: &str| if u.is_empty() { "no unit".to_string() } else { u.to_string() };
+            let shown = |u: &str| {
+                if u.is_empty() {
+                    "no unit".to_string()
+                } else {
+                    u.to_string()
+                }
+            };
             if u_old != u_new {
                 out.push(finding(
                     "units",
@@ -1235,7 +1272,9 @@ fn cardinality(hours: &[&HourSummary], window: &ReportWindow) -> Vec<Finding> {
     for h in hours {
         for d in &h.distinct {
             if d.distinct >= 1000 && d.distinct as f64 >= 0.5 * d.records as f64 {
-                let e = worst.entry((&d.service, &d.subject)).or_insert((0, 0, h.hour_ns));
+                let e = worst
+                    .entry((&d.service, &d.subject))
+                    .or_insert((0, 0, h.hour_ns));
                 if d.distinct > e.0 {
                     *e = (d.distinct, d.records, h.hour_ns);
                 }
@@ -1293,8 +1332,16 @@ fn completeness(hours: &[&HourSummary], window: &ReportWindow) -> Vec<Finding> {
     for (service, c) in &by {
         if c.http_server >= MIN_RECORDS {
             for (missing, what, why) in [
-                (c.no_route, "http.route", "they are grouped by their raw name, so a route with ids in its path becomes thousands of routes"),
-                (c.no_status, "a status code", "their failures can only be told by status, and HTTP 5xx answers are not counted as errors"),
+                (
+                    c.no_route,
+                    "http.route",
+                    "they are grouped by their raw name, so a route with ids in its path becomes thousands of routes",
+                ),
+                (
+                    c.no_status,
+                    "a status code",
+                    "their failures can only be told by status, and HTTP 5xx answers are not counted as errors",
+                ),
             ] {
                 let share = missing as f64 / c.http_server as f64;
                 if share > 0.1 {
@@ -1388,7 +1435,11 @@ fn ingest(notes: &BTreeMap<String, IngestNotes>, window: &ReportWindow) -> Vec<F
                 service,
                 None,
                 Severity::Warn,
-                format!("ingest refused {} of {} records", n.refused, possessive(service)),
+                format!(
+                    "ingest refused {} of {} records",
+                    n.refused,
+                    possessive(service)
+                ),
                 format!(
                     "since {since}; the first reason: {}",
                     n.first_refusal.as_deref().unwrap_or("not kept")
@@ -1405,7 +1456,9 @@ fn ingest(notes: &BTreeMap<String, IngestNotes>, window: &ReportWindow) -> Vec<F
                 Severity::Info,
                 format!(
                     "ingest cut {} long values and dropped {} attributes of {} records ([limits])",
-                    n.truncated, n.dropped, possessive(service)
+                    n.truncated,
+                    n.dropped,
+                    possessive(service)
                 ),
                 format!("since {since}; the records were kept, changed"),
                 n.since_ns,
@@ -1442,7 +1495,13 @@ mod tests {
         }
     }
 
-    fn group(service: &str, version: &str, name: &str, count: u64, keys: &[(&str, &str)]) -> SpanGroup {
+    fn group(
+        service: &str,
+        version: &str,
+        name: &str,
+        count: u64,
+        keys: &[(&str, &str)],
+    ) -> SpanGroup {
         SpanGroup {
             service: service.into(),
             version: Some(version.into()),
@@ -1472,29 +1531,79 @@ mod tests {
                 g
             })
             .collect();
-        HourSummary { hour_ns: at, spans, ..Default::default() }
+        HourSummary {
+            hour_ns: at,
+            spans,
+            ..Default::default()
+        }
     }
 
     #[test]
     fn a_release_that_renames_attributes_is_one_schema_finding_naming_the_renames() {
         let h1 = NOW.div_euclid(HOUR_NS) * HOUR_NS - 3 * HOUR_NS;
-        let old = [("http.status_code", "number"), ("http.method", "string"), ("cart.id", "string"), ("net.peer.port", "number")];
-        let new = [("http.response.status_code", "number"), ("http.request.method", "string"), ("cart.id", "number"), ("client.port", "number")];
+        let old = [
+            ("http.status_code", "number"),
+            ("http.method", "string"),
+            ("cart.id", "string"),
+            ("net.peer.port", "number"),
+        ];
+        let new = [
+            ("http.response.status_code", "number"),
+            ("http.request.method", "string"),
+            ("cart.id", "number"),
+            ("client.port", "number"),
+        ];
         let hours = vec![
-            hour(h1, vec![group("shop", "1.4.0", "GET /cart", 30, &old), group("shop", "1.4.0", "GET /pay", 30, &old)]),
-            hour(h1 + HOUR_NS, vec![group("shop", "2.0.0", "GET /cart", 30, &new), group("shop", "2.0.0", "GET /pay", 30, &new)]),
+            hour(
+                h1,
+                vec![
+                    group("shop", "1.4.0", "GET /cart", 30, &old),
+                    group("shop", "1.4.0", "GET /pay", 30, &old),
+                ],
+            ),
+            hour(
+                h1 + HOUR_NS,
+                vec![
+                    group("shop", "2.0.0", "GET /cart", 30, &new),
+                    group("shop", "2.0.0", "GET /pay", 30, &new),
+                ],
+            ),
         ];
         let found = findings(&hours, &BTreeMap::new(), &window());
         let schema: Vec<&Finding> = found.iter().filter(|f| f.check == "schema").collect();
         assert_eq!(schema.len(), 1, "{found:#?}");
         let f = schema[0];
-        assert_eq!((f.service.as_str(), f.version.as_deref(), f.severity), ("shop", Some("2.0.0"), Severity::Warn));
-        assert!(f.summary.contains("http.status_code → http.response.status_code"), "{}", f.summary);
-        assert!(f.summary.contains("http.method → http.request.method"), "{}", f.summary);
-        assert!(f.summary.contains("cart.id (string → number)"), "{}", f.summary);
-        assert!(!f.summary.contains("dropped"), "renames are not drops: {}", f.summary);
+        assert_eq!(
+            (f.service.as_str(), f.version.as_deref(), f.severity),
+            ("shop", Some("2.0.0"), Severity::Warn)
+        );
+        assert!(
+            f.summary
+                .contains("http.status_code → http.response.status_code"),
+            "{}",
+            f.summary
+        );
+        assert!(
+            f.summary.contains("http.method → http.request.method"),
+            "{}",
+            f.summary
+        );
+        assert!(
+            f.summary.contains("cart.id (string → number)"),
+            "{}",
+            f.summary
+        );
+        assert!(
+            !f.summary.contains("dropped"),
+            "renames are not drops: {}",
+            f.summary
+        );
         // A server span's peer is its client.
-        assert!(f.summary.contains("net.peer.port → client.port"), "{}", f.summary);
+        assert!(
+            f.summary.contains("net.peer.port → client.port"),
+            "{}",
+            f.summary
+        );
         assert!(!f.summary.contains("server.port"), "{}", f.summary);
     }
 
@@ -1519,13 +1628,24 @@ mod tests {
         b.metrics = vec![metric("2.0.0", "s", 0.12, h1 + HOUR_NS)];
         let found = findings(&[a.clone(), b], &BTreeMap::new(), &window());
         assert_eq!(found.len(), 1, "{found:#?}");
-        assert_eq!((found[0].check, found[0].severity), ("units", Severity::Error));
-        assert!(found[0].summary.contains("from ms in 1.4.0 to s in 2.0.0"), "{}", found[0].summary);
+        assert_eq!(
+            (found[0].check, found[0].severity),
+            ("units", Severity::Error)
+        );
+        assert!(
+            found[0].summary.contains("from ms in 1.4.0 to s in 2.0.0"),
+            "{}",
+            found[0].summary
+        );
         // The same unit with values a thousand times smaller is a warning.
         let mut c = hour(h1 + HOUR_NS, vec![]);
         c.metrics = vec![metric("2.0.0", "ms", 0.12, h1 + HOUR_NS)];
         let found = findings(&[a, c], &BTreeMap::new(), &window());
-        assert_eq!((found[0].check, found[0].severity), ("units", Severity::Warn), "{found:#?}");
+        assert_eq!(
+            (found[0].check, found[0].severity),
+            ("units", Severity::Warn),
+            "{found:#?}"
+        );
     }
 
     #[test]
@@ -1536,12 +1656,20 @@ mod tests {
             let mut at = start;
             while at < until {
                 let minutes_in = ((until - at) / NS_PER_MINUTE).min(60) as u32;
-                let bits = if minutes_in >= 64 { u64::MAX } else { (1u64 << minutes_in) - 1 };
+                let bits = if minutes_in >= 64 {
+                    u64::MAX
+                } else {
+                    (1u64 << minutes_in) - 1
+                };
                 let mut g = group(service, "1.0.0", "GET /x", 60, &[]);
                 g.minutes = bits;
                 g.first_ns = at;
                 g.last_ns = at + (minutes_in as i64 - 1) * NS_PER_MINUTE;
-                hours.push(HourSummary { hour_ns: at, spans: vec![g], ..Default::default() });
+                hours.push(HourSummary {
+                    hour_ns: at,
+                    spans: vec![g],
+                    ..Default::default()
+                });
                 at += HOUR_NS;
             }
             hours
@@ -1550,8 +1678,15 @@ mod tests {
         hours.extend(every_minute("catalog", NOW));
         let found = findings(&hours, &BTreeMap::new(), &window());
         assert_eq!(found.len(), 1, "{found:#?}");
-        assert_eq!((found[0].check, found[0].service.as_str(), found[0].severity), ("freshness", "ledger", Severity::Error));
-        assert!(found[0].summary.contains("usually reports every 1 minute"), "{}", found[0].summary);
+        assert_eq!(
+            (found[0].check, found[0].service.as_str(), found[0].severity),
+            ("freshness", "ledger", Severity::Error)
+        );
+        assert!(
+            found[0].summary.contains("usually reports every 1 minute"),
+            "{}",
+            found[0].summary
+        );
     }
 
     #[test]
@@ -1559,11 +1694,23 @@ mod tests {
         let h = NOW.div_euclid(HOUR_NS) * HOUR_NS - 2 * HOUR_NS;
         let mut summary = hour(h, vec![group("api", "1", "GET /", 100, &[])]);
         summary.spans[0].minutes = 0; // no cadence: this is about correlation only
-        summary.logs = vec![LogGroup { service: "mailer".into(), count: 40, with_trace: 4, ..Default::default() }];
+        summary.logs = vec![LogGroup {
+            service: "mailer".into(),
+            count: 40,
+            with_trace: 4,
+            ..Default::default()
+        }];
         summary.orphans.insert("api".into(), 30);
         let found = findings(&[summary], &BTreeMap::new(), &window());
-        let checks: Vec<(&str, &str)> = found.iter().map(|f| (f.check, f.service.as_str())).collect();
-        assert_eq!(checks, [("correlation", "api"), ("correlation", "mailer")], "{found:#?}");
+        let checks: Vec<(&str, &str)> = found
+            .iter()
+            .map(|f| (f.check, f.service.as_str()))
+            .collect();
+        assert_eq!(
+            checks,
+            [("correlation", "api"), ("correlation", "mailer")],
+            "{found:#?}"
+        );
     }
 
     #[test]
@@ -1571,24 +1718,45 @@ mod tests {
         let last = NOW.div_euclid(HOUR_NS) * HOUR_NS - HOUR_NS;
         let mut hours = Vec::new();
         for d in 1..=3 {
-            hours.push(hour(last - d * 24 * HOUR_NS, vec![group("api", "1", "GET /", 600, &[])]));
+            hours.push(hour(
+                last - d * 24 * HOUR_NS,
+                vec![group("api", "1", "GET /", 600, &[])],
+            ));
         }
         hours.push(hour(last, vec![group("api", "1", "GET /", 50, &[])]));
         let found = findings(&hours, &BTreeMap::new(), &window());
         let volume: Vec<&Finding> = found.iter().filter(|f| f.check == "volume").collect();
         assert_eq!(volume.len(), 1, "{found:#?}");
-        assert!(volume[0].summary.contains("far below"), "{}", volume[0].summary);
+        assert!(
+            volume[0].summary.contains("far below"),
+            "{}",
+            volume[0].summary
+        );
     }
 
     #[test]
     fn ingest_notes_become_findings_of_their_service() {
         let notes = BTreeMap::from([(
             "api".to_string(),
-            IngestNotes { records: 100, refused: 3, first_refusal: Some("too old".into()), ahead: 10, redacted: 2, ..Default::default() },
+            IngestNotes {
+                records: 100,
+                refused: 3,
+                first_refusal: Some("too old".into()),
+                ahead: 10,
+                redacted: 2,
+                ..Default::default()
+            },
         )]);
         let found = findings(&[], &notes, &window());
         let checks: Vec<(&str, Severity)> = found.iter().map(|f| (f.check, f.severity)).collect();
-        assert_eq!(checks, [("clock_skew", Severity::Warn), ("ingest", Severity::Warn), ("ingest", Severity::Info)]);
+        assert_eq!(
+            checks,
+            [
+                ("clock_skew", Severity::Warn),
+                ("ingest", Severity::Warn),
+                ("ingest", Severity::Info)
+            ]
+        );
     }
 
     #[tokio::test]
@@ -1603,7 +1771,10 @@ mod tests {
             .await
             .expect("runs");
         let row = crate::json::batch_objects(&batches[0], &[]).remove(0);
-        assert_eq!(row["t"], serde_json::json!(["a\u{1f}number", "b\u{1f}string", "c\u{1f}array"]));
+        assert_eq!(
+            row["t"],
+            serde_json::json!(["a\u{1f}number", "b\u{1f}string", "c\u{1f}array"])
+        );
         assert_eq!(row["v"], serde_json::json!(["a=1", "b=x"]));
         assert_eq!(row["n"], Value::Null);
     }

@@ -385,7 +385,8 @@ pub async fn require_read(State(auth): State<Auth>, mut request: Request, next: 
             next.run(request).await
         }
         Some((code, message)) => {
-            let is_api = path.starts_with("/api/") || path.starts_with("/jaeger/") || path == "/metrics";
+            let is_api =
+                path.starts_with("/api/") || path.starts_with("/jaeger/") || path == "/metrics";
             if is_api || code == ErrorCode::Forbidden || request.method() != axum::http::Method::GET
             {
                 json_refusal(code, message)

@@ -156,7 +156,10 @@ pub fn validate(targets: &[ScrapeConfig]) -> Result<(), ConfigError> {
         {
             return Err(ConfigError::new(
                 key("url"),
-                format!("{} is already scraped for {} by an earlier [[scrape]]", target.url, target.service),
+                format!(
+                    "{} is already scraped for {} by an earlier [[scrape]]",
+                    target.url, target.service
+                ),
             ));
         }
     }
@@ -213,7 +216,9 @@ pub struct Scrapes {
 
 impl std::fmt::Debug for Scrapes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Scrapes").field("targets", &self.statuses().len()).finish()
+        f.debug_struct("Scrapes")
+            .field("targets", &self.statuses().len())
+            .finish()
     }
 }
 
@@ -420,12 +425,13 @@ async fn scrape(
         prometheus::to_otlp(&families, format, &source)
             .map_err(|e| format!("the exposition could not be read: {e}"))
     }) {
-        Ok((request, samples)) => (Some(request), samples, None),
-        Err(e) => (None, 0, Some(e)),
+        Ok((request, samples)) => (request, samples, None),
+        Err(e) => (Default::default(), 0, Some(e)),
     };
     let report = scrape_report(error.is_none(), duration_s, samples);
-    let report = match prometheus::to_otlp(&report, Format::Text, &source) {
-        Ok((report, _)) => report,
+    match prometheus::to_otlp(&report, Format::Text, &source) {
+        // A resource block of its own beside the target's samples: the same resource.
+        Ok((report, _)) => request.resource_metrics.extend(report.resource_metrics),
         Err(e) => {
             // Three well-formed gauges always convert; say so if they ever do not.
             return Outcome {
@@ -434,25 +440,7 @@ async fn scrape(
                 error: Some(format!("the scrape's own report could not be made: {e}")),
             };
         }
-    };
-    let request = match request.take() {
-        Some(mut request) => {
-            let report_metrics = report
-                .resource_metrics
-                .into_iter()
-                .flat_map(|r| r.scope_metrics)
-                .flat_map(|s| s.metrics);
-            if let Some(scope) = request
-                .resource_metrics
-                .first_mut()
-                .and_then(|r| r.scope_metrics.first_mut())
-            {
-                scope.metrics.extend(report_metrics);
-            }
-            request
-        }
-        None => report,
-    };
+    }
     let normalized = sightline_ingest::prepare_metrics(request, pipeline.now_ns(), intake);
     if let Err(e) = pipeline.store(Signal::Metrics, normalized).await {
         let stored = format!("what was scraped could not be stored: {e}");
@@ -493,11 +481,7 @@ fn scrape_report(up: bool, duration_s: f64, samples: usize) -> Vec<Family> {
             "1 if the target was scraped and read, 0 if not.",
             if up { 1.0 } else { 0.0 },
         ),
-        gauge(
-            REPORT_NAMES[1],
-            "How long the scrape took.",
-            duration_s,
-        ),
+        gauge(REPORT_NAMES[1], "How long the scrape took.", duration_s),
         gauge(
             REPORT_NAMES[2],
             "Samples the target exposed.",
@@ -555,7 +539,8 @@ async fn fetch_and_parse(
                 e.valid_up_to()
             )
         })?;
-        prometheus::parse(text, format).map_err(|e| format!("the exposition could not be read: {e}"))
+        prometheus::parse(text, format)
+            .map_err(|e| format!("the exposition could not be read: {e}"))
     })
     .await
     .map_err(|e| format!("reading the exposition stopped inside Sightline: {e}"))??;
@@ -569,7 +554,11 @@ fn request_error(e: &reqwest::Error, config: &ScrapeConfig) -> String {
             config.timeout()
         )
     } else if e.is_connect() {
-        format!("could not connect to {}: {}", config.instance(), root_cause(e))
+        format!(
+            "could not connect to {}: {}",
+            config.instance(),
+            root_cause(e)
+        )
     } else {
         format!("the request failed: {}", root_cause(e))
     }
@@ -602,10 +591,25 @@ mod tests {
         let cases: Vec<(ScrapeConfig, &str)> = vec![
             (target("ftp://x/metrics"), "scrape[0].url"),
             (target("not a url"), "scrape[0].url"),
-            (ScrapeConfig { service: " ".into(), ..target("http://127.0.0.1:1/metrics") }, "scrape[0].service"),
-            (ScrapeConfig { interval: HumanDuration::ZERO, ..target("http://127.0.0.1:1/metrics") }, "scrape[0].interval"),
             (
-                ScrapeConfig { timeout: Some(HumanDuration::from_secs(20)), ..target("http://127.0.0.1:1/metrics") },
+                ScrapeConfig {
+                    service: " ".into(),
+                    ..target("http://127.0.0.1:1/metrics")
+                },
+                "scrape[0].service",
+            ),
+            (
+                ScrapeConfig {
+                    interval: HumanDuration::ZERO,
+                    ..target("http://127.0.0.1:1/metrics")
+                },
+                "scrape[0].interval",
+            ),
+            (
+                ScrapeConfig {
+                    timeout: Some(HumanDuration::from_secs(20)),
+                    ..target("http://127.0.0.1:1/metrics")
+                },
                 "scrape[0].timeout",
             ),
             (
@@ -620,7 +624,10 @@ mod tests {
             let e = validate(&[config]).expect_err(key);
             assert_eq!(e.key, key, "{e}");
         }
-        let twice = [target("http://127.0.0.1:1/metrics"), target("http://127.0.0.1:1/metrics")];
+        let twice = [
+            target("http://127.0.0.1:1/metrics"),
+            target("http://127.0.0.1:1/metrics"),
+        ];
         assert_eq!(validate(&twice).expect_err("twice").key, "scrape[1].url");
         assert!(validate(&[target("http://127.0.0.1:8000/metrics")]).is_ok());
     }
@@ -628,10 +635,19 @@ mod tests {
     #[test]
     fn the_timeout_defaults_to_ten_seconds_or_the_interval() {
         assert_eq!(target("http://a/").timeout(), HumanDuration::from_secs(10));
-        let short = ScrapeConfig { interval: HumanDuration::from_secs(2), ..target("http://a/") };
+        let short = ScrapeConfig {
+            interval: HumanDuration::from_secs(2),
+            ..target("http://a/")
+        };
         assert_eq!(short.timeout(), HumanDuration::from_secs(2));
-        assert_eq!(target("http://127.0.0.1:8000/metrics").instance(), "127.0.0.1:8000");
-        assert_eq!(target("http://example.internal/metrics").instance(), "example.internal:80");
+        assert_eq!(
+            target("http://127.0.0.1:8000/metrics").instance(),
+            "127.0.0.1:8000"
+        );
+        assert_eq!(
+            target("http://example.internal/metrics").instance(),
+            "example.internal:80"
+        );
     }
 
     #[test]
@@ -639,12 +655,26 @@ mod tests {
         let scrapes = Scrapes::new(&[target("http://127.0.0.1:1/metrics")]);
         let t0 = 1_000_000_000_000;
         assert_eq!(scrapes.take_due(t0).len(), 1, "due at once");
-        assert!(scrapes.take_due(t0 + 20_000_000_000).is_empty(), "in flight");
-        let outcome = Outcome { samples: 3, duration_s: 0.01, error: None };
+        assert!(
+            scrapes.take_due(t0 + 20_000_000_000).is_empty(),
+            "in flight"
+        );
+        let outcome = Outcome {
+            samples: 3,
+            duration_s: 0.01,
+            error: None,
+        };
         scrapes.record(0, t0, &outcome);
-        assert!(scrapes.take_due(t0 + 14_000_000_000).is_empty(), "not due before the interval");
+        assert!(
+            scrapes.take_due(t0 + 14_000_000_000).is_empty(),
+            "not due before the interval"
+        );
         assert_eq!(scrapes.take_due(t0 + 15_000_000_000).len(), 1);
-        let failed = Outcome { samples: 0, duration_s: 0.0, error: Some("refused".into()) };
+        let failed = Outcome {
+            samples: 0,
+            duration_s: 0.0,
+            error: Some("refused".into()),
+        };
         scrapes.record(0, t0 + 15_000_000_000, &failed);
         let status = &scrapes.statuses()[0];
         assert_eq!(status.health, Health::Down);

@@ -165,10 +165,12 @@ impl SelfMetrics {
             if notes.len() >= MAX_NOTED_SERVICES && !notes.contains_key(&service) {
                 continue;
             }
-            let n = notes.entry(service).or_insert_with(|| sightline_query::quality::IngestNotes {
-                since_ns: now_ns,
-                ..Default::default()
-            });
+            let n = notes
+                .entry(service)
+                .or_insert_with(|| sightline_query::quality::IngestNotes {
+                    since_ns: now_ns,
+                    ..Default::default()
+                });
             n.records += t.records;
             n.refused += t.refused;
             if n.first_refusal.is_none() {

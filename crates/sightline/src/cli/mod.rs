@@ -1,5 +1,6 @@
-//! The command line: `serve`, and the verbs that read from a running server (`query`, `trace`,
-//! `logs`), each taking `--url`.
+//! The command line: `serve`, `demo`, `bench`, and the verbs that ask a running server (`query`,
+//! `trace`, `logs`, `doctor`, `slos`, `alerts`, `silence`, `deploy`, `explain`, `compare`,
+//! `check`, `redact`), each taking `--url`, and `ship`, which sends log files to one.
 
 mod changes;
 mod client;
@@ -409,15 +410,13 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             };
         }
-        Command::Check(args) => {
-            match runtime().and_then(|rt| rt.block_on(quality::check(args))) {
-                Ok(code) => return ExitCode::from(code),
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    return ExitCode::from(2);
-                }
+        Command::Check(args) => match runtime().and_then(|rt| rt.block_on(quality::check(args))) {
+            Ok(code) => return ExitCode::from(code),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(2);
             }
-        }
+        },
         Command::Compare(args) => {
             match runtime().and_then(|rt| rt.block_on(changes::compare(args))) {
                 Ok(code) => return ExitCode::from(code),

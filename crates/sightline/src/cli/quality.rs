@@ -95,9 +95,10 @@ fn text(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
-        Value::Number(n) => n
-            .as_f64()
-            .map_or_else(|| n.to_string(), |f| format!("{}", (f * 1000.0).round() / 1000.0)),
+        Value::Number(n) => n.as_f64().map_or_else(
+            || n.to_string(),
+            |f| format!("{}", (f * 1000.0).round() / 1000.0),
+        ),
         other => other.to_string(),
     }
 }

@@ -1,4 +1,5 @@
-//! The JSON API on the UI port: SQL, traces, logs, services, health and self-metrics.
+//! The JSON API on the UI port: SQL, traces, logs, services, scrape targets, health and
+//! self-metrics.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -26,7 +26,10 @@ const DEFAULT_DEPENDENCY_LOOKBACK_NS: i64 = 24 * 3_600 * 1_000_000_000;
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/jaeger/api/services", get(services))
-        .route("/jaeger/api/services/{service}/operations", get(service_operations))
+        .route(
+            "/jaeger/api/services/{service}/operations",
+            get(service_operations),
+        )
         .route("/jaeger/api/operations", get(operations))
         .route("/jaeger/api/traces", get(find_traces))
         .route("/jaeger/api/traces/{trace_id}", get(trace))
@@ -100,7 +103,11 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-fn integer(params: &[(String, String)], name: &str, unit: &str) -> Result<Option<i64>, JaegerError> {
+fn integer(
+    params: &[(String, String)],
+    name: &str,
+    unit: &str,
+) -> Result<Option<i64>, JaegerError> {
     param(params, name)
         .map(|text| {
             text.trim().parse::<i64>().map_err(|_| {
@@ -137,9 +144,8 @@ async fn operations(
     State(state): State<ApiState>,
     Query(params): Params,
 ) -> Result<Response, JaegerError> {
-    let service = param(&params, "service").ok_or_else(|| {
-        bad("parameter 'service' is required (e.g. service=orders)".to_string())
-    })?;
+    let service = param(&params, "service")
+        .ok_or_else(|| bad("parameter 'service' is required (e.g. service=orders)".to_string()))?;
     let kind = param(&params, "spanKind")
         .map(|text| {
             let lower = text.to_ascii_lowercase();
@@ -154,9 +160,13 @@ async fn operations(
                 })
         })
         .transpose()?;
-    let operations =
-        jaeger::operations(&state.engine, service, kind.as_deref(), TimeRange::default())
-            .await?;
+    let operations = jaeger::operations(
+        &state.engine,
+        service,
+        kind.as_deref(),
+        TimeRange::default(),
+    )
+    .await?;
     Ok(listing(json!(operations)))
 }
 
@@ -258,7 +268,11 @@ async fn find_traces(
                 None => missing.push(json!({"msg": "trace not found", "traceID": id})),
             }
         }
-        let errors = if missing.is_empty() { Value::Null } else { Value::Array(missing) };
+        let errors = if missing.is_empty() {
+            Value::Null
+        } else {
+            Value::Array(missing)
+        };
         return Ok(envelope(Value::Array(traces), 0, errors));
     }
     let search = trace_search(&params, state.clock.now_ns()).map_err(bad)?;
@@ -274,7 +288,11 @@ async fn trace(
     // Jaeger takes start/end here in microseconds and Grafana sends milliseconds; both are
     // read (the trace-id index finds the trace without them), and a malformed one is refused.
     for name in ["start", "end"] {
-        integer(&params, name, "milliseconds or microseconds since the epoch")?;
+        integer(
+            &params,
+            name,
+            "milliseconds or microseconds since the epoch",
+        )?;
     }
     match jaeger::trace(&state.engine, &trace_id).await? {
         Some(trace) => Ok(answer(json!([trace]))),
@@ -296,11 +314,13 @@ async fn dependencies(
     let lookback_ns = ms("lookback")?.unwrap_or(DEFAULT_DEPENDENCY_LOOKBACK_NS);
     if lookback_ns <= 0 {
         return Err(bad(
-            "unable to parse param 'lookback': it must be a positive number of milliseconds"
-                .into(),
+            "unable to parse param 'lookback': it must be a positive number of milliseconds".into(),
         ));
     }
-    let range = TimeRange::new(Some(end_ns.saturating_sub(lookback_ns)), Some(end_ns.saturating_add(1)));
+    let range = TimeRange::new(
+        Some(end_ns.saturating_sub(lookback_ns)),
+        Some(end_ns.saturating_add(1)),
+    );
     let calls = jaeger::dependencies(&state.engine, range, param(&params, "service")).await?;
     Ok(answer(json!(calls)))
 }
@@ -320,7 +340,9 @@ mod tests {
     use super::*;
 
     fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -355,11 +377,21 @@ mod tests {
         let now = 1_700_000_000_000_000_000;
         for (params, word) in [
             (vec![("service", "a"), ("limit", "abc")], "limit"),
-            (vec![("service", "a"), ("minDuration", "banana")], "minDuration"),
+            (
+                vec![("service", "a"), ("minDuration", "banana")],
+                "minDuration",
+            ),
             (vec![("service", "a"), ("tags", "{not json")], "tags"),
             (vec![("service", "a"), ("tag", "nocolon")], "tag"),
             (vec![("service", "a"), ("start", "soon")], "start"),
-            (vec![("service", "a"), ("minDuration", "2s"), ("maxDuration", "1s")], "maxDuration"),
+            (
+                vec![
+                    ("service", "a"),
+                    ("minDuration", "2s"),
+                    ("maxDuration", "1s"),
+                ],
+                "maxDuration",
+            ),
         ] {
             let error = trace_search(&pairs(&params), now).expect_err(word);
             assert!(error.contains(word), "{params:?}: {error}");

@@ -6,8 +6,8 @@
 pub mod admin_api;
 pub mod api;
 pub mod changes_api;
-pub mod jaeger_api;
 pub mod error;
+pub mod jaeger_api;
 pub mod monitor_api;
 pub mod otlp_grpc;
 pub mod otlp_http;

@@ -31,10 +31,7 @@ pub fn report_window(
     Ok(ReportWindow {
         start_ns,
         end_ns,
-        service: params
-            .get("service")
-            .filter(|s| !s.is_empty())
-            .cloned(),
+        service: params.get("service").filter(|s| !s.is_empty()).cloned(),
     })
 }
 

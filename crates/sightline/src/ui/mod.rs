@@ -2,7 +2,8 @@
 //! vendored under `assets/` and embedded in the binary.
 //!
 //! Pages: `/` (services), `/services/{name}`, `/traces/{id}`, `/logs` (with a live tail over
-//! server-sent events at `/logs/stream`) and `/query`. Every page keeps its state in the URL.
+//! server-sent events at `/logs/stream`), `/query`, `/alerts` and `/alerts/{id}`, `/slos` and
+//! `/slos/{name}`, `/compare` and `/quality`. Every page keeps its state in the URL.
 
 mod compare;
 mod incident;

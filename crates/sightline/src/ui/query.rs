@@ -196,7 +196,12 @@ fn time_chart(result: &QueryResult) -> Option<Markup> {
         return None;
     }
     // Trace and span ids are not groups: rows with a trace id become points that open it.
-    let is_id = |name: &str| matches!(name, "trace_id" | "span_id" | "parent_span_id" | "exemplars");
+    let is_id = |name: &str| {
+        matches!(
+            name,
+            "trace_id" | "span_id" | "parent_span_id" | "exemplars"
+        )
+    };
     let group_col = result
         .columns
         .iter()
@@ -218,7 +223,13 @@ fn time_chart(result: &QueryResult) -> Option<Markup> {
         };
         xs.push(x);
         if points.len() < MAX_TRACE_POINTS {
-            points.extend(trace_points(row, x, trace_col, exemplars_col, numeric.first().copied()));
+            points.extend(trace_points(
+                row,
+                x,
+                trace_col,
+                exemplars_col,
+                numeric.first().copied(),
+            ));
         }
         let group = group_col
             .and_then(|g| row.get(g))
@@ -293,7 +304,11 @@ fn trace_points(
         )
         && sightline_query::views::is_trace_id(trace_id)
     {
-        out.push(layout::TracePoint { t: x, y, trace_id: trace_id.to_string() });
+        out.push(layout::TracePoint {
+            t: x,
+            y,
+            trace_id: trace_id.to_string(),
+        });
     }
     if let Some(e) = exemplars_col
         && let Some(text) = row.get(e).and_then(Value::as_str)
@@ -301,7 +316,8 @@ fn trace_points(
     {
         for item in items {
             let trace_id = item.get("trace_id").and_then(Value::as_str).unwrap_or("");
-            if !sightline_query::views::is_trace_id(trace_id) || trace_id.bytes().all(|b| b == b'0') {
+            if !sightline_query::views::is_trace_id(trace_id) || trace_id.bytes().all(|b| b == b'0')
+            {
                 continue;
             }
             let Some(y) = item.get("value").and_then(Value::as_f64) else {
@@ -311,7 +327,11 @@ fn trace_points(
                 .get("time_ns")
                 .and_then(Value::as_i64)
                 .map_or(x, |ns| ns as f64 / 1e9);
-            out.push(layout::TracePoint { t, y, trace_id: trace_id.to_string() });
+            out.push(layout::TracePoint {
+                t,
+                y,
+                trace_id: trace_id.to_string(),
+            });
         }
     }
     out

@@ -52,7 +52,11 @@ pub async fn page(
     )?;
     let exemplars: Vec<layout::TracePoint> = exemplars
         .into_iter()
-        .map(|e| layout::TracePoint { t: e.t, y: e.ms, trace_id: e.trace_id })
+        .map(|e| layout::TracePoint {
+            t: e.t,
+            y: e.ms,
+            trace_id: e.trace_id,
+        })
         .collect();
     let summary = summary.into_iter().next();
     let redacted = state.api.metrics.service_redactions(&name);

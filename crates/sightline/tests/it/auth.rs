@@ -194,7 +194,12 @@ async fn every_route_refuses_without_a_token_and_with_the_wrong_scope_and_answer
         ("GET", "/api/v1/quality".into(), Needs::Read, 200),
         ("GET", "/api/v1/targets".into(), Needs::Read, 200),
         ("GET", "/jaeger/api/services".into(), Needs::Read, 200),
-        ("GET", format!("/jaeger/api/traces/{trace}"), Needs::Read, 200),
+        (
+            "GET",
+            format!("/jaeger/api/traces/{trace}"),
+            Needs::Read,
+            200,
+        ),
         ("GET", "/api/v1/slos".into(), Needs::Read, 200),
         ("GET", "/api/v1/alerts".into(), Needs::Read, 200),
         ("GET", "/api/v1/silences".into(), Needs::Read, 200),
