@@ -195,9 +195,11 @@ def av(value) -> dict:
     return {"intValue": str(value)} if isinstance(value, int) else {"stringValue": value}
 
 
-def log_request(service: str, body: str, severity: int = 9, trace_id: str | None = None) -> dict:
-    """An OTLP/JSON logs request with one record of now."""
-    record = {"timeUnixNano": str(time.time_ns()), "severityNumber": severity, "body": av(body)}
+def log_request(service: str, body: str, severity: int = 9, trace_id: str | None = None,
+                time_ns: int | None = None) -> dict:
+    """An OTLP/JSON logs request with one record, of now unless `time_ns` says otherwise."""
+    stamp = time.time_ns() if time_ns is None else time_ns
+    record = {"timeUnixNano": str(stamp), "severityNumber": severity, "body": av(body)}
     if trace_id:
         record.update(traceId=trace_id, spanId=os.urandom(8).hex())
     return {"resourceLogs": [{
@@ -699,10 +701,12 @@ def test_live_tail_keeps_up_with_a_busy_service(page, sightline_factory):
     expect(page.locator("#log-lines tbody tr.tail-skipped").first).to_contain_text("not shown to keep up")
     expect_responsive()
 
-    # The bench's lines are not stamped in the order they arrive (four clients, each body's lines
-    # spread over its requests), so a line sent after the load is the one known to be newest.
+    # The tail orders by arrival. The bench's lines are not stamped in the order they arrive (four
+    # clients, each body's lines spread over its requests, some seconds past the time they were
+    # sent), so the line sent after the load is stamped a minute ahead: newest by arrival and time.
     marker = f"after the load {os.urandom(4).hex()}"
-    post_ok(server, "/v1/logs", log_request(f"ui-busy-{os.urandom(3).hex()}", marker))
+    post_ok(server, "/v1/logs", log_request(f"ui-busy-{os.urandom(3).hex()}", marker,
+                                            time_ns=time.time_ns() + 60 * 10**9))
     expect(live.first).to_contain_text(marker, timeout=LIVE_TIMEOUT_MS)
     expect_responsive()
     times = live.locator("td.time")
