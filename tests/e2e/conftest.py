@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import pytest
 import requests
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import expect, sync_playwright
 
 E2E_DIR = Path(__file__).resolve().parent
 APPS_DIR = E2E_DIR / "apps"
@@ -39,6 +39,10 @@ STDERR_TAIL_CHARS = 8000
 
 # Every server started in this session, so that a failing test can show their stderr.
 _STARTED: list["SightlineServer"] = []
+
+# Pages run DataFusion queries in a debug build on two shared cores: every browser assertion of
+# every test file gets time, whichever files a run collects.
+expect.set_options(timeout=20_000)
 
 # The browser tests: Debian's Chromium, headless, on a laptop-sized screen.
 CHROMIUM = "/usr/bin/chromium"
@@ -64,14 +68,22 @@ def sightline_bin() -> str:
     return path
 
 
+_PORTS_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    """A port that was free a moment ago (bind to 0, read it, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port that was free a moment ago (bind to 0, read it, close), and never one this session
+    handed out before: two apps asking back to back do not both get the same one."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _PORTS_GIVEN:
+            _PORTS_GIVEN.add(port)
+            return port
 
 
-def wait_for(fn: Callable[[], Any], timeout: float = 5.0, interval: float = 0.05, what: str = "") -> Any:
+def wait_for(fn: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = "") -> Any:
     """Call fn until it returns a truthy value and return that value.
 
     Exceptions raised by fn (e.g. an AssertionError or a connection error)
@@ -294,10 +306,10 @@ class SightlineServer:
         h.update(headers or {})
         return self.session.post(f"{self.otlp_http_url}{signal_path}", data=body, headers=h, timeout=HTTP_TIMEOUT_S)
 
-    def wait_for(self, fn: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
+    def wait_for(self, fn: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
         return wait_for(fn, timeout=timeout, what=what)
 
-    def wait_rows(self, sql: str, predicate: Callable[[list[dict]], bool] = bool, timeout: float = 5.0) -> list[dict]:
+    def wait_rows(self, sql: str, predicate: Callable[[list[dict]], bool] = bool, timeout: float = 20.0) -> list[dict]:
         """Poll a query until predicate(rows) holds; return the rows."""
         def attempt():
             rows = self.rows(sql)

@@ -786,7 +786,7 @@ def run(cfg: Config) -> dict:
         # The end: restart, check, stop cleanly, restart, check again.
         restart()
         after_kill = None
-        final = check(cfg.cycles, "after the last kill")
+        check(cfg.cycles, "after the last kill")
         server.stop()
         restart()
         final2 = check(cfg.cycles, "after SIGTERM and a restart")

@@ -42,7 +42,6 @@ def test_sigkill_loop_keeps_every_acknowledged_record_once(tmp_path):
     assert summary["acknowledged_records"] > 1000, summary["acknowledged_records"]
     assert summary["unknown_records"] > 0, "no kill cut a request off: the kills missed the load"
     assert summary["checks"] >= 3  # after cycle 5, after the last kill, after SIGTERM + restart
-    assert summary["total_seconds"] < 60, summary["total_seconds"]
 
 
 def test_the_check_names_a_loss_a_duplicate_a_foreign_row_a_partial_request_and_a_rollup_mismatch(tmp_path):

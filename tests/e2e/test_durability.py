@@ -19,6 +19,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from urllib.parse import urlencode
 
+import psutil
 import pytest
 import requests
 
@@ -224,7 +225,14 @@ def test_a_request_in_flight_at_sigterm_is_finished_and_stored(sightline_factory
     with ThreadPoolExecutor(max_workers=1) as pool:
         try:
             answer = post_held(pool, f"{srv.otlp_http_url}/v1/traces", held)
-            time.sleep(0.5)  # nothing tells when the server has taken the connection and read the headers
+            # The server has taken the connection once it holds it as a file descriptor (a
+            # connection still in the listen queue is not the process's); the headers came in the
+            # same packets as the first part of the body, so a moment later they are read.
+            port = int(srv.ready["otlp_http"].rsplit(":", 1)[1])
+            wait_for(lambda: any(c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED
+                                 for c in psutil.Process(srv.proc.pid).net_connections(kind="tcp")),
+                     timeout=30, what="the server to accept the held request's connection")
+            time.sleep(0.5)
             srv.proc.send_signal(signal.SIGTERM)
             wait_for(lambda: "shutting down: finishing in-flight requests" in srv.stderr_tail(), timeout=10,
                      what="the server to begin its shutdown")

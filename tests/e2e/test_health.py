@@ -54,9 +54,9 @@ def test_healthz_says_replaying_until_the_log_is_back(sightline_factory, tmp_pat
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                query = requests.post(f"{url}/api/v1/query", json={"sql": "SELECT 1"}, timeout=5)
-                health = requests.get(f"{url}/healthz", timeout=5)
-            except requests.ConnectionError:
+                query = requests.post(f"{url}/api/v1/query", json={"sql": "SELECT 1"}, timeout=30)
+                health = requests.get(f"{url}/healthz", timeout=30)
+            except (requests.ConnectionError, requests.Timeout):
                 time.sleep(0.01)
                 continue
             body = health.json()

@@ -73,7 +73,7 @@ def test_bad_lines_are_a_partial_success_naming_the_first(srv):
     partial = resp.json()["partialSuccess"]
     assert int(partial["rejectedLogRecords"]) == 2, partial
     assert partial["errorMessage"].startswith("line 2 rejected: not JSON"), partial
-    rows = srv.wait_rows("SELECT body FROM logs WHERE service_name = 'partial-jl' ORDER BY time", lambda r: len(r) == 2)
+    rows = srv.wait_rows("SELECT body FROM logs WHERE service_name = 'partial-jl' ORDER BY time, body", lambda r: len(r) == 2)
     assert [r["body"] for r in rows] == ["fine one", "fine two"]
     only_bad = post(srv, b"nope\n")
     assert only_bad.status_code == 400 and "line 1 rejected" in only_bad.text, only_bad.text

@@ -251,7 +251,7 @@ FIRE_TOTAL, FIRE_FAILED = 20, 10  # per service, now: 50 % failing, a 50x burn o
 # The failure batch is sent only with at least this much of its minute left, so that the firing
 # part of the scenarios (first notification, repeat after 10 s, silence, retries) happens before
 # the failures stop counting.
-MIN_SECONDS_LEFT = 24.0
+MIN_SECONDS_LEFT = 45.0
 
 
 def incident_config(rx: WebhookReceiver) -> str:
@@ -442,7 +442,7 @@ def test_a_silenced_alert_is_listed_firing_but_sends_nothing(incident):
     # The silence ends: the alert still fires and is new to the receiver, so it is told.
     resp = srv.session.delete(f"{srv.api_url}/api/v1/silences/{sid}", timeout=30)
     assert resp.status_code in (200, 204), f"DELETE silence: {resp.status_code} {resp.text}"
-    post = wait_for(lambda: rx.delivered("/muted"), timeout=6, interval=0.1, what="the notification after the silence")[0]
+    post = wait_for(lambda: rx.delivered("/muted"), timeout=15, interval=0.1, what="the notification after the silence")[0]
     body = post.json()
     check_payload_shape(body, "muted")
     assert body["status"] == "firing" and [a["fingerprint"] for a in body["alerts"]] == [alert["id"]], body
@@ -510,9 +510,9 @@ def test_a_page_burn_fires_once_groups_repeats_and_resolves(incident):
         assert a["generatorURL"] == api["url"]
         starts[a["fingerprint"]] = parse_time_ns(a["startsAt"])
         assert starts[a["fingerprint"]] == parse_time_ns(api["since"]), (a["startsAt"], api["since"])
-        assert incident.fire_ns - NS <= starts[a["fingerprint"]] <= incident.fire_ns + 5 * NS, a["startsAt"]
+        assert incident.fire_ns - NS <= starts[a["fingerprint"]] <= incident.fire_ns + 10 * NS, a["startsAt"]
         assert first.arrived * NS - starts[a["fingerprint"]] >= 1.95 * NS, "sent before group_wait (2s)"
-    assert first.arrived * NS - max(starts.values()) <= 6 * NS, "group_wait 2s, yet the first post came late"
+    assert first.arrived * NS - max(starts.values()) <= 10 * NS, "group_wait 2s, yet the first post came late"
 
     # "oncall" groups by alertname and service: one group (and key) per SLO.
     def oncall_first():
@@ -538,7 +538,7 @@ def test_a_page_burn_fires_once_groups_repeats_and_resolves(incident):
     second = wait_for(lambda: len(rx.posts("/team")) >= 2 and rx.posts("/team")[1], timeout=16, interval=0.1,
                       what="team's repeat notification")
     gap = second.arrived - first.arrived
-    assert 9.8 <= gap <= 14.0, f"repeat_interval 10s, group_interval 1s: the repeat came {gap:.2f}s later"
+    assert 9.8 <= gap <= 16.0, f"repeat_interval 10s, group_interval 1s: the repeat came {gap:.2f}s later"
     repeat = second.json()
     check_payload_shape(repeat, "team")
     assert repeat["status"] == "firing"
@@ -553,7 +553,7 @@ def test_a_page_burn_fires_once_groups_repeats_and_resolves(incident):
     res = wait_for(resolved_post, timeout=max(remaining, 0) + 15, interval=0.2, what="team's resolved notification")[0]
     assert not incident.feeder.errors, incident.feeder.errors[:3]
     assert res.arrived * NS >= incident.rollover_ns, "resolved before the failure minute was over"
-    assert res.arrived * NS <= incident.rollover_ns + 10 * NS, "resolved late"
+    assert res.arrived * NS <= incident.rollover_ns + 15 * NS, "resolved late"
     rb = res.json()
     check_payload_shape(rb, "team")
     assert sorted(a["fingerprint"] for a in rb["alerts"]) == sorted(starts), rb

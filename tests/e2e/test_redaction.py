@@ -45,7 +45,7 @@ from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 from google.protobuf import json_format
 
-from conftest import SightlineServer, _cleanup, parse_prometheus, sightline_bin
+from conftest import SightlineServer, _cleanup, sightline_bin
 from test_monitor import start_server, write_config
 from test_server_config import run_serve_expect_failure, write_toml
 
@@ -222,12 +222,15 @@ def redacting(tmp_path_factory):
     base = tmp_path_factory.mktemp("redaction")
     srv = start_server(base, "redacting", write_config(base / "sightline.toml", CONFIG))
     tail: list[str] = []
-    stop = threading.Event()
+    stop, ready = threading.Event(), threading.Event()
 
     def follow() -> None:
-        # The logs page's live tail, subscribed before anything is sent.
-        with requests.get(f"{srv.api_url}/logs/stream", stream=True, timeout=(5, 60)) as resp:
+        # The logs page's live tail, subscribed before anything is sent: the stream subscribes
+        # before it answers, and its first event is `ready`.
+        with requests.get(f"{srv.api_url}/logs/stream", stream=True, timeout=(30, 60)) as resp:
             for line in resp.iter_lines(decode_unicode=True):
+                if line == "event: ready":
+                    ready.set()
                 if line:
                     tail.append(line)
                 if stop.is_set():
@@ -235,7 +238,7 @@ def redacting(tmp_path_factory):
 
     follower = threading.Thread(target=follow, daemon=True)
     follower.start()
-    time.sleep(0.5)  # the stream answers its headers before the first event; nothing tells when it subscribed
+    assert ready.wait(30), "the live tail never said it was ready"
     for receiver in RECEIVERS:
         send_all(srv, receiver)
     maintenance = srv.session.post(f"{srv.api_url}/api/v1/admin/maintenance", timeout=60)

@@ -618,7 +618,10 @@ def test_flush_moves_rows_to_segments_and_restart_keeps_counts(sightline_factory
     service = "flushed"
     acked = send_spans(srv, service, 40)
     acked |= send_spans(srv, service, 60)
-    assert srv.metric("sightline_buffer_rows", signal="spans") == 100
+    # Buffered until the flush due a second after the first row: unless the machine is slow
+    # enough for that flush to come first, all 100 rows are buffered now.
+    buffered = srv.metric("sightline_buffer_rows", signal="spans")
+    assert buffered == 100 or srv.metric("sightline_segments", signal="spans") >= 1, buffered
 
     def flushed(at_least: int):
         def check():

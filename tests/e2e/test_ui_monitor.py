@@ -471,6 +471,7 @@ def test_slos_page_shows_each_slo_as_the_api_does(page, monitor_server):
 def test_slo_page_shows_its_numbers_burn_rates_charts_and_alerts(page, monitor_server):
     page.add_init_script(RECORD_UPLOTS)
     before = monitor_server.get(f"/api/v1/slos/{ORDER_READS}").json()
+    ticket_before = the_alert(monitor_server, ORDER_READS, severity="ticket")
     goto(page, ui(monitor_server, f"/slos/{ORDER_READS}"))
     slo = monitor_server.get(f"/api/v1/slos/{ORDER_READS}").json()
     h1 = page.locator("main h1")
@@ -506,8 +507,10 @@ def test_slo_page_shows_its_numbers_burn_rates_charts_and_alerts(page, monitor_s
     rows = page.locator("table#slo-alerts tbody tr[data-alert]")
     shown = dict(rows.evaluate_all("rs => rs.map(r => [r.dataset.alert, r.dataset.state])"))
     assert set(shown) == {a["id"] for a in ours}, f"table#slo-alerts shows {shown}, the API {ours}"
+    # The ticket fires on the demo's bad release, and resolves once that leaves its 12m window:
+    # the table says what the API said around the page's loading.
     ticket = the_alert(monitor_server, ORDER_READS, severity="ticket")
-    assert shown[ticket["id"]] == "firing", shown
+    assert shown[ticket["id"]] in {ticket_before["state"], ticket["state"]}, (shown, ticket_before, ticket)
     for a in ours:
         assert rows.locator(f'a[href="/alerts/{a["id"]}"]').count() == 1, f"no link to /alerts/{a['id']}"
     save_screenshot(page, "slo")
