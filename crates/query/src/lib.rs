@@ -14,13 +14,15 @@
 //! [`quality`] reports on the telemetry itself (silent services, schema and unit changes by
 //! release, correlation, cardinality, completeness) from per-hour summaries.
 //! [`jaeger`] answers Jaeger's query API (services, operations, trace search, dependencies) in
-//! Jaeger's span model.
+//! Jaeger's span model. [`contract`] judges stored data against a telemetry contract (spans that
+//! must be emitted with their attributes, trace context on logs, what must never appear).
 
 #![deny(missing_docs)]
 
 pub mod admission;
 pub mod bounded;
 pub mod compare;
+pub mod contract;
 pub mod cooperative;
 pub mod engine;
 pub mod error;

@@ -9,6 +9,7 @@ mod logs;
 mod monitor;
 mod quality;
 mod query;
+mod record;
 mod redact;
 mod ship;
 mod trace;
@@ -64,6 +65,10 @@ pub enum Command {
     Check(quality::CheckArgs),
     /// Send JSON log files (or standard input) to a server, following them with --follow.
     Ship(ship::ShipArgs),
+    /// Run a command with its OpenTelemetry exporters pointed at a Sightline of its own, and judge
+    /// what it emitted against a telemetry contract (exit: the command's status if it failed; 1:
+    /// a contract rule is broken; 2: cannot answer).
+    Record(record::RecordArgs),
     /// Redaction: `scan` reports what stored data still matches the rules.
     #[command(subcommand)]
     Redact(redact::RedactCommand),
@@ -371,8 +376,13 @@ pub struct ServeArgs {
 }
 
 fn init_logging() {
+    init_logging_at("info");
+}
+
+/// Logs to standard error at `SIGHTLINE_LOG`'s filter, or `default` without one.
+fn init_logging_at(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SIGHTLINE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -409,6 +419,16 @@ pub fn run(cli: Cli) -> ExitCode {
                     ExitCode::FAILURE
                 }
             };
+        }
+        Command::Record(args) => {
+            init_logging_at("warn");
+            match runtime().and_then(|rt| rt.block_on(record::run(args))) {
+                Ok(code) => return ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::from(2);
+                }
+            }
         }
         Command::Check(args) => match runtime().and_then(|rt| rt.block_on(quality::check(args))) {
             Ok(code) => return ExitCode::from(code),
