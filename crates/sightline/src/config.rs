@@ -417,13 +417,12 @@ mod tests {
         assert!(format!("{err:#}").contains("IP:PORT"), "{err:#}");
     }
 
-    /// The ```toml blocks of the README.
+    /// The ```toml blocks of the README that are server configs (not `sightline record`'s
+    /// contract, which `cli/record.rs` reads).
     fn readme_toml_blocks() -> Vec<String> {
-        let readme = include_str!("../../../README.md");
-        readme
-            .split("```toml\n")
-            .skip(1)
-            .filter_map(|rest| rest.split_once("\n```").map(|(block, _)| block.to_string()))
+        crate::cli::readme_toml_blocks()
+            .into_iter()
+            .filter(|b| !b.starts_with(crate::cli::README_CONTRACT_MARK))
             .collect()
     }
 

@@ -522,6 +522,21 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
+/// The first line of the README's contract example, which is not a server config.
+#[cfg(test)]
+pub(crate) const README_CONTRACT_MARK: &str = "# telemetry.toml: a contract for sightline record";
+
+/// The ```toml blocks of the README.
+#[cfg(test)]
+pub(crate) fn readme_toml_blocks() -> Vec<String> {
+    let readme = include_str!("../../../../README.md");
+    readme
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("\n```").map(|(block, _)| block.to_string()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

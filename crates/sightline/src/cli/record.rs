@@ -280,3 +280,43 @@ fn report(
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_readme_contract_is_read_by_the_real_contract_reader() {
+        let block = crate::cli::readme_toml_blocks()
+            .into_iter()
+            .find(|b| b.starts_with(crate::cli::README_CONTRACT_MARK))
+            .expect("the README shows a contract");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("telemetry.toml");
+        std::fs::write(&path, &block).expect("write");
+        let contract = read_contract(&path).unwrap_or_else(|e| panic!("{e:#}\n{block}"));
+        assert_eq!(contract.rules(), 5, "{contract:?}");
+        std::fs::write(&path, "[[span]]\nname = \"a\"\nmin_count = -1\n").expect("write");
+        let err = format!("{:#}", read_contract(&path).expect_err("negative count"));
+        assert!(err.contains("contract key span[0].min_count"), "{err}");
+    }
+
+    #[test]
+    fn every_signal_is_pointed_at_the_recording_server_over_http() {
+        let env: std::collections::HashMap<_, _> =
+            exporter_environment("127.0.0.1:4999".parse().expect("addr"))
+                .into_iter()
+                .collect();
+        assert_eq!(env["OTEL_EXPORTER_OTLP_ENDPOINT"], "http://127.0.0.1:4999");
+        assert_eq!(
+            env["OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"],
+            "http://127.0.0.1:4999/v1/logs"
+        );
+        assert!(
+            env.iter()
+                .filter(|(k, _)| k.ends_with("_PROTOCOL"))
+                .all(|(_, v)| v == "http/protobuf")
+        );
+        assert_eq!(env.len(), 8);
+    }
+}
