@@ -90,6 +90,8 @@ def test_a_program_that_keeps_its_contract_exits_0(tmp_path):
     assert 'span[0]: 3 spans named "checkout" of record-app, each with order.id' in out, out
     assert "3 of 3 log lines (100.0%) carry a trace id" in out, out
     assert "recording: OTLP/HTTP http://127.0.0.1:" in done.stderr, done.stderr
+    # The command's own output comes first, then the report.
+    assert out.startswith("record-app: good run done\n"), out
 
 
 def test_each_broken_rule_is_named_with_what_broke_it(tmp_path):
@@ -130,13 +132,14 @@ def test_the_text_report_marks_the_broken_rules(tmp_path):
 def test_a_failing_command_passes_its_status_through_after_the_report(tmp_path):
     done = record(tmp_path, "--format", "json", command=app_command("good", "3"))
     assert done.returncode == 3, f"{done.stdout}\n{done.stderr}"
-    body = answer(done)
+    body = answer(done)  # the command's own output went to stderr: stdout is the JSON alone
+    assert "record-app: good run done" in done.stderr, done.stderr
     assert body["command"]["status"] == 3 and body["ok"] is False, body
     assert all(v["ok"] for v in body["rules"]), body["rules"]
     # Without a contract: only what was recorded, and the command's status.
     plain = record(tmp_path, command=app_command("good", "4"), contract=None)
     assert plain.returncode == 4, plain.stderr
-    assert plain.stdout.startswith("recorded 6 span(s), 3 log line(s)"), plain.stdout
+    assert plain.stdout.startswith("record-app: good run done\nrecorded 6 span(s), 3 log line(s)"), plain.stdout
     assert "contract" not in plain.stdout and "exited with status 4" in plain.stdout, plain.stdout
 
 

@@ -40,4 +40,5 @@ if mode == "bad":
     for i in range(30):
         log.info("background tick %d", i)
 
+print(f"record-app: {mode} run done", flush=True)
 sys.exit(int(sys.argv[2]) if len(sys.argv) > 2 else 0)

@@ -28,7 +28,8 @@ pub struct RecordArgs {
     /// by default a temporary folder, removed at the end.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// `text` for people, `json` for CI tooling.
+    /// `text` for people, `json` for CI tooling (the command's own standard output then goes
+    /// to standard error, so standard output holds the JSON alone).
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub format: String,
     /// The command to run and its arguments, after `--`.
@@ -159,6 +160,10 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<u8> {
         .envs(exporter_environment(http))
         .env("SIGHTLINE_URL", format!("http://{api}"))
         .kill_on_drop(true);
+    if args.format == "json" {
+        // Standard output holds the JSON answer alone: what the command prints goes to stderr.
+        command.stdout(std::process::Stdio::from(std::io::stderr()));
+    }
     // Ctrl-C reaches the command too (one process group): the recording outlives it, so that
     // what the command sent while it stopped is judged and kept.
     tokio::spawn(async { while tokio::signal::ctrl_c().await.is_ok() {} });
