@@ -210,7 +210,7 @@ def test_kill_9_while_sampling_keeps_every_kept_trace_whole(tmp_path):
     fill(data)
     reference_data = tmp_path / "reference"
     shutil.copytree(data, reference_data)  # the same folder, sampled without a kill
-    clear_of_the_hour(300)  # the reference pass, three kills and the last pass
+    clear_of_the_hour(120)  # the reference pass, three kills and the last pass: about 10 s
     ref = start(tmp_path, reference_data, "reference")
     try:
         before = traces(ref)

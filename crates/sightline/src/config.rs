@@ -185,6 +185,12 @@ fn address(text: &str, what: &str) -> anyhow::Result<SocketAddr> {
 
 /// Reads a config file's text; a value of the wrong form names its key (`retention.spans`).
 pub fn parse_file_config(text: &str) -> anyhow::Result<FileConfig> {
+    parse_toml(text, "config key")
+}
+
+/// Reads TOML text into `T`; a value of the wrong form or an unknown key is named as
+/// `{what} {path}` (`config key retention.spans`, `contract key span[0].min_count`).
+pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> anyhow::Result<T> {
     let document = toml::Deserializer::parse(text)?;
     serde_path_to_error::deserialize(document).map_err(|e| {
         let key = e.path().to_string();
@@ -192,7 +198,7 @@ pub fn parse_file_config(text: &str) -> anyhow::Result<FileConfig> {
         if key.is_empty() || key == "." {
             anyhow::Error::new(inner)
         } else {
-            anyhow::Error::new(inner).context(format!("config key {key}"))
+            anyhow::Error::new(inner).context(format!("{what} {key}"))
         }
     })
 }

@@ -41,19 +41,8 @@ pub struct RecordArgs {
 pub fn read_contract(path: &Path) -> anyhow::Result<Contract> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read contract file {}", path.display()))?;
-    let parsed: Contract = (|| {
-        let document = toml::Deserializer::parse(&text)?;
-        serde_path_to_error::deserialize(document).map_err(|e| {
-            let key = e.path().to_string();
-            let inner = e.into_inner();
-            if key.is_empty() || key == "." {
-                anyhow::Error::new(inner)
-            } else {
-                anyhow::Error::new(inner).context(format!("contract key {key}"))
-            }
-        })
-    })()
-    .with_context(|| format!("invalid contract file {}", path.display()))?;
+    let parsed: Contract = crate::config::parse_toml(&text, "contract key")
+        .with_context(|| format!("invalid contract file {}", path.display()))?;
     parsed
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid contract file {}: {e}", path.display()))?;
