@@ -202,3 +202,26 @@ def test_a_command_that_cannot_start_is_exit_2(tmp_path):
     bare = subprocess.run([sightline_bin(), "record"], capture_output=True, text=True, timeout=60,
                           stdin=subprocess.DEVNULL)
     assert bare.returncode == 2 and "COMMAND" in bare.stderr, bare.stderr
+
+
+def test_the_teams_redaction_rules_apply_with_config(tmp_path):
+    """--config brings a server config's [redaction] (here a pattern of the app's order ids) and
+    nothing else: its addresses, data folder and tokens do not apply to the recording."""
+    config = tmp_path / "sightline.toml"
+    config.write_text('listen = "127.0.0.1:1"\ndata_dir = "/nonexistent/elsewhere"\n\n'
+                      '[auth]\ntokens = [{ name = "ci", token = "a-token-of-at-least-32-characters-long", scopes = ["ingest"] }]\n\n'
+                      '[redaction]\npatterns = [{ name = "order-id", regex = "o-[0-9]+" }]\n')
+    out = tmp_path / "recorded"
+    done = record(tmp_path, "--config", str(config), "--out", str(out), command=app_command("good"))
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    srv = SightlineServer(out, tmp_path / "logs", name="redacted").start()
+    try:
+        ids = [json.loads(r["attributes"])["order.id"] for r in srv.rows(
+            "SELECT attributes FROM spans WHERE name = 'checkout'")]
+        assert ids == ["[REDACTED:order-id]"] * 3, ids
+    finally:
+        _cleanup(srv)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[redaction]\npatterns = [{ name = "broken", regex = "(" }]\n')
+    refused = record(tmp_path, "--config", str(bad), command=["true"], contract=None)
+    assert refused.returncode == 2 and "redaction" in refused.stderr, refused.stderr

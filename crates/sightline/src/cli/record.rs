@@ -1,4 +1,4 @@
-//! `sightline record [--contract FILE] [--out DIR] -- COMMAND…`: runs a command (a test suite, a
+//! `sightline record [--contract FILE] [--out DIR] [--config FILE] -- COMMAND…`: runs a command (a test suite, a
 //! script, a service under a short load) with its OpenTelemetry exporters pointed at a Sightline
 //! started for the run, on loopback ports of its own; then says what the command emitted and
 //! judges it against a telemetry contract ([`sightline_query::contract`]).
@@ -28,6 +28,10 @@ pub struct RecordArgs {
     /// by default a temporary folder, removed at the end.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// A server config file whose `[redaction]` and `[limits]` apply to the recording (a team's
+    /// own rules); nothing else of it does (addresses, storage, tokens, monitor, scrape).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// `text` for people, `json` for CI tooling (the command's own standard output then goes
     /// to standard error, so standard output holds the JSON alone).
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
@@ -113,6 +117,17 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<u8> {
             temporary.path().to_path_buf()
         }
     };
+    let file = match &args.config {
+        Some(path) => {
+            let full = crate::config::read_file_config(path)?;
+            FileConfig {
+                limits: full.limits,
+                redaction: full.redaction,
+                ..Default::default()
+            }
+        }
+        None => FileConfig::default(),
+    };
     let loopback = || Some("127.0.0.1:0".to_string());
     let config = ServeConfig::merge(
         Overrides {
@@ -123,9 +138,13 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<u8> {
             redaction_key: std::env::var(sightline_ingest::redact::HASH_KEY_VARIABLE).ok(),
             ..Default::default()
         },
-        FileConfig::default(),
-        None,
-    )?;
+        file,
+        args.config.clone(),
+    )
+    .with_context(|| match &args.config {
+        Some(path) => format!("invalid configuration ({})", path.display()),
+        None => "invalid configuration".to_string(),
+    })?;
     let listeners = crate::app::Listeners::bind(&config).await?;
     let (http, grpc, api) = (
         listeners.otlp_http.local_addr()?,
