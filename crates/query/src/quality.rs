@@ -723,29 +723,76 @@ impl Activity {
     }
 }
 
+/// The releases of a service seen in its spans: each version's first and last span.
+#[derive(Default)]
+struct Releases<'a> {
+    versions: BTreeMap<&'a str, (i64, i64)>,
+}
+
+impl<'a> Releases<'a> {
+    fn add(&mut self, version: &'a str, first_ns: i64, last_ns: i64) {
+        let seen = self.versions.entry(version).or_insert((first_ns, last_ns));
+        seen.0 = seen.0.min(first_ns);
+        seen.1 = seen.1.max(last_ns);
+    }
+
+    /// The version of the newest spans, and when it was first seen.
+    fn current(&self) -> Option<(&'a str, i64)> {
+        self.versions
+            .iter()
+            .max_by_key(|(_, (_, last))| *last)
+            .map(|(v, (first, _))| (*v, *first))
+    }
+}
+
+/// Whether a series that went silent at `last_ns`, seen only in `versions`, stopped with a
+/// release: the service's current version never carried it and took over by the time it stopped
+/// (give or take the series' usual gap). Then it is the release that removed it, if anything.
+fn retired_by<'a>(
+    releases: Option<&Releases<'a>>,
+    versions: &BTreeSet<&str>,
+    last_ns: i64,
+    gap_ns: i64,
+) -> Option<&'a str> {
+    let (current, since) = releases?.current()?;
+    (!versions.contains(current) && since <= last_ns + gap_ns.max(5 * NS_PER_MINUTE))
+        .then_some(current)
+}
+
 fn freshness(hours: &[HourSummary], window: &ReportWindow) -> Vec<Finding> {
     let mut services: BTreeMap<&str, Activity> = BTreeMap::new();
     let mut series: BTreeMap<(&str, String), Activity> = BTreeMap::new();
+    let mut releases: BTreeMap<&str, Releases> = BTreeMap::new();
+    let mut series_versions: BTreeMap<(&str, String), BTreeSet<&str>> = BTreeMap::new();
     for h in hours {
         for g in &h.spans {
             services
                 .entry(&g.service)
                 .or_default()
                 .add(h.hour_ns, g.minutes, g.last_ns);
-            let request = g.kind == "server" || g.kind == "consumer";
-            if request {
-                let what = format!("route {}", g.route);
-                series
-                    .entry((&g.service, what))
+            if let Some(version) = &g.version {
+                releases
+                    .entry(&g.service)
                     .or_default()
-                    .add(h.hour_ns, g.minutes, g.last_ns);
-            } else if g.root {
-                let what = format!("job {}", g.name);
-                series
-                    .entry((&g.service, what))
-                    .or_default()
-                    .add(h.hour_ns, g.minutes, g.last_ns);
+                    .add(version, g.first_ns, g.last_ns);
             }
+            let what = if g.kind == "server" || g.kind == "consumer" {
+                format!("route {}", g.route)
+            } else if g.root {
+                format!("job {}", g.name)
+            } else {
+                continue;
+            };
+            if let Some(version) = &g.version {
+                series_versions
+                    .entry((&g.service, what.clone()))
+                    .or_default()
+                    .insert(version);
+            }
+            series
+                .entry((&g.service, what))
+                .or_default()
+                .add(h.hour_ns, g.minutes, g.last_ns);
         }
         for g in &h.logs {
             services
@@ -792,6 +839,33 @@ fn freshness(hours: &[HourSummary], window: &ReportWindow) -> Vec<Finding> {
             continue;
         }
         if let Some((silent, gap)) = activity.silence(now, window) {
+            let versions = series_versions
+                .get(&(*service, what.clone()))
+                .cloned()
+                .unwrap_or_default();
+            if let Some(release) =
+                retired_by(releases.get(service), &versions, activity.last_ns, gap)
+            {
+                let before: Vec<&str> = versions.iter().copied().collect();
+                out.push(finding(
+                    "freshness",
+                    service,
+                    Some(release),
+                    Severity::Info,
+                    format!(
+                        "{service} {what} has not been seen since {release} took over from {}: did the release remove it?",
+                        before.join(", ")
+                    ),
+                    format!(
+                        "last seen at {} in {}; {service} {release} still reports, without it",
+                        format_time_ns(activity.last_ns),
+                        before.join(", ")
+                    ),
+                    activity.last_ns,
+                    now,
+                ));
+                continue;
+            }
             out.push(finding(
                 "freshness",
                 service,
@@ -1686,6 +1760,77 @@ mod tests {
             found[0].summary.contains("usually reports every 1 minute"),
             "{}",
             found[0].summary
+        );
+    }
+
+    #[test]
+    fn a_route_a_release_removed_is_info_naming_it_and_one_that_stops_within_a_release_a_warning() {
+        let start = NOW.div_euclid(HOUR_NS) * HOUR_NS - 3 * HOUR_NS;
+        let released = NOW - 90 * NS_PER_MINUTE;
+        // Every minute from `from` to `until`, hour by hour, as one group of a route.
+        let route = |service: &str, version: &str, name: &str, from: i64, until: i64| {
+            let mut hours = Vec::new();
+            let mut at = from.div_euclid(HOUR_NS) * HOUR_NS;
+            while at < until {
+                let (lo, hi) = (from.max(at), until.min(at + HOUR_NS));
+                let (m0, m1) = ((lo - at) / NS_PER_MINUTE, (hi - at) / NS_PER_MINUTE);
+                if m1 > m0 {
+                    let mut g = group(service, version, name, 60, &[]);
+                    g.minutes = (m0..m1).fold(0u64, |bits, m| bits | (1 << m));
+                    g.first_ns = at + m0 * NS_PER_MINUTE;
+                    g.last_ns = at + (m1 - 1) * NS_PER_MINUTE;
+                    hours.push(HourSummary {
+                        hour_ns: at,
+                        spans: vec![g],
+                        ..Default::default()
+                    });
+                }
+                at += HOUR_NS;
+            }
+            hours
+        };
+        let mut hours = Vec::new();
+        // shop 2.0.0 took over from 1.9.0 and no longer serves GET /old.
+        hours.extend(route("shop", "1.9.0", "GET /old", start, released));
+        hours.extend(route("shop", "1.9.0", "GET /keep", start, released));
+        hours.extend(route("shop", "2.0.0", "GET /keep", released, NOW));
+        // till 1.0.0 goes on, but its GET /stopped stopped 40 minutes ago.
+        hours.extend(route(
+            "till",
+            "1.0.0",
+            "GET /stopped",
+            start,
+            NOW - 40 * NS_PER_MINUTE,
+        ));
+        hours.extend(route("till", "1.0.0", "GET /going", start, NOW));
+        let found = findings(&hours, &BTreeMap::new(), &window());
+        let seen: Vec<(&str, &str, Option<&str>, Severity)> = found
+            .iter()
+            .map(|f| {
+                (
+                    f.check,
+                    f.service.as_str(),
+                    f.version.as_deref(),
+                    f.severity,
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("freshness", "till", None, Severity::Warn),
+                ("freshness", "shop", Some("2.0.0"), Severity::Info)
+            ],
+            "{found:#?}"
+        );
+        assert_eq!(
+            found[1].summary,
+            "shop route GET /old has not been seen since 2.0.0 took over from 1.9.0: did the release remove it?"
+        );
+        assert!(
+            found[0]
+                .summary
+                .starts_with("till route GET /stopped has not been seen for")
         );
     }
 
