@@ -69,7 +69,9 @@ import requests
 from playwright.sync_api import expect
 
 from conftest import SightlineServer, _cleanup, free_port, sightline_bin, wait_for
-from test_monitor import alerts, api_json, notify_table, parse_time_ns, run_serve, start_server, write_config
+from test_monitor import (alerts, api_json, assert_refused, minute_start, notify_table, parse_time_ns, run_serve,
+                          start_server, write_config)
+from test_otlp_json import av
 from test_python_sdk import App, common_env
 from test_ui import goto, save_screenshot, ui
 from webhook_receiver import WebhookReceiver
@@ -99,21 +101,6 @@ EXPECTED_FINDINGS = [
 
 
 # ----------------------------------------------------------------- OTLP/JSON
-
-
-def minute_start(ns: int) -> int:
-    return ns - ns % MINUTE_NS
-
-
-def av(value) -> dict:
-    """An OTLP/JSON AnyValue."""
-    if isinstance(value, bool):
-        return {"boolValue": value}
-    if isinstance(value, int):
-        return {"intValue": str(value)}
-    if isinstance(value, float):
-        return {"doubleValue": value}
-    return {"stringValue": value}
 
 
 def kvs(attrs: dict) -> list[dict]:
@@ -1164,11 +1151,4 @@ def test_the_base_config_of_the_check_refusals_is_accepted(tmp_path):
 
 @pytest.mark.parametrize("change, keys, says", [r[1:] for r in CHECK_REFUSALS], ids=[r[0] for r in CHECK_REFUSALS])
 def test_check_config_mistakes_are_refused_naming_the_key(tmp_path, change, keys, says):
-    old, new = change
-    assert old in REFUSAL_BASE, old
-    started, code, err = run_serve(tmp_path, REFUSAL_BASE.replace(old, new, 1))
-    assert not started, f"serve got ready with a bad [[check]] ({keys[0]})\n{err}"
-    assert code not in (0, None), f"serve exited {code} with a bad config\n{err}"
-    assert any(key in err for key in keys), f"stderr names none of {keys}:\n{err}"
-    if says:
-        assert says in err, f"stderr does not say {says!r}:\n{err}"
+    assert_refused(tmp_path, REFUSAL_BASE, change, keys, says)

@@ -220,6 +220,19 @@ impl CheckConfig {
         {
             return Err(ConfigError::new(key("attribute"), "must name an attribute"));
         }
+        // Volume and distribution compare the window with a baseline at least as long.
+        let baseline_covers_window = || {
+            if self.baseline < self.window {
+                return Err(ConfigError::new(
+                    key("baseline"),
+                    format!(
+                        "({}) must be at least the window ({})",
+                        self.baseline, self.window
+                    ),
+                ));
+            }
+            Ok(())
+        };
         match self.kind {
             CheckKind::Freshness => need(
                 "max_age",
@@ -232,16 +245,7 @@ impl CheckConfig {
                     self.min_ratio.is_some() || self.max_ratio.is_some(),
                     "0.5 (or max_ratio)",
                 )?;
-                if self.baseline < self.window {
-                    return Err(ConfigError::new(
-                        key("baseline"),
-                        format!(
-                            "({}) must be at least the window ({})",
-                            self.baseline, self.window
-                        ),
-                    ));
-                }
-                Ok(())
+                baseline_covers_window()
             }
             CheckKind::Nulls => {
                 need("attribute", self.attribute.is_some(), "\"order.amount\"")?;
@@ -249,16 +253,7 @@ impl CheckConfig {
             }
             CheckKind::Distribution => {
                 need("attribute", self.attribute.is_some(), "\"payment.method\"")?;
-                if self.baseline < self.window {
-                    return Err(ConfigError::new(
-                        key("baseline"),
-                        format!(
-                            "({}) must be at least the window ({})",
-                            self.baseline, self.window
-                        ),
-                    ));
-                }
-                Ok(())
+                baseline_covers_window()
             }
             CheckKind::Schema => {
                 need(

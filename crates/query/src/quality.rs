@@ -683,14 +683,16 @@ fn percent(share: f64) -> String {
     format!("{:.0}%", share * 100.0)
 }
 
-/// Active minutes (absolute minute numbers, sorted) and the last time of a series.
+/// Active minutes (absolute minute numbers, sorted) and the last time of a series, and the
+/// versions it was seen in.
 #[derive(Default)]
-struct Activity {
+struct Activity<'a> {
     minutes: BTreeSet<i64>,
     last_ns: i64,
+    versions: BTreeSet<&'a str>,
 }
 
-impl Activity {
+impl Activity<'_> {
     fn add(&mut self, hour_ns: i64, bits: u64, last_ns: i64) {
         let base = hour_ns / NS_PER_MINUTE;
         for m in 0..60 {
@@ -745,17 +747,15 @@ impl<'a> Releases<'a> {
     }
 }
 
-/// Whether a series that went silent at `last_ns`, seen only in `versions`, stopped with a
-/// release: the service's current version never carried it and took over by the time it stopped
+/// Whether a series that went silent stopped with a release: the service's current version never carried it and took over by the time it stopped
 /// (give or take the series' usual gap). Then it is the release that removed it, if anything.
 fn retired_by<'a>(
     releases: Option<&Releases<'a>>,
-    versions: &BTreeSet<&str>,
-    last_ns: i64,
+    series: &Activity,
     gap_ns: i64,
 ) -> Option<&'a str> {
     let (current, since) = releases?.current()?;
-    (!versions.contains(current) && since <= last_ns + gap_ns.max(5 * NS_PER_MINUTE))
+    (!series.versions.contains(current) && since <= series.last_ns + gap_ns.max(5 * NS_PER_MINUTE))
         .then_some(current)
 }
 
@@ -763,7 +763,6 @@ fn freshness(hours: &[HourSummary], window: &ReportWindow) -> Vec<Finding> {
     let mut services: BTreeMap<&str, Activity> = BTreeMap::new();
     let mut series: BTreeMap<(&str, String), Activity> = BTreeMap::new();
     let mut releases: BTreeMap<&str, Releases> = BTreeMap::new();
-    let mut series_versions: BTreeMap<(&str, String), BTreeSet<&str>> = BTreeMap::new();
     for h in hours {
         for g in &h.spans {
             services
@@ -783,16 +782,9 @@ fn freshness(hours: &[HourSummary], window: &ReportWindow) -> Vec<Finding> {
             } else {
                 continue;
             };
-            if let Some(version) = &g.version {
-                series_versions
-                    .entry((&g.service, what.clone()))
-                    .or_default()
-                    .insert(version);
-            }
-            series
-                .entry((&g.service, what))
-                .or_default()
-                .add(h.hour_ns, g.minutes, g.last_ns);
+            let activity = series.entry((&g.service, what)).or_default();
+            activity.add(h.hour_ns, g.minutes, g.last_ns);
+            activity.versions.extend(g.version.as_deref());
         }
         for g in &h.logs {
             services
@@ -839,14 +831,8 @@ fn freshness(hours: &[HourSummary], window: &ReportWindow) -> Vec<Finding> {
             continue;
         }
         if let Some((silent, gap)) = activity.silence(now, window) {
-            let versions = series_versions
-                .get(&(*service, what.clone()))
-                .cloned()
-                .unwrap_or_default();
-            if let Some(release) =
-                retired_by(releases.get(service), &versions, activity.last_ns, gap)
-            {
-                let before: Vec<&str> = versions.iter().copied().collect();
+            if let Some(release) = retired_by(releases.get(service), activity, gap) {
+                let before: Vec<&str> = activity.versions.iter().copied().collect();
                 out.push(finding(
                     "freshness",
                     service,

@@ -55,6 +55,8 @@ impl Listeners {
 /// `oneshot` or to [`App::run`] it on listeners of port 0.
 pub struct App {
     store: Store,
+    /// The engine the API answers with.
+    engine: QueryEngine,
     monitor: Monitor,
     report: OpenReport,
     config: ServeConfig,
@@ -184,6 +186,7 @@ impl App {
             redactor: config.redactor.clone(),
             scrapes: scrapes.clone(),
         };
+        let engine = api_state.engine.clone();
         let api = ui::router(ui::UiState {
             // The pages ask as the UI: their queries take turns with the API's.
             api: api::ApiState {
@@ -206,6 +209,7 @@ impl App {
         ));
         Ok(App {
             store,
+            engine,
             monitor,
             report,
             config,
@@ -224,6 +228,12 @@ impl App {
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The query engine the API answers with (in-process questions share its memory limit,
+    /// admission and runtime).
+    pub fn engine(&self) -> &QueryEngine {
+        &self.engine
     }
 
     /// The monitor: SLOs, alerts, silences.

@@ -1,6 +1,7 @@
 //! The command line: `serve`, `demo`, `bench`, and the verbs that ask a running server (`query`,
 //! `trace`, `logs`, `doctor`, `slos`, `alerts`, `silence`, `deploy`, `explain`, `compare`,
-//! `check`, `redact`), each taking `--url`, and `ship`, which sends log files to one.
+//! `check`, `redact`), each taking `--url`, `ship`, which sends log files to one, and `record`,
+//! which runs a command against a server of its own and judges its telemetry.
 
 mod changes;
 mod client;

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use serde_json::json;
+use sightline_query::QueryEngine;
 use sightline_query::contract::{self, Contract, Recorded, Verdict};
-use sightline_query::{QueryConfig, QueryEngine};
 
 use crate::config::{FileConfig, Overrides, ServeConfig};
 
@@ -152,7 +152,7 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<u8> {
         listeners.api.local_addr()?,
     );
     let app = crate::app::App::open(config, Arc::new(sightline_model::SystemClock)).await?;
-    let engine = QueryEngine::new(app.store().clone(), QueryConfig::default())?;
+    let engine = app.engine().clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run(listeners, async move {
         let _ = stopped.await;
